@@ -1,0 +1,370 @@
+"""The Flow aggregate: one run of a multi-step form bound to a conversation.
+
+Every step is an event: an accepted answer, a rejected one (recorded, state unchanged), an
+edit, an undo, the confirmation, the end. A run names the definition version it started
+with; the Engine hands that version's definition to each command.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from eventsourcing.domain import Aggregate
+
+from .errors import Expired, InvalidTransition, ValidationFailed
+from .flow_definition import FlowDefinition
+
+
+class FlowStatus(StrEnum):
+    """Where a run of a flow is."""
+
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class Rejection(msgspec.Struct, frozen=True):
+    """An answer the step's validator refused, and why."""
+
+    step: str
+    raw: str
+    reason: str
+    at: datetime
+
+
+class FlowState(msgspec.Struct, frozen=True):
+    """An immutable picture of a flow run at one version."""
+
+    id: UUID
+    version: int
+    conversation_id: UUID
+    definition: str
+    definition_version: int
+    mode: str | None
+    status: FlowStatus
+    step: str | None
+    answers: dict[str, Any]
+    rejections: tuple[Rejection, ...]
+    editing: str | None
+    started_at: datetime
+    updated_at: datetime
+    idle_timeout_s: float | None
+
+    @property
+    def is_active(self) -> bool:
+        """True until the run completes, is cancelled or expires."""
+        return self.status is FlowStatus.ACTIVE
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When an idle active run expires, if its definition sets a timeout."""
+        if not self.is_active or self.idle_timeout_s is None:
+            return None
+        return self.updated_at + timedelta(seconds=self.idle_timeout_s)
+
+
+class Flow(Aggregate):
+    """A run of a flow definition: current step, answers, rejections, edits, undo, the end."""
+
+    TOPIC = "voxledger:Flow"
+
+    class Event(Aggregate.Event):
+        TOPIC = "voxledger:Flow.Event"
+
+    class Started(Aggregate.Created):
+        TOPIC = "voxledger:Flow.Started"
+        conversation_id: UUID
+        definition: str
+        definition_version: int
+        mode: str | None
+        step: str
+        idle_timeout_s: float | None
+
+    def __init__(
+        self,
+        conversation_id: UUID,
+        definition: str,
+        definition_version: int,
+        mode: str | None,
+        step: str,
+        idle_timeout_s: float | None,
+    ) -> None:
+        self.conversation_id = conversation_id
+        self.definition = definition
+        self.definition_version = definition_version
+        self.mode = mode
+        self.step: str | None = step
+        self.idle_timeout_s = idle_timeout_s
+        self.status = FlowStatus.ACTIVE
+        self.answers: dict[str, Any] = {}
+        self.trail: list[str] = []  # steps whose answers were accepted, in order (for undo)
+        self.rejections: list[Rejection] = []
+        self.editing: str | None = None  # the step to return to after an edit
+
+    @classmethod
+    def begin(
+        cls,
+        conversation_id: UUID,
+        definition: FlowDefinition,
+        mode: str | None = None,
+        *,
+        at: datetime,
+        flow_id: UUID | None = None,
+    ) -> Flow:
+        """Start a run of the definition in the given mode, at its first step."""
+        if definition.modes and mode is None:
+            raise ValidationFailed(
+                f"flow {definition.name!r} needs a mode: one of {', '.join(definition.modes)}"
+            )
+        return cls._create(
+            cls.Started,
+            id=flow_id,
+            conversation_id=conversation_id,
+            definition=definition.name,
+            definition_version=definition.version,
+            mode=mode,
+            step=definition.first_step(mode),
+            idle_timeout_s=definition.idle_timeout_s,
+            timestamp=at,
+        )
+
+    # -- answering ---------------------------------------------------------------------------
+
+    class AnswerAccepted(Event):
+        TOPIC = "voxledger:Flow.AnswerAccepted"
+        step: str
+        field: str
+        value: Any
+        next_step: str | None
+
+        def apply(self, f: Flow) -> None:
+            f.answers[self.field] = self.value
+            f.trail.append(self.step)
+            f.step = self.next_step
+
+    class AnswerRejected(Event):
+        TOPIC = "voxledger:Flow.AnswerRejected"
+        step: str
+        raw: str
+        reason: str
+
+        def apply(self, f: Flow) -> None:
+            f.rejections.append(Rejection(self.step, self.raw, self.reason, self.timestamp))
+
+    class FieldEdited(Event):
+        TOPIC = "voxledger:Flow.FieldEdited"
+        step: str
+        field: str
+        previous: Any
+        value: Any
+        next_step: str | None
+
+        def apply(self, f: Flow) -> None:
+            f.answers[self.field] = self.value
+            f.editing = None
+            f.step = self.next_step
+
+    class ConfirmationDeclined(Event):
+        TOPIC = "voxledger:Flow.ConfirmationDeclined"
+        step: str
+
+    def answer(self, definition: FlowDefinition, raw: str, *, at: datetime) -> bool:
+        """Answer the current step; True if accepted. A refused answer is recorded too."""
+        step_name = self._require_step()
+        step = definition.step(step_name)
+        try:
+            value = definition.validate(step_name, raw)
+        except ValidationFailed as refused:
+            self.trigger_event(
+                self.AnswerRejected, step=step_name, raw=raw, reason=str(refused), timestamp=at
+            )
+            return False
+        if step.kind == "confirm":
+            if value:
+                self.confirm(definition, at=at)
+            else:
+                self.trigger_event(self.ConfirmationDeclined, step=step_name, timestamp=at)
+            return True
+        assert step.field is not None  # an ask step always has one (checked at load)
+        answers = {**self.answers, step.field: value}
+        if self.editing is not None:
+            self.trigger_event(
+                self.FieldEdited,
+                step=step_name,
+                field=step.field,
+                previous=self.answers.get(step.field),
+                value=value,
+                next_step=self._after_edit(definition, answers),
+                timestamp=at,
+            )
+        else:
+            self.trigger_event(
+                self.AnswerAccepted,
+                step=step_name,
+                field=step.field,
+                value=value,
+                next_step=definition.next_step(step_name, self.mode, answers),
+                timestamp=at,
+            )
+        if self.step is None:
+            self._complete(at)
+        return True
+
+    def _after_edit(self, definition: FlowDefinition, answers: dict[str, Any]) -> str | None:
+        """After an edit, go back where the user was, unless the new answer opened a step
+        on the path that has no answer yet (a branch changed)."""
+        for name in definition.path(self.mode, answers):
+            field = definition.step(name).field
+            if field is not None and field not in answers:
+                return name
+        return self.editing
+
+    # -- edit and undo -----------------------------------------------------------------------
+
+    class EditRequested(Event):
+        TOPIC = "voxledger:Flow.EditRequested"
+        field: str
+        step: str
+        return_to: str
+
+        def apply(self, f: Flow) -> None:
+            f.editing = self.return_to
+            f.step = self.step
+
+    def edit(self, definition: FlowDefinition, field: str, *, at: datetime) -> None:
+        """Ask a field again; after the new answer the run returns to where it was."""
+        current = self._require_step()
+        if field not in self.answers:
+            known = ", ".join(self.answers) or "none yet"
+            raise ValidationFailed(f"no answer to edit for {field!r} (answered: {known})")
+        step = next(s.name for s in definition.steps if s.field == field)
+        self.trigger_event(
+            self.EditRequested,
+            field=field,
+            step=step,
+            return_to=self.editing or current,
+            timestamp=at,
+        )
+
+    class AnswerWithdrawn(Event):
+        TOPIC = "voxledger:Flow.AnswerWithdrawn"
+        step: str
+        field: str
+        previous: Any
+
+        def apply(self, f: Flow) -> None:
+            f.trail.pop()
+            f.answers.pop(self.field, None)
+            f.editing = None
+            f.step = self.step
+
+    def undo(self, definition: FlowDefinition, *, at: datetime) -> None:
+        """Withdraw the last accepted answer and ask its step again."""
+        self._require_step()
+        if not self.trail:
+            raise InvalidTransition(f"flow {self.id}: nothing to undo at the first step")
+        step = self.trail[-1]
+        field = definition.step(step).field
+        assert field is not None
+        self.trigger_event(
+            self.AnswerWithdrawn,
+            step=step,
+            field=field,
+            previous=self.answers.get(field),
+            timestamp=at,
+        )
+
+    # -- the end -------------------------------------------------------------------------------
+
+    class Confirmed(Event):
+        TOPIC = "voxledger:Flow.Confirmed"
+
+    class Completed(Event):
+        TOPIC = "voxledger:Flow.Completed"
+        data: dict[str, Any]
+
+        def apply(self, f: Flow) -> None:
+            f.status = FlowStatus.COMPLETED
+            f.step = None
+            f.editing = None
+
+    def confirm(self, definition: FlowDefinition, *, at: datetime) -> None:
+        """The user confirmed the summary: the run completes with its data."""
+        step = self._require_step()
+        if definition.step(step).kind != "confirm":
+            raise InvalidTransition(f"flow {self.id} is at step {step!r}, not at the confirmation")
+        self.trigger_event(self.Confirmed, timestamp=at)
+        self._complete(at)
+
+    def _complete(self, at: datetime) -> None:
+        self.trigger_event(self.Completed, data=dict(self.answers), timestamp=at)
+
+    class Cancelled(Event):
+        TOPIC = "voxledger:Flow.Cancelled"
+        step: str | None
+        reason: str
+
+        def apply(self, f: Flow) -> None:
+            f.status = FlowStatus.CANCELLED
+
+    def cancel(self, reason: str = "", *, at: datetime) -> None:
+        """The user gave up; the run ends where it was."""
+        step = self._require_step()
+        self.trigger_event(self.Cancelled, step=step, reason=reason, timestamp=at)
+
+    class Expired(Event):
+        TOPIC = "voxledger:Flow.Expired"
+        step: str | None
+        idle_s: float
+
+        def apply(self, f: Flow) -> None:
+            f.status = FlowStatus.EXPIRED
+
+    def expire(self, *, at: datetime) -> None:
+        """End a run that has been idle longer than its definition allows."""
+        step = self._require_step()
+        if not self.is_idle_at(at):
+            raise InvalidTransition(f"flow {self.id} is not idle past its timeout")
+        idle_s = (at - self.modified_on).total_seconds()
+        self.trigger_event(self.Expired, step=step, idle_s=idle_s, timestamp=at)
+
+    def is_idle_at(self, at: datetime) -> bool:
+        """True if the run is active and has been idle longer than its timeout at ``at``."""
+        return (
+            self.status is FlowStatus.ACTIVE
+            and self.idle_timeout_s is not None
+            and (at - self.modified_on).total_seconds() > self.idle_timeout_s
+        )
+
+    def _require_step(self) -> str:
+        if self.status is FlowStatus.EXPIRED:
+            raise Expired(f"flow {self.id} expired after being idle; start it again")
+        if self.status is not FlowStatus.ACTIVE or self.step is None:
+            raise InvalidTransition(f"flow {self.id} is {self.status}; it takes no more commands")
+        return self.step
+
+    # -- the state as a value ----------------------------------------------------------------
+
+    def state(self) -> FlowState:
+        """The run as an immutable value."""
+        return FlowState(
+            id=self.id,
+            version=self.version,
+            conversation_id=self.conversation_id,
+            definition=self.definition,
+            definition_version=self.definition_version,
+            mode=self.mode,
+            status=self.status,
+            step=self.step,
+            answers=dict(self.answers),
+            rejections=tuple(self.rejections),
+            editing=self.editing,
+            started_at=self.created_on,
+            updated_at=self.modified_on,
+            idle_timeout_s=self.idle_timeout_s,
+        )

@@ -1,0 +1,137 @@
+"""`voxledger demo`: a scripted voice-and-chat conversation, stored for real, then shown."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from ..adapters.bootstrap import open_engine
+from ..adapters.store.database import ENV_URL, redact, resolve_database_url, voxledger_home
+from ..domain.conversation import Conversation
+from ..domain.engine import Engine
+from .inspect import print_state, state_document
+from .output import print_json, say
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the demo command."""
+    demo = commands.add_parser(
+        "demo",
+        help="run a scripted voice-and-chat conversation and show what was stored",
+        description="Runs a scripted conversation through the engine and prints it. "
+        "Example: voxledger demo",
+    )
+    demo.add_argument("--json", action="store_true", help="print the final state as JSON")
+    demo.add_argument(
+        "--pause", type=float, default=0.0, metavar="S", help="seconds to wait between steps"
+    )
+    demo.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the script, printing each committed step."""
+    url = resolve_database_url(args.database_url)
+    with open_engine(url) as engine:
+        cid = engine.start_conversation("voice", "demo-caller", {"source": "voxledger demo"})
+        say(f"conversation {cid}")
+        steps = script(engine, cid)
+        for i, (label, step) in enumerate(steps, start=2):
+            if args.pause:
+                time.sleep(args.pause)
+            step()
+            say(f"  v{i:<3} {label}")
+        state = engine.get_conversation(cid)
+        stored = engine.store.count_events(Conversation.Started)
+    if args.json:
+        print_json({"conversation": state_document(state), "conversations_stored": stored})
+        return 0
+    say()
+    print_state(state)
+    say()
+    say(f"events stored for this conversation: {state.version}")
+    say(f"conversations stored: {stored}")
+    say(f"data: {_where(args.database_url)}")
+    say(f"inspect it:  voxledger show {cid}   |   voxledger log {cid}")
+    return 0
+
+
+def script(engine: Engine, cid: UUID) -> list[tuple[str, Callable[[], Any]]]:
+    """The steps of the demo call: connect, two voice turns (one cut off), a chat turn, end."""
+    said: dict[str, str] = {}
+
+    def message(key: str, role: str, content: str, **kw: Any) -> Callable[[], None]:
+        def add() -> None:
+            said[key] = engine.add_message(cid, role, content, **kw)
+
+        return add
+
+    return [
+        ("connecting over webrtc", lambda: engine.begin_connecting(cid, "webrtc")),
+        ("connected", lambda: engine.connect(cid, "webrtc", "rtc-7f3a", latency_ms=38.5)),
+        ("listening", lambda: engine.listen(cid)),
+        ("user starts speaking", lambda: engine.record_speech_started(cid)),
+        (
+            "user stops speaking (1.8 s)",
+            lambda: engine.record_speech_ended(cid, 1.8, peak_dbfs=-9.5, mean_dbfs=-24.0),
+        ),
+        (
+            "user message",
+            message("u1", "user", "Hi, I'd like to report an audio visit.", audio_duration_s=1.8),
+        ),
+        ("turn 1 starts", lambda: engine.start_turn(cid, said["u1"])),
+        ("assistant responds", lambda: engine.start_response(cid)),
+        (
+            "assistant message",
+            message("a1", "assistant", "Sure. What is the audio number?", audio_duration_s=2.1),
+        ),
+        (
+            "usage recorded",
+            lambda: engine.record_usage(
+                cid, tokens_in=412, tokens_out=38, cost=0.0021, audio_seconds=2.1
+            ),
+        ),
+        ("turn 1 completes", lambda: engine.complete_turn(cid, said["a1"])),
+        ("user speaks again", lambda: engine.record_speech_started(cid)),
+        ("user stops (0.9 s)", lambda: engine.record_speech_ended(cid, 0.9, -12.0, -27.5)),
+        ("user message", message("u2", "user", "It's number 1042.", audio_duration_s=0.9)),
+        ("turn 2 starts", lambda: engine.start_turn(cid, said["u2"])),
+        ("assistant responds", lambda: engine.start_response(cid)),
+        (
+            "assistant message (streaming)",
+            message("a2", "assistant", "Thanks, and the date of the", complete=False),
+        ),
+        ("user barges in", lambda: engine.record_speech_started(cid)),
+        ("turn 2 interrupted", lambda: engine.interrupt_turn(cid, "barge-in")),
+        ("user stops (1.1 s)", lambda: engine.record_speech_ended(cid, 1.1, -10.0, -25.0)),
+        ("silence detected (4 s)", lambda: engine.record_silence(cid, 4.0)),
+        (
+            "chat message from the app",
+            message("u3", "user", "Date: 21.11.2026", metadata={"via": "chat"}),
+        ),
+        ("turn 3 starts", lambda: engine.start_turn(cid, said["u3"])),
+        ("assistant message", message("a3", "assistant", "Noted: 2026-11-21.")),
+        ("turn 3 completes", lambda: engine.complete_turn(cid, said["a3"])),
+        (
+            "context updated",
+            lambda: engine.update_context(cid, {"audio_number": 1042, "date": "2026-11-21"}),
+        ),
+        (
+            "traffic counted",
+            lambda: engine.record_traffic(
+                cid, messages_sent=3, messages_received=3, bytes_sent=48_200, bytes_received=61_900
+            ),
+        ),
+        ("caller hangs up", lambda: engine.disconnect(cid, "caller hung up")),
+        ("conversation ends", lambda: engine.end(cid, "demo finished")),
+    ]
+
+
+def _where(database_url: str | None) -> str:
+    import os
+
+    if database_url or os.environ.get(ENV_URL):
+        return redact(resolve_database_url(database_url))
+    return f"embedded PostgreSQL under {voxledger_home() / 'pgdata'}"

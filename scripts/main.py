@@ -1,0 +1,68 @@
+"""The `voxledger` command: parse, call one command module, print, exit with a clear code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from eventsourcing.persistence import OperationalError, PersistenceError
+from psycopg import Error as PsycopgError
+
+from ..adapters.logs import configure_logging
+from ..domain.errors import VoxledgerError
+from . import demo, flows, inspect
+from .output import fail
+
+EXAMPLES = """examples:
+  voxledger demo                      run a scripted voice-and-chat conversation
+  voxledger show ID --json            a conversation's state
+  voxledger log ID                    its events, oldest first
+  voxledger flows                     flow definitions; voxledger flow ID: one run
+  voxledger expire                    expire flows idle past their timeout
+
+Configuration: VOXLEDGER_DATABASE_URL (or --database-url) names a PostgreSQL server;
+without it an embedded server keeps its data under $VOXLEDGER_HOME."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = argparse.ArgumentParser(
+        prog="voxledger",
+        description="Event-sourced conversation engine: durable, replayable bot state.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="postgresql://user:password@host:port/db (default: $VOXLEDGER_DATABASE_URL, "
+        "else the embedded server)",
+    )
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default), ERROR")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (demo, inspect, flows):
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        configure_logging(args.log_level)
+        return int(args.run(args) or 0)
+    except VoxledgerError as e:
+        fail(str(e))
+        return 1
+    except (OperationalError, PsycopgError, PersistenceError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        fail(f"database unavailable: {first_line}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

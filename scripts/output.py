@@ -1,0 +1,79 @@
+"""All printing of the command line lives here: JSON for machines, tables for people."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False, soft_wrap=True)
+
+
+def to_plain(value: Any) -> Any:
+    """A JSON-ready copy of structs, UUIDs, datetimes and enums."""
+    return msgspec.json.decode(msgspec.json.encode(value, enc_hook=_enc_hook))
+
+
+def _enc_hook(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return str(value)
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on stdout."""
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(value, enc_hook=_enc_hook)).decode())
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def print_json_line(value: Any) -> None:
+    """One compact JSON object per line (for streams of records)."""
+    sys.stdout.write(msgspec.json.encode(value, enc_hook=_enc_hook).decode() + "\n")
+    sys.stdout.flush()
+
+
+def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A table for people."""
+    table = Table(title=title, title_justify="left", show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+
+
+def print_fields(title: str | None, fields: Iterable[tuple[str, Any]]) -> None:
+    """Name/value lines for one record."""
+    if title:
+        console.print(f"[bold]{title}[/bold]")
+    for name, value in fields:
+        console.print(f"  {name:<22} {'' if value is None else value}")
+
+
+def say(text: str = "") -> None:
+    """A line of prose for people, flushed at once (progress must survive a kill)."""
+    console.print(text)
+    console.file.flush()
+
+
+def fail(message: str) -> None:
+    """The one clear error line."""
+    sys.stderr.write(f"voxledger: error: {message}\n")
+    sys.stderr.flush()
+
+
+def summarise(data: dict[str, Any], width: int = 90) -> str:
+    """A one-line summary of an event's data."""
+    parts = []
+    for key, value in data.items():
+        if value in (None, {}, [], ""):
+            continue
+        text = value if isinstance(value, str) else msgspec.json.encode(to_plain(value)).decode()
+        parts.append(f"{key}={text}")
+    line = " ".join(parts)
+    return line if len(line) <= width else line[: width - 1] + "…"
