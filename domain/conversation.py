@@ -712,6 +712,18 @@ class Conversation(Aggregate):
             timestamp=at,
         )
 
+    class UserTurnEnded(Event):
+        TOPIC = "voxledger:Conversation.UserTurnEnded"
+        utterances: int
+
+    def record_user_turn_ended(self, utterances: int, *, at: datetime) -> None:
+        """The user finished their turn: the end-of-turn silence followed their last words."""
+        self._require_listening()
+        if self.audio.speech_active:
+            raise InvalidTransition(f"the user is still speaking in conversation {self.id}")
+        _require_non_negative(utterances=utterances)
+        self.trigger_event(self.UserTurnEnded, utterances=utterances, timestamp=at)
+
     class SilenceDetected(Event):
         TOPIC = "voxledger:Conversation.SilenceDetected"
         silence_s: float

@@ -282,6 +282,12 @@ class Engine:
             at=at,
         )
 
+    def record_user_turn_ended(
+        self, conversation_id: UUID, utterances: int = 1, *, at: datetime | None = None
+    ) -> None:
+        """The user finished their turn."""
+        self._update(conversation_id, Conversation.record_user_turn_ended, utterances, at=at)
+
     def record_silence(
         self, conversation_id: UUID, silence_s: float, *, at: datetime | None = None
     ) -> None:

@@ -42,8 +42,9 @@ class Branch(_Data, kw_only=True):
 
     def decide(self, mode: str | None, answers: Mapping[str, Any]) -> str | None:
         """The next step's name for a run in `mode` with these answers (None: the end)."""
-        return next((rule.goto for rule in self.when if rule.matches(mode, answers)),
-                    self.otherwise)
+        return next(
+            (rule.goto for rule in self.when if rule.matches(mode, answers)), self.otherwise
+        )
 
 
 Next = str | Branch | None
@@ -67,11 +68,25 @@ class Step(_Data, kw_only=True):
             msgspec.structs.force_setattr(self, "validator", default)
 
     @classmethod
-    def ask(cls, name: str, prompt: str, validator: Validator, next: Next = None, *,
-            field: str | None = None, label: str | None = None) -> Step:
+    def ask(
+        cls,
+        name: str,
+        prompt: str,
+        validator: Validator,
+        next: Next = None,
+        *,
+        field: str | None = None,
+        label: str | None = None,
+    ) -> Step:
         """An ask step; its field is named like the step unless given."""
-        return cls(name=name, field=field or name, prompt=prompt, validator=validator,
-                   next=next, label=label)
+        return cls(
+            name=name,
+            field=field or name,
+            prompt=prompt,
+            validator=validator,
+            next=next,
+            label=label,
+        )
 
     @classmethod
     def confirm(cls, name: str, prompt: str) -> Step:
@@ -102,7 +117,8 @@ class FlowDefinition(_Data, kw_only=True):
 
     @classmethod
     def from_mapping(
-        cls, data: Mapping[str, Any],
+        cls,
+        data: Mapping[str, Any],
         custom_validators: Mapping[str, Callable[[str], Any]] | None = None,
     ) -> FlowDefinition:
         """Compiles a definition from data (parsed TOML or JSON); custom validators are
@@ -147,8 +163,7 @@ class FlowDefinition(_Data, kw_only=True):
         assert first is not None  # checked when built
         return first
 
-    def next_step(self, current: str, mode: str | None,
-                  answers: Mapping[str, Any]) -> str | None:
+    def next_step(self, current: str, mode: str | None, answers: Mapping[str, Any]) -> str | None:
         """The step after `current` for a run in `mode` with these answers (None: the run
         can complete)."""
         self._check_mode(mode)
@@ -165,12 +180,12 @@ class FlowDefinition(_Data, kw_only=True):
         asked = re.sub(r"\{(\w+)\}", lambda m: _show(answers.get(m[1], m[0])), step.prompt)
         if step.kind != "confirm":
             return asked
-        summary = [f"{s.title}: {_show(answers[s.field])}" for s in self.steps
-                   if s.field in answers]
+        summary = [
+            f"{s.title}: {_show(answers[s.field])}" for s in self.steps if s.field in answers
+        ]
         return "\n".join([asked, "", *summary])
 
-    def path(self, mode: str | None = None,
-             answers: Mapping[str, Any] | None = None) -> list[str]:
+    def path(self, mode: str | None = None, answers: Mapping[str, Any] | None = None) -> list[str]:
         """The steps a run in `mode` with these answers would visit, each once, in order."""
         visited: list[str] = []
         step: str | None = self.first_step(mode)
@@ -206,22 +221,28 @@ class FlowDefinition(_Data, kw_only=True):
             if step.kind == "confirm" and step.next is not None:
                 yield f"{where}: a confirm step must be last on every path"
             if step.field in collected:
-                yield f"{where}: duplicate field {step.field!r}, also asked by step " \
-                      f"{collected[step.field]!r}"
+                yield (
+                    f"{where}: duplicate field {step.field!r}, also asked by step "
+                    f"{collected[step.field]!r}"
+                )
             if step.field:
                 collected[step.field] = step.name
 
         start = self.start if self.start is not None else self.steps[0].name
         if None in _targets(start):
             yield "start: every case must lead to a step"
-        for where, target in [("start", start),
-                              *((f"step {s.name!r}", s.next) for s in self.steps)]:
+        for where, target in [
+            ("start", start),
+            *((f"step {s.name!r}", s.next) for s in self.steps),
+        ]:
             for rule in target.when if isinstance(target, Branch) else ():
                 if rule.mode is None and rule.field is None:
                     yield f"{where}: a branch case needs a mode or a field"
                 if rule.mode is not None and rule.mode not in self.modes:
-                    yield f"{where}: unknown mode {rule.mode!r} in branch " \
-                          f"(modes: {', '.join(self.modes) or 'none'})"
+                    yield (
+                        f"{where}: unknown mode {rule.mode!r} in branch "
+                        f"(modes: {', '.join(self.modes) or 'none'})"
+                    )
                 if rule.field is not None and rule.field not in collected:
                     yield f"{where}: branch on unknown field {rule.field!r}"
             for goto in _targets(target):
@@ -261,8 +282,11 @@ def _finishing(leads_to: Mapping[str, list[str | None]]) -> set[str]:
     """The steps from which some path reaches the end."""
     finishing: set[str] = set()
     while True:
-        more = {name for name, gotos in leads_to.items()
-                if any(goto is None or goto in finishing for goto in gotos)}
+        more = {
+            name
+            for name, gotos in leads_to.items()
+            if any(goto is None or goto in finishing for goto in gotos)
+        }
         if more == finishing:
             return finishing
         finishing = more
@@ -330,5 +354,6 @@ class FlowRegistry:
 
     def all(self) -> list[tuple[str, tuple[int, ...]]]:
         """Each definition's name with its registered versions, oldest first."""
-        return [(name, tuple(sorted(versions)))
-                for name, versions in sorted(self._versions.items())]
+        return [
+            (name, tuple(sorted(versions))) for name, versions in sorted(self._versions.items())
+        ]

@@ -79,8 +79,20 @@ def integer(*, min: int | None = None, max: int | None = None) -> Validator:
     return Validator(_spec("integer", min=min, max=max), check)
 
 
-_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
-           "september", "october", "november", "december")
+_MONTHS = (
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+)
 _MONTH_NUMBERS = {
     **{name: number for number, name in enumerate(_MONTHS, 1)},
     **{name[:3]: number for number, name in enumerate(_MONTHS, 1)},
@@ -186,8 +198,12 @@ def custom(name: str, check: Callable[[str], Any]) -> Validator:
 
 
 BUILT_INS: Mapping[str, Callable[..., Validator]] = {
-    "text": text, "integer": integer, "date": date, "choice": choice,
-    "regex": regex, "yes_no": yes_no,
+    "text": text,
+    "integer": integer,
+    "date": date,
+    "choice": choice,
+    "regex": regex,
+    "yes_no": yes_no,
 }
 
 

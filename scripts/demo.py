@@ -12,8 +12,9 @@ from ..adapters.bootstrap import open_engine
 from ..adapters.store.database import ENV_URL, redact, resolve_database_url, voxledger_home
 from ..domain.conversation import Conversation
 from ..domain.engine import Engine
+from .flows import print_flow
 from .inspect import print_state, state_document
-from .output import print_json, say
+from .output import print_json, say, to_plain
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -36,31 +37,58 @@ def run(args: argparse.Namespace) -> int:
     url = resolve_database_url(args.database_url)
     with open_engine(url) as engine:
         cid = engine.start_conversation("voice", "demo-caller", {"source": "voxledger demo"})
-        say(f"conversation {cid}")
-        steps = script(engine, cid)
-        for i, (label, step) in enumerate(steps, start=2):
+        if not args.json:
+            say(f"conversation {cid}")
+        steps, form = script(engine, cid)
+        for label, step in steps:
             if args.pause:
                 time.sleep(args.pause)
             step()
-            say(f"  v{i:<3} {label}")
+            if not args.json:
+                say(f"  v{engine.get_conversation(cid).version:<3} {label}")
         state = engine.get_conversation(cid)
+        report = engine.get_flow(form["id"])
         stored = engine.store.count_events(Conversation.Started)
     if args.json:
-        print_json({"conversation": state_document(state), "conversations_stored": stored})
+        print_json(
+            {
+                "conversation": state_document(state),
+                "flow": to_plain(report),
+                "conversations_stored": stored,
+            }
+        )
         return 0
     say()
     print_state(state)
     say()
+    print_flow(report, None)
+    say()
     say(f"events stored for this conversation: {state.version}")
     say(f"conversations stored: {stored}")
     say(f"data: {_where(args.database_url)}")
-    say(f"inspect it:  voxledger show {cid}   |   voxledger log {cid}")
+    say(f"inspect it:  voxledger show {cid}")
+    say(f"             voxledger log {cid}")
+    say(f"             voxledger flow {report.id}")
     return 0
 
 
-def script(engine: Engine, cid: UUID) -> list[tuple[str, Callable[[], Any]]]:
+def script(
+    engine: Engine, cid: UUID
+) -> tuple[list[tuple[str, Callable[[], Any]]], dict[str, UUID]]:
     """The steps of the demo call: connect, two voice turns (one cut off), a chat turn, end."""
     said: dict[str, str] = {}
+    flow: dict[str, UUID] = {}
+
+    def chat(text: str) -> Callable[[], None]:
+        # A chat message that answers the form: the user's text, the answer and the bot's
+        # reply are one atomic save.
+        def answer() -> None:
+            engine.answer(flow["id"], text, record_messages=True)
+
+        return answer
+
+    def begin_form() -> None:
+        flow["id"] = engine.start_flow(cid, "intake", "interview").flow_id
 
     def message(key: str, role: str, content: str, **kw: Any) -> Callable[[], None]:
         def add() -> None:
@@ -107,16 +135,21 @@ def script(engine: Engine, cid: UUID) -> list[tuple[str, Callable[[], Any]]]:
         ("turn 2 interrupted", lambda: engine.interrupt_turn(cid, "barge-in")),
         ("user stops (1.1 s)", lambda: engine.record_speech_ended(cid, 1.1, -10.0, -25.0)),
         ("silence detected (4 s)", lambda: engine.record_silence(cid, 4.0)),
-        (
-            "chat message from the app",
-            message("u3", "user", "Date: 21.11.2026", metadata={"via": "chat"}),
-        ),
-        ("turn 3 starts", lambda: engine.start_turn(cid, said["u3"])),
-        ("assistant message", message("a3", "assistant", "Noted: 2026-11-21.")),
-        ("turn 3 completes", lambda: engine.complete_turn(cid, said["a3"])),
+        ("chat: the intake form starts (interview mode)", begin_form),
+        ("chat: audio number 1042", chat("1042")),
+        ("chat: date 31.02.2026 (rejected: no such date)", chat("31.02.2026")),
+        ("chat: date 21.11.2026", chat("21.11.2026")),
+        ("chat: employee", chat("Ivan Petrov")),
+        ("chat: place", chat("Kazan Arena")),
+        ("chat: building type 'business centre' (an office)", chat("business centre")),
+        ("chat: zone", chat("north wing")),
+        ("chat: client name", chat("OOO Romashka")),
+        ("chat: /edit employee", lambda: engine.edit(flow["id"], "employee")),
+        ("chat: employee corrected, back at the confirmation", chat("Anna Sidorova")),
+        ("chat: yes (the form completes)", chat("yes")),
         (
             "context updated",
-            lambda: engine.update_context(cid, {"audio_number": 1042, "date": "2026-11-21"}),
+            lambda: engine.update_context(cid, {"audio_number": 1042, "report": str(flow["id"])}),
         ),
         (
             "traffic counted",
@@ -126,7 +159,7 @@ def script(engine: Engine, cid: UUID) -> list[tuple[str, Callable[[], Any]]]:
         ),
         ("caller hangs up", lambda: engine.disconnect(cid, "caller hung up")),
         ("conversation ends", lambda: engine.end(cid, "demo finished")),
-    ]
+    ], flow
 
 
 def _where(database_url: str | None) -> str:

@@ -11,7 +11,7 @@ from psycopg import Error as PsycopgError
 
 from ..adapters.logs import configure_logging
 from ..domain.errors import VoxledgerError
-from . import demo, flows, inspect
+from . import demo, flows, inspect, listen
 from .output import fail
 
 EXAMPLES = """examples:
@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   voxledger log ID                    its events, oldest first
   voxledger flows                     flow definitions; voxledger flow ID: one run
   voxledger expire                    expire flows idle past their timeout
+  voxledger listen call.wav           voice activity detection into a conversation
 
 Configuration: VOXLEDGER_DATABASE_URL (or --database-url) names a PostgreSQL server;
 without it an embedded server keeps its data under $VOXLEDGER_HOME."""
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default), ERROR")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (demo, inspect, flows):
+    for module in (demo, inspect, flows, listen):
         module.register(commands)
     return parser
 

@@ -1,4 +1,5 @@
-"""The listening pipeline keeps up with webrtcvad: at least a seventh of its speed."""
+"""The audio benchmark's report (its figures are read by `voxledger bench`, never asserted:
+speed is measured by benchmarks, not by timed tests)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,15 @@ from voxledger.domain.errors import BadInput
 FIXTURES = Path(__file__).parent / "fixtures" / "audio"
 
 
-@pytest.mark.slow
-def test_the_whole_adapter_runs_at_least_a_seventh_as_fast_as_webrtcvad_alone() -> None:
-    # 2,000x real time against webrtcvad's 14,000x on the reference machine; a ratio, so a
-    # slower CI runner does not fail the test for being slow overall.
-    audio = read_wav(FIXTURES / "long_16k.wav")
-    report = measure_segmenter_speed(audio.pcm, audio.sample_rate, repeats=3, chunk_ms=20)
-    assert report["audio_s"] == pytest.approx(59.1, abs=0.1)
-    assert report["listener_x_realtime"]["median"] > 0
-    assert report["listener_share_of_vad_speed"] >= 1 / 7, report
+def test_the_benchmark_reports_medians_and_spread_for_webrtcvad_and_the_whole_adapter() -> None:
+    audio = read_wav(FIXTURES / "speech_16k.wav")
+    report = measure_segmenter_speed(audio.pcm, audio.sample_rate, repeats=2, chunk_ms=20)
+    assert report["audio_s"] == pytest.approx(len(audio.pcm) / 2 / 16000)
+    for key in ("vad_only_x_realtime", "listener_x_realtime"):
+        figures = report[key]
+        assert set(figures) == {"median", "min", "max"}
+        assert 0 < figures["min"] <= figures["median"] <= figures["max"]
+    assert report["listener_share_of_vad_speed"] > 0
 
 
 def test_the_benchmark_refuses_a_config_for_another_rate() -> None:

@@ -16,6 +16,7 @@ class Listener:
     def __init__(self, segmenter: SegmenterConfig, turns: TurnConfig | None = None) -> None:
         self._segmenter = Segmenter(segmenter)
         self._turns = TurnDetector(turns or TurnConfig(), segmenter.sample_rate)
+        self.sample_rate = segmenter.sample_rate
 
     @property
     def samples_fed(self) -> int:

@@ -11,8 +11,8 @@ from typing import BinaryIO, NamedTuple
 import numpy as np
 
 from ...domain.errors import BadInput
+from .segmenter import SUPPORTED_RATES
 
-SUPPORTED_RATES = (8000, 16000, 32000, 48000)
 EXPECTED = "16-bit signed PCM, mono, at 8000, 16000, 32000 or 48000 Hz"
 
 # Format tags from the WAVE header; only PCM (1) carries what we need, the rest get a name in

@@ -1,0 +1,120 @@
+"""A call's audio into a conversation: PCM chunks in, conversation events out.
+
+Times come from the audio's own sample clock (the stream's start time plus samples / rate),
+so replaying the same PCM into a fresh conversation records the same events. Each fact is
+recorded before the next chunk is read: a slow store slows the reader (back-pressure)
+instead of queueing audio without bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from ...domain.async_engine import AsyncEngine
+from ...domain.conversation import Status
+from .listener import Listener
+from .segmenter import SegmenterConfig, SpeechEnded, SpeechStarted
+from .turns import BargeIn, SilenceTimeout, TurnConfig, TurnEvent, UserTurnEnded
+
+
+class VoiceStream:
+    """One audio stream bound to one conversation."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        conversation_id: UUID,
+        *,
+        started_at: datetime,
+        segmenter: SegmenterConfig,
+        turns: TurnConfig | None = None,
+    ) -> None:
+        self.engine = engine
+        self.conversation_id = conversation_id
+        self.started_at = started_at
+        self.listener = Listener(segmenter, turns)
+        self.facts: list[TurnEvent] = []
+
+    def at(self, seconds: float) -> datetime:
+        """The wall time of a point on the stream's sample clock."""
+        return self.started_at + timedelta(seconds=seconds)
+
+    async def open(self) -> None:
+        """Make sure the conversation listens (connecting it to the stream if it is idle)."""
+        state = await self.engine.get_conversation(self.conversation_id)
+        if state.status in (Status.IDLE, Status.DISCONNECTED, Status.ERROR):
+            await self.engine.connect(self.conversation_id, "audio", "stream", at=self.started_at)
+        if not state.audio.listening:
+            await self.engine.listen(self.conversation_id, at=self.started_at)
+
+    async def feed(self, chunk: bytes) -> list[TurnEvent]:
+        """Hear the next chunk (BadInput, and nothing recorded, if it is not PCM as
+        promised) and record the facts it decided, in order."""
+        facts = self.listener.feed(chunk)
+        for fact in facts:
+            await self._record(fact)
+        return facts
+
+    async def assistant_responds(self) -> None:
+        """The assistant starts speaking: the turn in progress is now responding."""
+        await self.engine.start_response(
+            self.conversation_id, at=self.at(self.listener.samples_fed / self._rate)
+        )
+        self.listener.assistant_playing(True)
+
+    async def assistant_finished(self, assistant_message_id: str | None = None) -> None:
+        """The assistant's answer played to the end: the turn completes."""
+        at = self.at(self.listener.samples_fed / self._rate)
+        await self.engine.complete_turn(self.conversation_id, assistant_message_id, at=at)
+        self.listener.assistant_playing(False)
+
+    async def close(self) -> list[TurnEvent]:
+        """The stream ended: close an open utterance and record what is due by its end."""
+        facts = self.listener.close()
+        for fact in facts:
+            await self._record(fact)
+        return facts
+
+    @property
+    def _rate(self) -> int:
+        return self.listener.sample_rate
+
+    async def _record(self, fact: TurnEvent) -> None:
+        self.facts.append(fact)
+        cid, engine = self.conversation_id, self.engine
+        match fact:
+            case SpeechStarted(start_s=start_s):
+                await engine.record_speech_started(cid, at=self.at(start_s))
+            case SpeechEnded(utterance=u):
+                await engine.record_speech_ended(
+                    cid, u.duration_s, u.peak_dbfs, u.mean_dbfs, at=self.at(u.end_s)
+                )
+            case UserTurnEnded(at_s=at_s, utterance_count=count):
+                await engine.record_user_turn_ended(cid, count, at=self.at(at_s))
+            case SilenceTimeout(at_s=at_s, silence_s=silence_s):
+                await engine.record_silence(cid, silence_s, at=self.at(at_s))
+            case BargeIn(at_s=at_s):
+                await engine.interrupt_turn(cid, "barge-in", at=self.at(at_s))
+                self.listener.assistant_playing(False)  # the agent stops its playback
+
+
+async def stream_audio(
+    engine: AsyncEngine,
+    conversation_id: UUID,
+    chunks: AsyncIterable[bytes],
+    *,
+    started_at: datetime,
+    segmenter: SegmenterConfig,
+    turns: TurnConfig | None = None,
+) -> list[TurnEvent]:
+    """Stream PCM chunks into a conversation and return the facts recorded."""
+    stream = VoiceStream(
+        engine, conversation_id, started_at=started_at, segmenter=segmenter, turns=turns
+    )
+    await stream.open()
+    async for chunk in chunks:
+        await stream.feed(chunk)
+    await stream.close()
+    return stream.facts
