@@ -1,0 +1,369 @@
+"""The projection runner: feeds the event log to the projections, page by page, exactly once.
+
+Each projection owns its tables and one row of ``voxledger_tracking`` (the notification id
+of the last event it applied). A page of events is applied and the position moved in one
+transaction, so a crash at any moment leaves every projection at a page boundary it can
+resume from. The runner tails the log with LISTEN/NOTIFY and polls as the fallback, and can
+rebuild one projection from zero into shadow tables while readers keep the old ones.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, Protocol
+
+import msgspec
+import psycopg
+import structlog
+from eventsourcing.persistence import StoredEvent
+from psycopg import sql
+from psycopg.rows import tuple_row
+from psycopg_pool import ConnectionPool
+
+from ..domain.errors import Conflict, NotFound
+
+log = structlog.get_logger("voxledger.projections")
+
+EVENTS_TABLE = "voxledger_events"
+TRACKING_TABLE = "voxledger_tracking"
+SHADOW = "__rebuild"
+PAGE_SIZE = 1000
+# Serialises table creation across processes (catalogue races) and names rebuild locks.
+_SETUP_LOCK = 0x766F7870  # "voxp"
+
+Tables = Mapping[str, sql.Identifier]
+Decode = Callable[[StoredEvent], Any]
+Progress = Callable[[int, int], None]
+
+
+class LogEntry(NamedTuple):
+    """One decoded event and its position (notification id) in the log."""
+
+    position: int
+    event: Any
+
+
+class Projection(Protocol):
+    """A read model: its tables, how to create them, how to apply a page of events."""
+
+    name: str
+    tables: tuple[str, ...]
+
+    def create(self, cur: psycopg.Cursor[Any], t: Tables) -> None:
+        """Create the tables under the names given (live or shadow)."""
+        ...
+
+    def apply(self, cur: psycopg.Cursor[Any], t: Tables, page: Sequence[LogEntry]) -> None:
+        """Write the effect of a page of events, in the caller's transaction."""
+        ...
+
+
+class ProjectionStatus(msgspec.Struct, frozen=True):
+    """How far one projection is behind the log."""
+
+    name: str
+    position: int
+    head: int
+    lag: int
+    seconds_behind: float
+    updated_at: datetime | None
+
+
+def default_projections() -> list[Projection]:
+    """The current-state, metrics and audit projections."""
+    from .audit import Audit
+    from .current import CurrentState
+    from .metrics import Metrics
+
+    return [CurrentState(), Metrics(), Audit()]
+
+
+class ProjectionRunner:
+    """Keeps projections current from the event log: catch-up, tailing, rebuild, status.
+
+    ``pool`` gives connections to the database of the events (autocommit mode is set on
+    each connection taken); ``decode`` turns a stored event into a domain event.
+    """
+
+    def __init__(
+        self,
+        pool: ConnectionPool[Any],
+        schema: str,
+        decode: Decode,
+        projections: Sequence[Projection] | None = None,
+        *,
+        page_size: int = PAGE_SIZE,
+        events_table: str = EVENTS_TABLE,
+    ) -> None:
+        self.pool = pool
+        self.schema = schema
+        self.decode = decode
+        self.projections = {p.name: p for p in projections or default_projections()}
+        self.page_size = page_size
+        self.channel = events_table.replace(".", "_")
+        self._events = sql.Identifier(schema, events_table)
+        self._tracking = sql.Identifier(schema, TRACKING_TABLE)
+        self._ready = False
+
+    # -- tables ------------------------------------------------------------------------------
+
+    def tables(self, projection: Projection, suffix: str = "") -> dict[str, sql.Identifier]:
+        """The projection's table names, qualified by schema (with a suffix for shadows)."""
+        return {t: sql.Identifier(self.schema, t + suffix) for t in projection.tables}
+
+    def setup(self) -> None:
+        """Create the tracking table and any missing projection tables (idempotent)."""
+        with self._connection() as conn, conn.transaction(), _cursor(conn) as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s::bigint)", (_SETUP_LOCK,))
+            cur.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (projection text PRIMARY KEY, "
+                    "position bigint NOT NULL, updated_at timestamptz)"
+                ).format(self._tracking)
+            )
+            for p in self.projections.values():
+                first = sql.Identifier(self.schema, p.tables[0]).as_string(conn)
+                if cur.execute("SELECT to_regclass(%s)", (first,)).fetchone()[0] is None:
+                    p.create(cur, self.tables(p))
+                    # New tables hold nothing: whatever the tracking row said, start at zero.
+                    self._set_position(cur, p.name, 0)
+                else:
+                    cur.execute(
+                        sql.SQL(
+                            "INSERT INTO {} (projection, position) VALUES (%s, 0) "
+                            "ON CONFLICT DO NOTHING"
+                        ).format(self._tracking),
+                        (p.name,),
+                    )
+        self._ready = True
+
+    # -- catching up ---------------------------------------------------------------------------
+
+    def step(self) -> int:
+        """Apply the next page of the log to every projection behind; the events read."""
+        self._ensure_setup()
+        read = 0
+        with self._connection() as conn:
+            groups: dict[int, list[Projection]] = {}
+            for name, position in self._positions(conn).items():
+                groups.setdefault(position, []).append(self.projections[name])
+            # Projections at the same position share one read and decode of the page.
+            for start, members in groups.items():
+                page = self._read(conn, start, self.page_size)
+                read += len(page)
+                for p in members:
+                    if page:
+                        self._apply(conn, p, start, page)
+        return read
+
+    def catch_up(self, stop: threading.Event | None = None) -> None:
+        """Apply pages until every projection is at the log's head (or ``stop`` is set)."""
+        while not (stop and stop.is_set()) and self.step():
+            pass
+
+    def run(self, stop: threading.Event, poll_s: float = 1.0) -> None:
+        """Keep every projection current until ``stop`` is set: wake on the log's NOTIFY,
+        and poll every ``poll_s`` seconds in case a notification was missed."""
+        while not stop.is_set():
+            try:
+                with self._listener() as listener:
+                    while not stop.is_set():
+                        self.catch_up(stop)
+                        for _ in listener.notifies(timeout=poll_s, stop_after=1):
+                            break
+                        # Drain the wake-ups that queued meanwhile: one catch-up covers them.
+                        for _ in listener.notifies(timeout=0):
+                            pass
+            except psycopg.OperationalError as e:
+                log.warning("projections.connection_lost", error=str(e).strip())
+                stop.wait(poll_s)
+
+    # -- rebuilding ----------------------------------------------------------------------------
+
+    def rebuild(self, name: str, progress: Progress | None = None) -> int:
+        """Rebuild one projection from zero into shadow tables, then swap them in with its
+        position in one transaction; readers see the old tables until then. Returns the
+        position reached. ``progress(position, head)`` is called after every page."""
+        self._ensure_setup()
+        p = self.projections.get(name)
+        if p is None:
+            raise NotFound(f"no projection {name!r}; known: {', '.join(self.projections)}")
+        live, shadow = self.tables(p), self.tables(p, SHADOW)
+        with self._connection() as conn:
+            lock = (_SETUP_LOCK, name)
+            with _cursor(conn) as cur:
+                cur.execute("SELECT pg_try_advisory_lock(%s::int, hashtext(%s))", lock)
+                locked = cur.fetchone()
+            if not locked or not locked[0]:
+                raise Conflict(f"projection {name!r} is already being rebuilt")
+            try:
+                with conn.transaction(), _cursor(conn) as cur:
+                    for table in shadow.values():  # left over by a killed rebuild
+                        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+                    p.create(cur, shadow)
+                position = 0
+                while page := self._read(conn, position, self.page_size):
+                    with conn.transaction(), _cursor(conn) as cur:
+                        p.apply(cur, shadow, page)
+                    position = page[-1].position
+                    if progress:
+                        progress(position, max(position, self._head(conn)))
+                with conn.transaction(), _cursor(conn) as cur:
+                    # Holding the tracking row stops the live runner between its pages.
+                    self._lock_position(cur, name)
+                    while page := self._read(conn, position, self.page_size):
+                        p.apply(cur, shadow, page)
+                        position = page[-1].position
+                    self._swap(cur, live, shadow)
+                    self._set_position(cur, name, position)
+                if progress:
+                    progress(position, position)
+            finally:
+                _cursor(conn).execute("SELECT pg_advisory_unlock(%s::int, hashtext(%s))", lock)
+        log.info("projections.rebuilt", projection=name, position=position)
+        return position
+
+    def _swap(self, cur: psycopg.Cursor[Any], live: Tables, shadow: Tables) -> None:
+        for logical, table in live.items():
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+            cur.execute(
+                sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                    shadow[logical], sql.Identifier(logical)
+                )
+            )
+            # Indexes keep the shadow's names; give them the live ones, so that the
+            # next rebuild's shadow can take the same names again.
+            indexes = cur.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
+                (self.schema, logical),
+            ).fetchall()
+            for (index,) in indexes:
+                if logical + SHADOW in index:
+                    cur.execute(
+                        sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                            sql.Identifier(self.schema, index),
+                            sql.Identifier(index.replace(logical + SHADOW, logical)),
+                        )
+                    )
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self) -> list[ProjectionStatus]:
+        """Each projection's position, the log's head, and how far behind it is."""
+        self._ensure_setup()
+        with self._connection() as conn:
+            head = self._head(conn)
+            rows = _cursor(conn).execute(
+                sql.SQL(
+                    "SELECT projection, position, updated_at FROM {} "
+                    "WHERE projection = ANY(%s) ORDER BY projection"
+                ).format(self._tracking),
+                (list(self.projections),),
+            ).fetchall()
+            now = datetime.now(UTC)
+            result = []
+            for name, position, updated_at in rows:
+                behind = 0.0
+                if position < head:
+                    # The age of the oldest event it has not applied: one row, one decode.
+                    oldest = self._read(conn, position, 1)
+                    if oldest:
+                        behind = max(0.0, (now - oldest[0].event.timestamp).total_seconds())
+                result.append(
+                    ProjectionStatus(name, position, head, head - position, behind, updated_at)
+                )
+            return result
+
+    # -- the SQL underneath ------------------------------------------------------------------
+
+    def _ensure_setup(self) -> None:
+        if not self._ready:
+            self.setup()
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        with self.pool.connection() as conn:
+            # Every `transaction()` block below is then a real transaction of its own.
+            conn.autocommit = True
+            yield conn
+
+    @contextmanager
+    def _listener(self) -> Iterator[psycopg.Connection[Any]]:
+        # A connection of its own: a pooled one would keep listening after it went back.
+        with psycopg.connect(
+            self.pool.conninfo, **{**(self.pool.kwargs or {}), "autocommit": True}
+        ) as conn:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            yield conn
+
+    def _positions(self, conn: psycopg.Connection[Any]) -> dict[str, int]:
+        with _cursor(conn) as cur:
+            rows = cur.execute(
+                sql.SQL("SELECT projection, position FROM {} WHERE projection = ANY(%s)").format(
+                    self._tracking
+                ),
+                (list(self.projections),),
+            ).fetchall()
+        return dict(rows)
+
+    def _read(self, conn: psycopg.Connection[Any], after: int, limit: int) -> list[LogEntry]:
+        with _cursor(conn, binary=True) as cur:
+            rows = cur.execute(
+                sql.SQL(
+                    "SELECT notification_id, originator_id, originator_version, topic, state "
+                    "FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+                ).format(self._events),
+                (after, limit),
+            ).fetchall()
+        decode = self.decode
+        return [
+            LogEntry(n, decode(StoredEvent(originator_id=i, originator_version=v, topic=t, state=s)))
+            for n, i, v, t, s in rows
+        ]
+
+    def _head(self, conn: psycopg.Connection[Any]) -> int:
+        with _cursor(conn) as cur:
+            row = cur.execute(
+                sql.SQL("SELECT max(notification_id) FROM {}").format(self._events)
+            ).fetchone()
+        return (row[0] if row else None) or 0
+
+    def _apply(
+        self, conn: psycopg.Connection[Any], p: Projection, start: int, page: Sequence[LogEntry]
+    ) -> None:
+        with conn.transaction(), _cursor(conn) as cur:
+            position = self._lock_position(cur, p.name)
+            if position < start:
+                return  # the page does not begin where this projection stands: read again
+            # Another runner may have applied part of the page while we read it.
+            batch = [e for e in page if e.position > position] if position > start else page
+            if batch:
+                p.apply(cur, self.tables(p), batch)
+                self._set_position(cur, p.name, batch[-1].position)
+
+    def _lock_position(self, cur: psycopg.Cursor[Any], name: str) -> int:
+        row = cur.execute(
+            sql.SQL("SELECT position FROM {} WHERE projection = %s FOR UPDATE").format(
+                self._tracking
+            ),
+            (name,),
+        ).fetchone()
+        return row[0] if row else 0
+
+    def _set_position(self, cur: psycopg.Cursor[Any], name: str, position: int) -> None:
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {} (projection, position, updated_at) VALUES (%s, %s, now()) "
+                "ON CONFLICT (projection) DO UPDATE "
+                "SET position = excluded.position, updated_at = excluded.updated_at"
+            ).format(self._tracking),
+            (name, position),
+        )
+
+
+def _cursor(conn: psycopg.Connection[Any], *, binary: bool = False) -> psycopg.Cursor[Any]:
+    # Tuple rows whatever the pool's default (the event store's pool hands out dict rows).
+    return conn.cursor(row_factory=tuple_row, binary=binary)
