@@ -206,6 +206,7 @@ class Conversation(Aggregate):
         self.audio = Audio()
         self.usage = Usage()
         self.messages: list[Message] = []
+        self.message_positions: dict[str, int] = {}  # id -> index, so lookups stay O(1)
         self.turns: list[Turn] = []
         self.current_turn_id: str | None = None
         self.context: dict[str, Any] = {}
@@ -444,6 +445,7 @@ class Conversation(Aggregate):
         complete: bool
 
         def apply(self, c: Conversation) -> None:
+            c.message_positions[self.message_id] = len(c.messages)
             c.messages.append(
                 Message(
                     id=self.message_id,
@@ -516,13 +518,13 @@ class Conversation(Aggregate):
 
     def has_message(self, message_id: str) -> bool:
         """True if a message with this id is recorded."""
-        return any(m.id == message_id for m in reversed(self.messages))
+        return message_id in self.message_positions
 
     def _message_index(self, message_id: str) -> int:
-        for i in range(len(self.messages) - 1, -1, -1):
-            if self.messages[i].id == message_id:
-                return i
-        raise NotFound(f"conversation {self.id} has no message {message_id!r}")
+        try:
+            return self.message_positions[message_id]
+        except KeyError:
+            raise NotFound(f"conversation {self.id} has no message {message_id!r}") from None
 
     class TurnStarted(Event):
         TOPIC = "voxledger:Conversation.TurnStarted"
@@ -918,6 +920,7 @@ class Conversation(Aggregate):
         c.status = s.status
         c.connection, c.audio, c.usage = s.connection, s.audio, s.usage
         c.messages, c.turns = list(s.messages), list(s.turns)
+        c.message_positions = {m.id: i for i, m in enumerate(s.messages)}
         c.current_turn_id = s.current_turn_id
         c.context = dict(s.context)
         c.ended_at, c.end_reason = s.ended_at, s.end_reason

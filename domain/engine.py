@@ -29,8 +29,11 @@ _EVENT_META = frozenset({"originator_id", "originator_version", "timestamp", "or
 class Store(Protocol):
     """What the Engine needs from persistence (an adapter provides it)."""
 
-    def load(self, aggregate_id: UUID, version: int | None = None) -> Aggregate:
-        """The aggregate at its latest or a given version; NotFound if it has no events."""
+    def load(
+        self, aggregate_id: UUID, version: int | None = None, *, cached: bool = False
+    ) -> Aggregate:
+        """The aggregate at its latest or a given version; NotFound if it has no events.
+        ``cached``: for a command, which may get a stale copy (its save then conflicts)."""
         ...
 
     def save(self, *aggregates: Aggregate) -> int | None:
@@ -368,7 +371,7 @@ class Engine:
         started: list[Flow] = []
 
         def work() -> list[Aggregate]:
-            conversation = self._load(conversation_id, Conversation)
+            conversation = self._load(conversation_id, Conversation, cached=True)
             flow = Flow.begin(conversation_id, chosen, mode, at=at, flow_id=flow_id)
             conversation.begin_flow(flow.id, chosen.name, at=at)
             started[:] = [flow]
@@ -448,8 +451,8 @@ class Engine:
         outcome: list[Any] = []
 
         def work() -> list[Aggregate]:
-            flow = self._load(flow_id, Flow)
-            conversation = self._load(flow.conversation_id, Conversation)
+            flow = self._load(flow_id, Flow, cached=True)
+            conversation = self._load(flow.conversation_id, Conversation, cached=True)
             definition = self._definition_of(flow)
             if flow.is_idle_at(at):
                 flow.expire(at=at)
@@ -556,7 +559,7 @@ class Engine:
         at = self._now(at)
 
         def work() -> list[Aggregate]:
-            conversation = self._load(aggregate_id, Conversation)
+            conversation = self._load(aggregate_id, Conversation, cached=True)
             command(conversation, *args, at=at, **kwargs)
             return [conversation]
 
@@ -577,8 +580,10 @@ class Engine:
                 if self.backoff is not None:
                     self.backoff(attempt)
 
-    def _load(self, aggregate_id: UUID, kind: type[A], version: int | None = None) -> A:
-        aggregate = self.store.load(aggregate_id, version)
+    def _load(
+        self, aggregate_id: UUID, kind: type[A], version: int | None = None, *, cached: bool = False
+    ) -> A:
+        aggregate = self.store.load(aggregate_id, version, cached=cached)
         if not isinstance(aggregate, kind):
             raise NotFound(f"{aggregate_id} is not a {kind.__name__.lower()}")
         return aggregate

@@ -10,9 +10,10 @@ rebuild one projection from zero into shadow tables while readers keep the old o
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
@@ -44,6 +45,23 @@ class LogEntry(NamedTuple):
 
     position: int
     event: Any
+
+
+def stream_type(event: Any) -> str:
+    """The kind of stream an event belongs to: "conversation" or "flow"."""
+    return _stream_type(type(event))
+
+
+@cache
+def _stream_type(cls: type) -> str:
+    # Event classes are nested in their aggregate: Conversation.Started, Flow.AnswerAccepted.
+    return cls.__qualname__.partition(".")[0].lower()
+
+
+def columns(rows: Iterable[Sequence[Any]]) -> list[list[Any]]:
+    """Rows as one list per column: the parameters of an ``unnest(...)`` upsert, which
+    writes a whole page in one statement."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 class Projection(Protocol):
@@ -256,13 +274,17 @@ class ProjectionRunner:
         self._ensure_setup()
         with self._connection() as conn:
             head = self._head(conn)
-            rows = _cursor(conn).execute(
-                sql.SQL(
-                    "SELECT projection, position, updated_at FROM {} "
-                    "WHERE projection = ANY(%s) ORDER BY projection"
-                ).format(self._tracking),
-                (list(self.projections),),
-            ).fetchall()
+            rows = (
+                _cursor(conn)
+                .execute(
+                    sql.SQL(
+                        "SELECT projection, position, updated_at FROM {} "
+                        "WHERE projection = ANY(%s) ORDER BY projection"
+                    ).format(self._tracking),
+                    (list(self.projections),),
+                )
+                .fetchall()
+            )
             now = datetime.now(UTC)
             result = []
             for name, position, updated_at in rows:
@@ -320,7 +342,9 @@ class ProjectionRunner:
             ).fetchall()
         decode = self.decode
         return [
-            LogEntry(n, decode(StoredEvent(originator_id=i, originator_version=v, topic=t, state=s)))
+            LogEntry(
+                n, decode(StoredEvent(originator_id=i, originator_version=v, topic=t, state=s))
+            )
             for n, i, v, t, s in rows
         ]
 

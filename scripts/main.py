@@ -11,7 +11,7 @@ from psycopg import Error as PsycopgError
 
 from ..adapters.logs import configure_logging
 from ..domain.errors import VoxledgerError
-from . import demo, flows, inspect, listen
+from . import chat, demo, flows, inspect, listen, serve
 from .output import fail
 
 EXAMPLES = """examples:
@@ -21,6 +21,8 @@ EXAMPLES = """examples:
   voxledger flows                     flow definitions; voxledger flow ID: one run
   voxledger expire                    expire flows idle past their timeout
   voxledger listen call.wav           voice activity detection into a conversation
+  voxledger chat --chat-id alice      try the intake flow by hand in the terminal
+  voxledger serve --port 8080         Telegram webhook and JSON API (OpenAPI at /schema)
 
 Configuration: VOXLEDGER_DATABASE_URL (or --database-url) names a PostgreSQL server;
 without it an embedded server keeps its data under $VOXLEDGER_HOME."""
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default), ERROR")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (demo, inspect, flows, listen):
+    for module in (demo, inspect, flows, listen, chat, serve):
         module.register(commands)
     return parser
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 from uuid import UUID
 
 import structlog
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Recording
+from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier
 
 from ...domain.conversation import Conversation
 from ...domain.errors import Conflict, NotFound
+from .recorder import SnapshotRecorder
 
 log = structlog.get_logger("voxledger.store")
 
@@ -26,6 +29,15 @@ def fold(aggregate: Aggregate | None, events: Iterable[Any]) -> Aggregate | None
     return aggregate
 
 
+def _copy(aggregate: Aggregate) -> Aggregate:
+    """A copy whose lists and dicts are its own (their items are immutable values)."""
+    clone = object.__new__(type(aggregate))
+    clone.__dict__.update(
+        {k: v.copy() if isinstance(v, (list, dict)) else v for k, v in vars(aggregate).items()}
+    )
+    return clone
+
+
 class EventStore(Application[UUID]):
     """Appends aggregates' events to PostgreSQL and loads aggregates by replay and snapshots."""
 
@@ -33,35 +45,91 @@ class EventStore(Application[UUID]):
     env: ClassVar[dict[str, str]] = {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "MAPPER_TOPIC": "voxledger.adapters.store.mapper:MsgspecMapper",
+        "APPLICATION_RECORDER_TOPIC": "voxledger.adapters.store.recorder:Recorder",
         "IS_SNAPSHOTTING_ENABLED": "y",
     }
     # A snapshot every N events of one aggregate keeps loading long streams fast.
     snapshot_every: ClassVar[dict[type[Aggregate], int]] = {Conversation: 100}
 
-    def load(self, aggregate_id: UUID, version: int | None = None) -> Aggregate:
-        """The aggregate at its latest or a given version."""
+    cache_size = 1024  # aggregates kept in memory, least recently used dropped first
+
+    def __init__(self, env: Any = None) -> None:
+        super().__init__(env)
+        # Aggregates saved by this process. A load takes one out (so no two threads ever
+        # share an object) and a successful save puts it back: a command on a cached
+        # conversation needs no read at all, only its commit.
+        self._cache: OrderedDict[UUID, Aggregate] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    def construct_snapshot_store(self) -> Any:
+        """The snapshot store, on a recorder that reads large snapshots fast."""
+        recorder = SnapshotRecorder(
+            self.factory.datastore, events_table_name=f"{self.name.lower()}_snapshots"
+        )
+        recorder.create_table()
+        return self.factory.event_store(mapper=self.mapper, recorder=recorder)
+
+    def load(
+        self, aggregate_id: UUID, version: int | None = None, *, cached: bool = False
+    ) -> Aggregate:
+        """The aggregate at its latest or a given version. With ``cached``, a command may
+        get this process's last saved copy without a read: if another process wrote since,
+        the save fails with Conflict and the command runs again on a fresh read."""
+        if version is None:
+            with self._cache_lock:
+                aggregate = self._cache.pop(aggregate_id, None)
+            if aggregate is not None:
+                if cached:
+                    return aggregate
+                # A query must see other processes' writes: catch up, keep the object
+                # cached, and hand out a copy that no command will change under the reader.
+                aggregate = fold(aggregate, self.events.get(aggregate_id, gt=aggregate.version))
+                self._remember((aggregate,))
+                return _copy(aggregate)
         try:
             return self.repository.get(aggregate_id, version=version, projector_func=fold)
         except AggregateNotFoundError:
             what = f"version {version} of " if version is not None else ""
             raise NotFound(f"no {what}{aggregate_id} in the event store") from None
 
-    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
-        """Append the new events of the given aggregates in one transaction."""
+    def save(self, *aggregates: Aggregate) -> int | None:
+        """Append the new events of the given aggregates in one transaction and return the
+        log position of the last one (None if there was nothing to append).
+
+        This replaces the library's ``Application.save``, whose per-event protocol checks
+        and bookkeeping cost more than the commit itself on a fast disk."""
+        batches = [(a, a.collect_events()) for a in aggregates]
+        events = [e for _, new in batches for e in new]
+        if not events:
+            return None
         try:
-            recordings = super().save(*objs, **kwargs)
+            positions = self.recorder.insert_events(list(map(self.mapper.to_stored_event, events)))
         except IntegrityError as e:
-            ids = ", ".join(str(getattr(o, "id", o)) for o in objs)
+            ids = ", ".join(str(a.id) for a in aggregates)
             raise Conflict(f"a concurrent writer appended to {ids} first") from e
-        for r in recordings:
+        self._snapshot(batches)
+        self._remember(aggregates)
+        for event, position in zip(events, positions or (), strict=False):
             log.debug(
                 "event.recorded",
-                conversation_id=str(r.domain_event.originator_id),
-                version=r.domain_event.originator_version,
-                type=type(r.domain_event).__name__,
-                position=r.notification.id,
+                conversation_id=str(event.originator_id),
+                version=event.originator_version,
+                type=type(event).__name__,
+                position=position,
             )
-        return recordings
+        return positions[-1] if positions else None
+
+    def _remember(self, objs: tuple[Any, ...]) -> None:
+        with self._cache_lock:
+            for aggregate in objs:
+                if not isinstance(aggregate, Aggregate):
+                    continue
+                known = self._cache.get(aggregate.id)
+                if known is None or known.version < aggregate.version:
+                    self._cache[aggregate.id] = aggregate
+                self._cache.move_to_end(aggregate.id)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
 
     def stream(
         self, aggregate_id: UUID, *, gt: int | None = None, lte: int | None = None
@@ -91,18 +159,14 @@ class EventStore(Application[UUID]):
         """The position of the newest event in the log (0 when empty)."""
         return self.recorder.max_notification_id() or 0
 
-    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
-        # Snapshot from the aggregate already in memory instead of re-reading it,
-        # whenever this save crossed a multiple of the interval.
+    def _snapshot(self, batches: list[tuple[Aggregate, Any]]) -> None:
+        # Snapshot from the aggregate already in memory instead of re-reading it, whenever
+        # this save took it across a multiple of the interval.
         assert self.snapshots is not None
-        new_events: dict[UUID, int] = {}
-        for event in processing_event.events:
-            new_events[event.originator_id] = new_events.get(event.originator_id, 0) + 1
         snapshots = []
-        for aggregate_id, count in new_events.items():
-            aggregate = processing_event.aggregates.get(aggregate_id)
-            every = self.snapshot_every.get(type(aggregate)) if aggregate else None
-            if every and aggregate.version // every > (aggregate.version - count) // every:
+        for aggregate, new in batches:
+            every = self.snapshot_every.get(type(aggregate))
+            if every and aggregate.version // every > (aggregate.version - len(new)) // every:
                 snapshots.append(type(aggregate).Snapshot.take(aggregate))
         if snapshots:
             self.snapshots.put(snapshots)

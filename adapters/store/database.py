@@ -63,7 +63,6 @@ def eventsourcing_settings(database_url: str, schema: str | None = None) -> dict
         "POSTGRES_POOL_SIZE": os.environ.get("VOXLEDGER_POOL_SIZE", "8"),
         "POSTGRES_MAX_OVERFLOW": "4",
         "POSTGRES_LOCK_TIMEOUT": "10",
-        "POSTGRES_PRE_PING": "y",
     }
     if schema:
         settings["POSTGRES_SCHEMA"] = schema

@@ -57,36 +57,72 @@ class MsgspecMapper(Mapper[UUID]):
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         """Decode, upcast to the current class version, and restore field types."""
-        where = f"stream {stored_event.originator_id} version {stored_event.originator_version}"
         try:
-            cls = resolve_topic(stored_event.topic)
-        except TopicError as e:
-            raise CorruptEvent(f"unknown event topic {stored_event.topic!r} at {where}") from e
+            cls, class_version, typed = _PLANS[stored_event.topic]
+        except KeyError:
+            cls, class_version, typed = _plan(stored_event)
+        data = stored_event.state
         try:
-            data = stored_event.state
             if self.cipher:
                 data = self.cipher.decrypt(data)
             if self.compressor:
                 data = self.compressor.decompress(data)
-            state: dict[str, Any] = msgspec.msgpack.decode(data)
-            if not isinstance(state, dict):
+            if typed is not None:
+                # Fields msgpack cannot restore alone: decode straight into their types.
+                state = msgspec.structs.asdict(typed.decode(data))
+            else:
+                state = _decode(data)
+            if type(state) is not dict:
                 raise TypeError(f"payload is a {type(state).__name__}, not a map")
-            version = state.pop("class_version", 1)
-            while version < getattr(cls, "class_version", 1):
-                getattr(cls, f"upcast_v{version}_v{version + 1}")(state)
-                version += 1
+            if class_version > 1 or "class_version" in state:
+                version = state.pop("class_version", 1)
+                while version < class_version:
+                    getattr(cls, f"upcast_v{version}_v{version + 1}")(state)
+                    version += 1
             originator_id = stored_event.originator_id
             state["originator_id"] = (
-                originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
+                originator_id if type(originator_id) is UUID else UUID(str(originator_id))
             )
             state["originator_version"] = stored_event.originator_version
-            if _needs_conversion(cls):
-                return msgspec.convert(state, cls)
+            if typed is None and class_version > 1 and _needs_conversion(cls):
+                return msgspec.convert(state, cls)  # upcast from a dict, then typed
         except (msgspec.MsgspecError, TypeError, ValueError, KeyError, AttributeError) as e:
+            where = _where(stored_event)
             raise CorruptEvent(f"cannot decode {stored_event.topic} at {where}: {e}") from e
         event = object.__new__(cls)
         object.__setattr__(event, "__dict__", state)
         return event
+
+
+_decode = msgspec.msgpack.Decoder().decode
+# Per topic: the event class, its class version, and for a current-version class whose
+# fields msgpack cannot restore alone, a typed decoder of its payload.
+_PLANS: dict[str, tuple[type, int, msgspec.msgpack.Decoder | None]] = {}
+
+
+def _plan(stored_event: StoredEvent) -> tuple[type, int, msgspec.msgpack.Decoder | None]:
+    try:
+        cls = resolve_topic(stored_event.topic)
+    except TopicError as e:
+        where = _where(stored_event)
+        raise CorruptEvent(f"unknown event topic {stored_event.topic!r} at {where}") from e
+    class_version = getattr(cls, "class_version", 1)
+    typed = None
+    if class_version == 1 and _needs_conversion(cls):
+        hints = typing.get_type_hints(cls)
+        payload = [
+            (f.name, hints[f.name])
+            for f in dataclasses.fields(cls)
+            if f.name not in ("originator_id", "originator_version")
+        ]
+        typed = msgspec.msgpack.Decoder(msgspec.defstruct(f"{cls.__name__}Payload", payload))
+    plan = (cls, class_version, typed)
+    _PLANS[stored_event.topic] = plan
+    return plan
+
+
+def _where(stored_event: StoredEvent) -> str:
+    return f"stream {stored_event.originator_id} version {stored_event.originator_version}"
 
 
 @cache

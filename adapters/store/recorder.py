@@ -1,0 +1,124 @@
+"""The PostgreSQL recorder, extended where the library's default is slow or stalls.
+
+Appends: the library sends a save as a pipelined transaction of five statements (lock
+timeout, table lock, notify, insert, commit), several round trips in practice, and with
+thousands of events in one save the pipeline stalls for good. Here a save is one statement:
+a function that takes the same EXCLUSIVE table lock (so notification ids commit in order and
+a reader tailing the log never skips a row that commits late), sends the same NOTIFY and
+inserts every event. It is named after its own table, so two applications in one schema
+never share it (the flaw of the library's unsafe POSTGRES_ENABLE_DB_FUNCTIONS option).
+
+Reads: rows come back as tuples rather than dicts, which halves the cost of fetching a
+long stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+)
+from eventsourcing.utils import retry
+from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Identifier, Literal
+
+
+class TupleReads:
+    """Reads one stream's rows as tuples, in binary (bytea without hex decoding)."""
+
+    datastore: PostgresDatastore
+    events_table_name: str
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """One stream's events in version order (or reversed), optionally a slice of it."""
+        statement = SQL(
+            "SELECT originator_version, topic, state FROM {}.{} WHERE originator_id = %s"
+        ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        params: list[Any] = [originator_id]
+        if gt is not None:
+            statement += SQL(" AND originator_version > %s")
+            params.append(gt)
+        if lte is not None:
+            statement += SQL(" AND originator_version <= %s")
+            params.append(lte)
+        statement += SQL(
+            " ORDER BY originator_version DESC" if desc else " ORDER BY originator_version"
+        )
+        if limit is not None:
+            statement += SQL(" LIMIT %s")
+            params.append(limit)
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as c:
+            c.execute(statement, params, prepare=True, binary=True)  # bytea without hex
+            return [
+                StoredEvent(originator_id, version, topic, state)
+                for version, topic, state in c.fetchall()
+            ]
+
+
+class SnapshotRecorder(TupleReads, PostgresAggregateRecorder):
+    """The library's snapshot recorder with fast reads (a snapshot can be large)."""
+
+
+class Recorder(TupleReads, PostgresApplicationRecorder):
+    """The library's application recorder with one-round-trip appends and tuple reads."""
+
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name=events_table_name)
+        schema, table = Identifier(datastore.schema), Identifier(events_table_name)
+        function = Identifier(f"{events_table_name}_append")
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE OR REPLACE FUNCTION {schema}.{function}("
+                "ids {id_type}[], versions bigint[], topics text[], states bytea[]) "
+                "RETURNS SETOF bigint LANGUAGE plpgsql AS $$ BEGIN "
+                "PERFORM set_config('lock_timeout', {lock_timeout}, true); "
+                "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
+                "NOTIFY {channel}; "
+                "RETURN QUERY INSERT INTO {schema}.{table} "
+                "(originator_id, originator_version, topic, state) "
+                "SELECT * FROM unnest(ids, versions, topics, states) "
+                "RETURNING notification_id; "
+                "END $$"
+            ).format(
+                schema=schema,
+                function=function,
+                id_type=SQL(datastore.originator_id_type),
+                lock_timeout=Literal(f"{datastore.lock_timeout}s"),
+                table=table,
+                channel=Identifier(self.channel_name),
+            )
+        )
+        self.append_statement = SQL("SELECT * FROM {}.{}(%s, %s, %s, %s)").format(schema, function)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """Append events atomically, in commit order, returning their notification ids."""
+        if not stored_events:
+            return []
+        # Four plain arrays: psycopg sends them in binary far faster than composite rows.
+        columns = (
+            [e.originator_id for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
+        )
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as c:
+            c.execute(self.append_statement, columns, prepare=True, binary=True)
+            return [row[0] for row in c.fetchall()]

@@ -1,0 +1,267 @@
+"""The `current` projection: one row per conversation and one per flow run, as they are now.
+
+A page is folded in memory: the rows of the streams it touches are read once, every event
+is applied in log order, and the changed rows go back in one upsert per table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from ..domain.conversation import Conversation, Status
+from ..domain.flow import Flow, FlowStatus
+from .runner import LogEntry, Tables, columns, stream_type
+
+C = Conversation
+Fold = Callable[[dict[str, Any] | None, Any], dict[str, Any] | None]
+
+CONVERSATION_COLUMNS = (
+    "conversation_id",
+    "status",
+    "channel",
+    "participant",
+    "started_at",
+    "last_activity",
+    "message_count",
+    "turn_count",
+    "active_flow_id",
+    "version",
+)
+FLOW_COLUMNS = (
+    "flow_id",
+    "conversation_id",
+    "definition",
+    "definition_version",
+    "mode",
+    "current_step",
+    "fields",
+    "status",
+    "started_at",
+    "updated_at",
+    "idle_timeout_s",
+    "expires_at",
+    "version",
+)
+
+DDL = (
+    """CREATE TABLE {current_conversations} (
+        conversation_id uuid PRIMARY KEY,
+        status text NOT NULL,
+        channel text NOT NULL,
+        participant text,
+        started_at timestamptz NOT NULL,
+        last_activity timestamptz NOT NULL,
+        message_count integer NOT NULL,
+        turn_count integer NOT NULL,
+        active_flow_id uuid,
+        version bigint NOT NULL)""",
+    "CREATE INDEX ON {current_conversations} (status, last_activity)",
+    "CREATE INDEX ON {current_conversations} (last_activity)",
+    """CREATE TABLE {current_flows} (
+        flow_id uuid PRIMARY KEY,
+        conversation_id uuid NOT NULL,
+        definition text NOT NULL,
+        definition_version integer NOT NULL,
+        mode text,
+        current_step text,
+        fields jsonb NOT NULL,
+        status text NOT NULL,
+        started_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL,
+        idle_timeout_s double precision,
+        expires_at timestamptz,
+        version bigint NOT NULL)""",
+    "CREATE INDEX ON {current_flows} (conversation_id)",
+    "CREATE INDEX ON {current_flows} (definition, status)",
+    "CREATE INDEX ON {current_flows} (expires_at) WHERE expires_at IS NOT NULL",
+)
+
+UPSERT_CONVERSATIONS = """
+    INSERT INTO {current_conversations} AS t
+    SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::timestamptz[],
+                         %s::timestamptz[], %s::integer[], %s::integer[], %s::uuid[], %s::bigint[])
+    ON CONFLICT (conversation_id) DO UPDATE SET
+        status = excluded.status, last_activity = excluded.last_activity,
+        message_count = excluded.message_count, turn_count = excluded.turn_count,
+        active_flow_id = excluded.active_flow_id, version = excluded.version"""
+
+UPSERT_FLOWS = """
+    INSERT INTO {current_flows} AS t
+    SELECT f, c, d, dv, m, s, fields::jsonb, st, sa, ua, its, ea, v
+    FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::integer[], %s::text[], %s::text[],
+                %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[],
+                %s::double precision[], %s::timestamptz[], %s::bigint[])
+         AS u(f, c, d, dv, m, s, fields, st, sa, ua, its, ea, v)
+    ON CONFLICT (flow_id) DO UPDATE SET
+        current_step = excluded.current_step, fields = excluded.fields,
+        status = excluded.status, updated_at = excluded.updated_at,
+        expires_at = excluded.expires_at, version = excluded.version"""
+
+# Events that put the conversation in one status whatever it was in.
+_STATUS_SET_BY = {
+    C.Started: Status.IDLE.value,
+    C.ConnectionOpening: Status.CONNECTING.value,
+    C.Connected: Status.CONNECTED.value,
+    C.Disconnected: Status.DISCONNECTED.value,
+    C.TurnStarted: Status.PROCESSING.value,
+    C.ResponseStarted: Status.RESPONDING.value,
+    C.Ended: Status.ENDED.value,
+}
+
+
+def status_after(status: str | None, event: Any) -> str | None:
+    """The conversation's status after one of its events (the aggregate's own rule)."""
+    kind = type(event)
+    if kind in _STATUS_SET_BY:
+        return _STATUS_SET_BY[kind]
+    if kind is C.TurnCompleted or kind is C.TurnInterrupted:
+        return event.status
+    if kind is C.ErrorRecorded and event.fatal:
+        return Status.ERROR.value
+    if kind is C.ListeningStarted and status == Status.CONNECTED:
+        return Status.LISTENING.value
+    if kind is C.ListeningStopped and status == Status.LISTENING:
+        return Status.CONNECTED.value
+    return status
+
+
+def fold_conversation(row: dict[str, Any] | None, e: Any) -> dict[str, Any] | None:
+    """The conversation row after one of its events (None until it has started)."""
+    if type(e) is C.Started:
+        row = dict.fromkeys(CONVERSATION_COLUMNS)
+        row.update(
+            conversation_id=e.originator_id,
+            channel=e.channel,
+            participant=e.participant,
+            started_at=e.timestamp,
+            message_count=0,
+            turn_count=0,
+        )
+    if row is None:
+        return None
+    row["status"] = status_after(row["status"], e)
+    row["last_activity"] = e.timestamp
+    row["version"] = e.originator_version
+    kind = type(e)
+    if kind is C.MessageAdded:
+        row["message_count"] += 1
+    elif kind is C.TurnCompleted:
+        row["turn_count"] += 1
+    elif kind is C.FlowBegan:
+        row["active_flow_id"] = e.flow_id
+    elif kind is C.FlowFinished:
+        row["active_flow_id"] = None
+    return row
+
+
+_FINAL_STATUS = {
+    Flow.Completed: FlowStatus.COMPLETED.value,
+    Flow.Cancelled: FlowStatus.CANCELLED.value,
+    Flow.Expired: FlowStatus.EXPIRED.value,
+}
+
+
+def fold_flow(row: dict[str, Any] | None, e: Any) -> dict[str, Any] | None:
+    """The flow row after one of its events (None until it has started)."""
+    kind = type(e)
+    if kind is Flow.Started:
+        row = dict.fromkeys(FLOW_COLUMNS)
+        row.update(
+            flow_id=e.originator_id,
+            conversation_id=e.conversation_id,
+            definition=e.definition,
+            definition_version=e.definition_version,
+            mode=e.mode,
+            current_step=e.step,
+            fields={},
+            status=FlowStatus.ACTIVE.value,
+            started_at=e.timestamp,
+            idle_timeout_s=e.idle_timeout_s,
+        )
+    if row is None:
+        return None
+    if kind is Flow.AnswerAccepted or kind is Flow.FieldEdited:
+        row["fields"][e.field] = e.value
+        row["current_step"] = e.next_step
+    elif kind is Flow.EditRequested:
+        row["current_step"] = e.step
+    elif kind is Flow.AnswerWithdrawn:
+        row["fields"].pop(e.field, None)
+        row["current_step"] = e.step
+    elif kind in _FINAL_STATUS:
+        row["status"] = _FINAL_STATUS[kind]
+        if kind is Flow.Completed:  # a cancelled or expired run keeps the step it was on
+            row["current_step"] = None
+    row["updated_at"] = e.timestamp
+    row["version"] = e.originator_version
+    timeout = row["idle_timeout_s"]
+    row["expires_at"] = (
+        e.timestamp + timedelta(seconds=timeout)
+        if timeout is not None and row["status"] == FlowStatus.ACTIVE
+        else None
+    )
+    return row
+
+
+class CurrentState:
+    """Conversations and flow runs as they are now: status, counts, step, answers."""
+
+    name = "current"
+    tables = ("current_conversations", "current_flows")
+
+    def create(self, cur: psycopg.Cursor[Any], t: Tables) -> None:
+        """Create the two tables and their indexes."""
+        for statement in DDL:
+            cur.execute(sql.SQL(statement).format(**t))
+
+    def apply(self, cur: psycopg.Cursor[Any], t: Tables, page: Sequence[LogEntry]) -> None:
+        """Fold the page into the rows it touches and upsert them."""
+        conversations = [e.event for e in page if stream_type(e.event) == "conversation"]
+        flows = [e.event for e in page if stream_type(e.event) == "flow"]
+        if conversations:
+            stored = _load(cur, t["current_conversations"], "conversation_id", conversations)
+            rows = _fold(stored, conversations, fold_conversation)
+            cur.execute(
+                sql.SQL(UPSERT_CONVERSATIONS).format(**t), _rows(rows, CONVERSATION_COLUMNS)
+            )
+        if flows:
+            rows = _fold(_load(cur, t["current_flows"], "flow_id", flows), flows, fold_flow)
+            for row in rows:
+                row["fields"] = msgspec.json.encode(row["fields"], enc_hook=str).decode()
+            cur.execute(sql.SQL(UPSERT_FLOWS).format(**t), _rows(rows, FLOW_COLUMNS))
+
+
+def _load(
+    cur: psycopg.Cursor[Any], table: sql.Identifier, key: str, events: list[Any]
+) -> dict[UUID, dict[str, Any]]:
+    """The stored rows of the streams these events belong to, unless they start here."""
+    wanted = list({e.originator_id for e in events if e.originator_version > 1})
+    if not wanted:
+        return {}
+    with cur.connection.cursor(row_factory=dict_row) as c:
+        c.execute(
+            sql.SQL("SELECT * FROM {} WHERE {} = ANY(%s)").format(table, sql.Identifier(key)),
+            (wanted,),
+        )
+        return {r[key]: r for r in c}
+
+
+def _fold(rows: dict[UUID, dict[str, Any]], events: list[Any], fold: Fold) -> list[dict[str, Any]]:
+    """Apply the events in order to the rows of their streams; the rows they changed."""
+    for e in events:
+        row = fold(rows.get(e.originator_id), e)
+        if row is not None:
+            rows[e.originator_id] = row
+    return list(rows.values())
+
+
+def _rows(rows: list[dict[str, Any]], names: Sequence[str]) -> list[list[Any]]:
+    return columns([row[name] for name in names] for row in rows)

@@ -1,0 +1,354 @@
+"""The `metrics` projection: per conversation and hour, and per flow definition and step.
+
+Sums are kept as integers (microseconds, millionths of a currency unit): integer addition
+gives the same totals whatever the page boundaries, where float sums would differ in the
+last bits between a live run and a rebuild. Response times also go into a histogram with
+fixed log-spaced bounds, from which percentiles are read by interpolation.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from ..domain.conversation import Conversation
+from ..domain.flow import Flow
+from .runner import LogEntry, Tables, columns, stream_type
+
+C = Conversation
+
+# Upper bounds (ms) of the response-time buckets: ten per decade from 10 ms to 100 s. Bucket
+# 0 holds times under 10 ms, bucket i times in [BOUNDS_MS[i-1], BOUNDS_MS[i]), the last one
+# times of 100 s or more. Changing them needs a rebuild of this projection.
+BOUNDS_MS: tuple[float, ...] = tuple(round(10 ** (i / 10), 3) for i in range(10, 51))
+BUCKETS = len(BOUNDS_MS) + 1
+
+DDL = (
+    """CREATE TABLE {metrics_hourly} (
+        conversation_id uuid NOT NULL,
+        hour timestamptz NOT NULL,
+        turns integer NOT NULL,
+        messages integer NOT NULL,
+        interruptions integer NOT NULL,
+        silences integer NOT NULL,
+        response_us_sum bigint NOT NULL,
+        response_us_min bigint,
+        response_us_max bigint,
+        response_histogram integer[] NOT NULL,
+        tokens_in bigint NOT NULL,
+        tokens_out bigint NOT NULL,
+        audio_us bigint NOT NULL,
+        cost_micros bigint NOT NULL,
+        PRIMARY KEY (conversation_id, hour))""",
+    "CREATE INDEX ON {metrics_hourly} (hour)",
+    """CREATE TABLE {metrics_flows} (
+        definition text NOT NULL,
+        hour timestamptz NOT NULL,
+        started integer NOT NULL,
+        completed integer NOT NULL,
+        cancelled integer NOT NULL,
+        expired integer NOT NULL,
+        PRIMARY KEY (definition, hour))""",
+    """CREATE TABLE {metrics_flow_steps} (
+        definition text NOT NULL,
+        step text NOT NULL,
+        reached integer NOT NULL,
+        depth_sum bigint NOT NULL,
+        rejected integer NOT NULL,
+        abandoned integer NOT NULL,
+        PRIMARY KEY (definition, step))""",
+    # Per running flow: its definition (later events do not name it) and the steps it has
+    # reached, so a step asked twice (edit, undo) counts once. Gone when the run ends.
+    """CREATE TABLE {metrics_flow_runs} (
+        flow_id uuid PRIMARY KEY,
+        definition text NOT NULL,
+        reached jsonb NOT NULL)""",
+)
+
+UPSERT_HOURLY = """
+    INSERT INTO {metrics_hourly} AS t
+    SELECT c, h, tu, me, it, si, rs, rmin, rmax, hist::integer[], ti, tou, au, co
+    FROM unnest(%s::uuid[], %s::timestamptz[], %s::integer[], %s::integer[], %s::integer[],
+                %s::integer[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[],
+                %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
+         AS u(c, h, tu, me, it, si, rs, rmin, rmax, hist, ti, tou, au, co)
+    ON CONFLICT (conversation_id, hour) DO UPDATE SET
+        turns = t.turns + excluded.turns,
+        messages = t.messages + excluded.messages,
+        interruptions = t.interruptions + excluded.interruptions,
+        silences = t.silences + excluded.silences,
+        response_us_sum = t.response_us_sum + excluded.response_us_sum,
+        response_us_min = least(t.response_us_min, excluded.response_us_min),
+        response_us_max = greatest(t.response_us_max, excluded.response_us_max),
+        response_histogram = (
+            SELECT array_agg(a + b ORDER BY i)
+            FROM unnest(t.response_histogram, excluded.response_histogram)
+                 WITH ORDINALITY AS x(a, b, i)),
+        tokens_in = t.tokens_in + excluded.tokens_in,
+        tokens_out = t.tokens_out + excluded.tokens_out,
+        audio_us = t.audio_us + excluded.audio_us,
+        cost_micros = t.cost_micros + excluded.cost_micros"""
+
+UPSERT_FLOWS = """
+    INSERT INTO {metrics_flows} AS t
+    SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::integer[], %s::integer[],
+                         %s::integer[], %s::integer[])
+    ON CONFLICT (definition, hour) DO UPDATE SET
+        started = t.started + excluded.started,
+        completed = t.completed + excluded.completed,
+        cancelled = t.cancelled + excluded.cancelled,
+        expired = t.expired + excluded.expired"""
+
+UPSERT_STEPS = """
+    INSERT INTO {metrics_flow_steps} AS t
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::integer[], %s::bigint[], %s::integer[],
+                         %s::integer[])
+    ON CONFLICT (definition, step) DO UPDATE SET
+        reached = t.reached + excluded.reached,
+        depth_sum = t.depth_sum + excluded.depth_sum,
+        rejected = t.rejected + excluded.rejected,
+        abandoned = t.abandoned + excluded.abandoned"""
+
+UPSERT_RUNS = """
+    INSERT INTO {metrics_flow_runs} AS t
+    SELECT f, d, r::jsonb FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS u(f, d, r)
+    ON CONFLICT (flow_id) DO UPDATE SET reached = excluded.reached"""
+
+
+def micros(value: float) -> int:
+    """A quantity in millionths of its unit, rounded once per event."""
+    return round(value * 1_000_000)
+
+
+def bucket(ms: float) -> int:
+    """The histogram bucket of a response time in milliseconds."""
+    return bisect_right(BOUNDS_MS, ms)
+
+
+def percentile(histogram: Sequence[int], q: float, low_ms: float, high_ms: float) -> float | None:
+    """The q-quantile (0..1) of the times in the histogram, interpolated linearly inside
+    its bucket; the observed minimum and maximum bound the outer buckets."""
+    total = sum(histogram)
+    if not total:
+        return None
+    rank = q * total
+    seen = 0
+    for i, count in enumerate(histogram):
+        if count and seen + count >= rank:
+            lower = max(BOUNDS_MS[i - 1] if i else low_ms, low_ms)
+            upper = min(BOUNDS_MS[i] if i < len(BOUNDS_MS) else high_ms, high_ms)
+            return lower + (upper - lower) * (rank - seen) / count
+        seen += count
+    return high_ms
+
+
+@dataclass(slots=True)
+class HourTotals:
+    """One conversation's counters for one hour, as one page adds to them."""
+
+    turns: int = 0
+    messages: int = 0
+    interruptions: int = 0
+    silences: int = 0
+    response_us_sum: int = 0
+    response_us_min: int | None = None
+    response_us_max: int | None = None
+    histogram: list[int] = field(default_factory=lambda: [0] * BUCKETS)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    audio_us: int = 0
+    cost_micros: int = 0
+
+    def add(self, e: Any) -> None:
+        """Count one conversation event."""
+        kind = type(e)
+        if kind is C.MessageAdded:
+            self.messages += 1
+        elif kind is C.TurnCompleted:
+            us = micros(e.duration_ms / 1000)
+            self.turns += 1
+            self.response_us_sum += us
+            low, high = self.response_us_min, self.response_us_max
+            self.response_us_min = us if low is None else min(low, us)
+            self.response_us_max = us if high is None else max(high, us)
+            self.histogram[bucket(e.duration_ms)] += 1
+        elif kind is C.TurnInterrupted:
+            self.interruptions += 1
+        elif kind is C.SilenceDetected:
+            self.silences += 1
+        elif kind is C.SpeechEnded:
+            self.audio_us += micros(e.duration_s)
+        elif kind is C.UsageRecorded:
+            self.tokens_in += e.tokens_in
+            self.tokens_out += e.tokens_out
+            self.cost_micros += micros(e.cost)
+            self.audio_us += micros(e.audio_seconds)
+
+
+COUNTED = frozenset(
+    {
+        C.MessageAdded,
+        C.TurnCompleted,
+        C.TurnInterrupted,
+        C.SilenceDetected,
+        C.SpeechEnded,
+        C.UsageRecorded,
+    }
+)
+# Where a run's end counts in metrics_flows: started, completed, cancelled, expired.
+_FLOW_OUTCOME = {Flow.Started: 0, Flow.Completed: 1, Flow.Cancelled: 2, Flow.Expired: 3}
+
+
+class FlowTotals:
+    """What one page adds to the per-definition and per-step flow counters."""
+
+    def __init__(self, runs: dict[UUID, tuple[str, list[str]]]) -> None:
+        self.runs = runs  # flow id -> (definition, steps reached in order)
+        self.outcomes: dict[tuple[str, int], list[int]] = {}  # (definition, hour) -> counts
+        self.steps: dict[tuple[str, str], list[int]] = {}  # -> reached, depth, rejected, gone
+        self.finished: set[UUID] = set()
+        self.touched: set[UUID] = set()
+
+    def add(self, e: Any) -> None:
+        """Count one flow event."""
+        kind = type(e)
+        if kind is Flow.Started:
+            self.runs[e.originator_id] = (e.definition, [])
+        run = self.runs.get(e.originator_id)
+        if run is None:
+            return
+        definition, reached = run
+        self.touched.add(e.originator_id)
+        if kind in _FLOW_OUTCOME:
+            key = (definition, _hour(e.timestamp))
+            self.outcomes.setdefault(key, [0, 0, 0, 0])[_FLOW_OUTCOME[kind]] += 1
+        if kind is Flow.Started:
+            self._reach(definition, reached, e.step)
+        elif kind is Flow.AnswerAccepted or kind is Flow.FieldEdited:
+            if e.next_step is not None:
+                self._reach(definition, reached, e.next_step)
+        elif kind is Flow.EditRequested or kind is Flow.AnswerWithdrawn:
+            self._reach(definition, reached, e.step)
+        elif kind is Flow.AnswerRejected:
+            self._step(definition, e.step)[2] += 1
+        elif kind is Flow.Completed:
+            self.finished.add(e.originator_id)
+        elif kind is Flow.Cancelled or kind is Flow.Expired:
+            if e.step is not None:
+                self._step(definition, e.step)[3] += 1
+            self.finished.add(e.originator_id)
+
+    def _reach(self, definition: str, reached: list[str], step: str) -> None:
+        if step not in reached:
+            counts = self._step(definition, step)
+            counts[0] += 1
+            counts[1] += len(reached)  # how deep into the run: orders the funnel's steps
+            reached.append(step)
+
+    def _step(self, definition: str, step: str) -> list[int]:
+        return self.steps.setdefault((definition, step), [0, 0, 0, 0])
+
+
+class Metrics:
+    """Counters, response times, usage and cost per conversation and hour; flow outcomes,
+    rejections and abandonment per definition and step."""
+
+    name = "metrics"
+    tables = ("metrics_hourly", "metrics_flows", "metrics_flow_steps", "metrics_flow_runs")
+
+    def create(self, cur: psycopg.Cursor[Any], t: Tables) -> None:
+        """Create the tables."""
+        for statement in DDL:
+            cur.execute(sql.SQL(statement).format(**t))
+
+    def apply(self, cur: psycopg.Cursor[Any], t: Tables, page: Sequence[LogEntry]) -> None:
+        """Add up the page in memory, then add it to the stored counters."""
+        hours: dict[tuple[UUID, int], HourTotals] = {}
+        flow_events = [e.event for e in page if stream_type(e.event) == "flow"]
+        flows = FlowTotals(_load_runs(cur, t, flow_events))
+        for entry in page:
+            e = entry.event
+            if type(e) in COUNTED:
+                key = (e.originator_id, _hour(e.timestamp))
+                totals = hours.get(key)
+                if totals is None:
+                    totals = hours[key] = HourTotals()
+                totals.add(e)
+        for e in flow_events:
+            flows.add(e)
+        if hours:
+            cur.execute(sql.SQL(UPSERT_HOURLY).format(**t), _hourlycolumns(hours))
+        if flows.outcomes:
+            rows = [(d, _time(h), *counts) for (d, h), counts in flows.outcomes.items()]
+            cur.execute(sql.SQL(UPSERT_FLOWS).format(**t), columns(rows))
+        if flows.steps:
+            rows = [(d, s, *counts) for (d, s), counts in flows.steps.items()]
+            cur.execute(sql.SQL(UPSERT_STEPS).format(**t), columns(rows))
+        running = [f for f in flows.touched if f not in flows.finished]
+        if running:
+            rows = [(f, flows.runs[f][0], _json(flows.runs[f][1])) for f in running]
+            cur.execute(sql.SQL(UPSERT_RUNS).format(**t), columns(rows))
+        if flows.finished:
+            cur.execute(
+                sql.SQL("DELETE FROM {} WHERE flow_id = ANY(%s)").format(t["metrics_flow_runs"]),
+                (list(flows.finished),),
+            )
+
+
+def _load_runs(
+    cur: psycopg.Cursor[Any], t: Tables, events: list[Any]
+) -> dict[UUID, tuple[str, list[str]]]:
+    wanted = list({e.originator_id for e in events if e.originator_version > 1})
+    if not wanted:
+        return {}
+    cur.execute(
+        sql.SQL("SELECT flow_id, definition, reached FROM {} WHERE flow_id = ANY(%s)").format(
+            t["metrics_flow_runs"]
+        ),
+        (wanted,),
+    )
+    return {flow_id: (definition, list(reached)) for flow_id, definition, reached in cur}
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+def _hour(at: datetime) -> int:
+    """Hours since the epoch: the bucket of an event's time (UTC hours)."""
+    return int(at.timestamp()) // 3600
+
+
+def _time(hour: int) -> datetime:
+    return datetime.fromtimestamp(hour * 3600, UTC)
+
+
+def _hourlycolumns(hours: dict[tuple[UUID, int], HourTotals]) -> list[list[Any]]:
+    rows = [
+        (
+            conversation_id,
+            _time(hour),
+            h.turns,
+            h.messages,
+            h.interruptions,
+            h.silences,
+            h.response_us_sum,
+            h.response_us_min,
+            h.response_us_max,
+            "{" + ",".join(map(str, h.histogram)) + "}",
+            h.tokens_in,
+            h.tokens_out,
+            h.audio_us,
+            h.cost_micros,
+        )
+        for (conversation_id, hour), h in hours.items()
+    ]
+    return columns(rows)

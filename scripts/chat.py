@@ -1,0 +1,64 @@
+"""`voxledger chat`: talk to a flow in the terminal, through the same bot as the webhook."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from uuid import uuid4
+
+from rich.markup import escape
+
+from ..adapters.bootstrap import open_engine
+from ..adapters.chat.bot import ChatBot, Incoming, Reply, conversation_id_for
+from .output import say
+
+CHANNEL = "terminal"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the chat command."""
+    chat = commands.add_parser(
+        "chat",
+        help="try a flow by hand: type answers, read the bot's replies",
+        description="A terminal conversation with the chat bot. Lines from stdin are "
+        "messages; /start, /cancel, /back, /edit FIELD and /status work as in Telegram. "
+        "Stop with Ctrl-C and run it again: the conversation continues where it was. "
+        "Example: voxledger chat --chat-id alice",
+    )
+    chat.add_argument("--flow", default="intake", help="the flow definition to run")
+    chat.add_argument(
+        "--chat-id", default=None, help="which conversation to continue (default: your user name)"
+    )
+    chat.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read lines until end of input, answering each."""
+    chat_id = args.chat_id or getpass.getuser()
+    chat_key = conversation_id_for(CHANNEL, chat_id)
+    with open_engine(args.database_url) as engine:
+        bot = ChatBot(engine, args.flow)
+        say(f"conversation {chat_key} (chat {escape(chat_id)}); Ctrl-C to stop")
+        show(bot.where(chat_key))
+        while line := sys.stdin.readline():
+            text = line.rstrip("\r\n")
+            if not text.strip():
+                continue
+            message = Incoming(
+                channel=CHANNEL,
+                chat_id=chat_id,
+                message_id=uuid4().hex,
+                text=text,
+                user_id=chat_id,
+                participant=chat_id,
+            )
+            show(bot.handle_chat(chat_key, message))
+    return 0
+
+
+def show(reply: Reply) -> None:
+    """The bot's reply, and the menu's choices if it offers any."""
+    say(escape(f"bot: {reply.text}"))
+    if reply.choices:
+        say(escape(f"     choices: {' | '.join(reply.choices)}"))

@@ -1,0 +1,45 @@
+"""`voxledger serve`: the HTTP server (Telegram webhook, JSON API, health, OpenAPI schema)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..adapters.bootstrap import open_engine
+from ..adapters.logs import configure_logging
+from .output import say
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the serve command."""
+    serve = commands.add_parser(
+        "serve",
+        help="HTTP server: Telegram webhook, JSON API (/v1), /healthz, OpenAPI at /schema",
+        description="Serve the chat bot over HTTP. POST /telegram/webhook takes Telegram "
+        "updates (secret: $VOXLEDGER_TELEGRAM_SECRET); /v1 is the JSON API (bearer token: "
+        "$VOXLEDGER_API_TOKEN); /schema is its OpenAPI document; request bodies are limited "
+        "to $VOXLEDGER_MAX_BODY_BYTES (default 65536). "
+        "Example: voxledger serve --host 127.0.0.1 --port 8080",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on")
+    serve.add_argument("--flow", default="intake", help="the flow the chat bot runs")
+    serve.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Open the engine and serve until interrupted."""
+    # Imported here: the web stack costs every other command a noticeable start-up delay.
+    import uvicorn
+
+    from ..adapters.chat.http import Settings, create_app
+
+    if args.log_level is None and not os.environ.get("VOXLEDGER_LOG_LEVEL"):
+        configure_logging("INFO")  # a server logs its requests unless told otherwise
+    settings = Settings.from_env(args.flow)
+    with open_engine(args.database_url) as engine:
+        app = create_app(engine, settings)
+        say(f"voxledger: serving on http://{args.host}:{args.port} (OpenAPI at /schema)")
+        # uvicorn's own logging stays unconfigured: structlog writes one line per request.
+        uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    return 0
