@@ -18,8 +18,9 @@ from psycopg import sql
 
 from ..domain.conversation import Conversation
 from ..domain.flow import Flow
+from .batch import copy_rows, upsert
 from .current import status_after
-from .runner import LogEntry, Tables, columns, stream_type
+from .runner import LogEntry, Tables, stream_type
 
 C = Conversation
 Facts = dict[str, Any]
@@ -43,13 +44,11 @@ DDL = (
         facts jsonb NOT NULL)""",
 )
 
-COPY_TRAIL = """COPY {audit_trail} (position, stream_id, stream_type, version, event_type,
-    occurred_at, summary, changes, correlation_id, causation_id) FROM STDIN"""
-
-UPSERT_STREAMS = """
-    INSERT INTO {audit_streams} AS t
-    SELECT i, k, f::jsonb FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS u(i, k, f)
-    ON CONFLICT (stream_id) DO UPDATE SET facts = excluded.facts"""
+TRAIL_TYPES = (
+    "int8", "uuid", "text", "int8", "text", "timestamptz", "text", "jsonb", "uuid", "uuid"
+)  # fmt: skip
+STREAMS_TYPES = ("uuid", "text", "jsonb")
+STREAMS_CONFLICT = "ON CONFLICT (stream_id) DO UPDATE SET facts = excluded.facts"
 
 
 # Facts that count or add up: they start at zero, not unset.
@@ -305,26 +304,27 @@ class Audit:
     def apply(self, cur: psycopg.Cursor[Any], t: Tables, page: Sequence[LogEntry]) -> None:
         """Append the page's rows (COPY) and store the facts of the streams it touched."""
         streams = _load_facts(cur, t, page)
-        with cur.copy(sql.SQL(COPY_TRAIL).format(**t)) as copy:
-            for position, e in page:
-                kind = stream_type(e)
-                facts = streams.setdefault(e.originator_id, (kind, {}))[1]
-                copy.write_row(
-                    (
-                        position,
-                        e.originator_id,
-                        kind,
-                        e.originator_version,
-                        type(e).__name__,
-                        e.timestamp,
-                        summary(e),
-                        msgspec.json.encode(changes(e, facts)).decode(),
-                        getattr(e, "correlation_id", None),
-                        getattr(e, "causation_id", None),
-                    )
+        rows = []
+        for position, e in page:
+            kind = stream_type(e)
+            facts = streams.setdefault(e.originator_id, (kind, {}))[1]
+            rows.append(
+                (
+                    position,
+                    e.originator_id,
+                    kind,
+                    e.originator_version,
+                    type(e).__name__,
+                    e.timestamp,
+                    summary(e),
+                    changes(e, facts),
+                    getattr(e, "correlation_id", None),
+                    getattr(e, "causation_id", None),
                 )
-        rows = [(i, kind, msgspec.json.encode(f).decode()) for i, (kind, f) in streams.items()]
-        cur.execute(sql.SQL(UPSERT_STREAMS).format(**t), columns(rows))
+            )
+        copy_rows(cur, t["audit_trail"], TRAIL_TYPES, rows)
+        states = ((i, kind, facts) for i, (kind, facts) in streams.items())
+        upsert(cur, t["audit_streams"], STREAMS_TYPES, states, STREAMS_CONFLICT)
 
 
 def _load_facts(

@@ -1,8 +1,9 @@
-"""How projections write a page: every row of a table in one binary COPY.
+"""How projections write a page: a whole table's rows in one statement, in binary.
 
-Binary COPY moves rows about twice as fast as ``INSERT ... SELECT unnest(arrays)`` and
-three times as fast as ``executemany`` (measured: 120k against 52k and 43k rows/s for a
-ten-column upsert). An upsert copies into a temporary table and merges from there.
+Appends go by binary COPY; upserts by ``INSERT ... SELECT FROM unnest(arrays)`` with the
+arrays sent in binary (``%b``). Measured for 1,000 rows of ten columns: binary arrays cost
+about 0.5 us a value, text arrays 2-5 us, ``executemany`` 23 us a row, and staging through
+a temporary table 1.5 ms a page in catalogue churn alone.
 """
 
 from __future__ import annotations
@@ -13,15 +14,9 @@ from typing import Any
 import msgspec
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
+from psycopg.types.json import set_json_dumps
 
-_STAGE = sql.Identifier("voxledger_stage")
 _json = msgspec.json.Encoder(enc_hook=str)
-
-
-def jsonb(value: Any) -> Jsonb:
-    """A value for a jsonb column, encoded by msgspec (UUIDs and datetimes as strings)."""
-    return Jsonb(value, dumps=_json.encode)
 
 
 def copy_rows(
@@ -30,7 +25,9 @@ def copy_rows(
     types: Sequence[str],
     rows: Iterable[Sequence[Any]],
 ) -> None:
-    """Append rows to a table; ``types`` names the PostgreSQL type of every column."""
+    """Append rows to a table; ``types`` names the PostgreSQL type of every column. A
+    jsonb value may be any value msgspec encodes (UUIDs and datetimes become strings)."""
+    set_json_dumps(_json.encode, context=cur)
     with cur.copy(sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(table)) as copy:
         copy.set_types(types)
         for row in rows:
@@ -44,12 +41,30 @@ def upsert(
     rows: Iterable[Sequence[Any]],
     on_conflict: str,
 ) -> None:
-    """Insert rows (every column, in table order), or merge them into the rows they
-    conflict with as ``on_conflict`` says; the table is aliased ``t``."""
-    cur.execute(sql.SQL("CREATE TEMPORARY TABLE {} (LIKE {})").format(_STAGE, table))
-    copy_rows(cur, _STAGE, types, rows)
-    cur.execute(
-        sql.SQL("INSERT INTO {} AS t SELECT * FROM {} ").format(table, _STAGE)
-        + sql.SQL(on_conflict)  # type: ignore[arg-type]
-    )
-    cur.execute(sql.SQL("DROP TABLE {}").format(_STAGE))
+    """Insert rows (every column, in table order) or merge them into the rows they
+    conflict with, as ``on_conflict`` says (the table is aliased ``t``). A jsonb value may
+    be any value msgspec encodes; an int4[] value is a list of ints."""
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    if not columns:
+        return
+    select = []
+    for i, kind in enumerate(types):
+        if kind in _AS_TEXT:
+            # Sent as text and cast: one value per row, where a 2-D array would flatten.
+            columns[i] = [None if v is None else _AS_TEXT[kind](v) for v in columns[i]]
+            select.append(f"c{i}::{kind}")
+        else:
+            select.append(f"c{i}")
+    arrays = ", ".join(f"%b::{'text' if kind in _AS_TEXT else kind}[]" for kind in types)
+    names = ", ".join(f"c{i}" for i in range(len(types)))
+    statement = sql.SQL(
+        f"INSERT INTO {{}} AS t SELECT {', '.join(select)} "
+        f"FROM unnest({arrays}) AS u({names}) {on_conflict}"
+    ).format(table)
+    cur.execute(statement, columns)
+
+
+_AS_TEXT = {
+    "jsonb": lambda value: _json.encode(value).decode(),
+    "int4[]": lambda values: "{" + ",".join(map(str, values)) + "}",
+}

@@ -11,14 +11,14 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-import msgspec
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from ..domain.conversation import Conversation, Status
 from ..domain.flow import Flow, FlowStatus
-from .runner import LogEntry, Tables, columns, stream_type
+from .batch import upsert
+from .runner import LogEntry, Tables, stream_type
 
 C = Conversation
 Fold = Callable[[dict[str, Any] | None, Any], dict[str, Any] | None]
@@ -84,26 +84,23 @@ DDL = (
     "CREATE INDEX ON {current_flows} (expires_at) WHERE expires_at IS NOT NULL",
 )
 
-UPSERT_CONVERSATIONS = """
-    INSERT INTO {current_conversations} AS t
-    SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::timestamptz[],
-                         %s::timestamptz[], %s::integer[], %s::integer[], %s::uuid[], %s::bigint[])
-    ON CONFLICT (conversation_id) DO UPDATE SET
-        status = excluded.status, last_activity = excluded.last_activity,
-        message_count = excluded.message_count, turn_count = excluded.turn_count,
-        active_flow_id = excluded.active_flow_id, version = excluded.version"""
+CONVERSATION_TYPES = (
+    "uuid", "text", "text", "text", "timestamptz", "timestamptz", "int4", "int4", "uuid", "int8"
+)  # fmt: skip
+FLOW_TYPES = (
+    "uuid", "uuid", "text", "int4", "text", "text", "jsonb", "text", "timestamptz",
+    "timestamptz", "float8", "timestamptz", "int8",
+)  # fmt: skip
 
-UPSERT_FLOWS = """
-    INSERT INTO {current_flows} AS t
-    SELECT f, c, d, dv, m, s, fields::jsonb, st, sa, ua, its, ea, v
-    FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::integer[], %s::text[], %s::text[],
-                %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[],
-                %s::double precision[], %s::timestamptz[], %s::bigint[])
-         AS u(f, c, d, dv, m, s, fields, st, sa, ua, its, ea, v)
-    ON CONFLICT (flow_id) DO UPDATE SET
-        current_step = excluded.current_step, fields = excluded.fields,
-        status = excluded.status, updated_at = excluded.updated_at,
-        expires_at = excluded.expires_at, version = excluded.version"""
+CONVERSATIONS_CONFLICT = """ON CONFLICT (conversation_id) DO UPDATE SET
+    status = excluded.status, last_activity = excluded.last_activity,
+    message_count = excluded.message_count, turn_count = excluded.turn_count,
+    active_flow_id = excluded.active_flow_id, version = excluded.version"""
+
+FLOWS_CONFLICT = """ON CONFLICT (flow_id) DO UPDATE SET
+    current_step = excluded.current_step, fields = excluded.fields, status = excluded.status,
+    updated_at = excluded.updated_at, expires_at = excluded.expires_at,
+    version = excluded.version"""
 
 # Events that put the conversation in one status whatever it was in.
 _STATUS_SET_BY = {
@@ -227,16 +224,16 @@ class CurrentState:
         conversations = [e.event for e in page if stream_type(e.event) == "conversation"]
         flows = [e.event for e in page if stream_type(e.event) == "flow"]
         if conversations:
-            stored = _load(cur, t["current_conversations"], "conversation_id", conversations)
-            rows = _fold(stored, conversations, fold_conversation)
-            cur.execute(
-                sql.SQL(UPSERT_CONVERSATIONS).format(**t), _rows(rows, CONVERSATION_COLUMNS)
-            )
+            table = t["current_conversations"]
+            rows = _fold(_load(cur, table, "conversation_id", conversations), conversations,
+                         fold_conversation)  # fmt: skip
+            values = ([row[c] for c in CONVERSATION_COLUMNS] for row in rows)
+            upsert(cur, table, CONVERSATION_TYPES, values, CONVERSATIONS_CONFLICT)
         if flows:
-            rows = _fold(_load(cur, t["current_flows"], "flow_id", flows), flows, fold_flow)
-            for row in rows:
-                row["fields"] = msgspec.json.encode(row["fields"], enc_hook=str).decode()
-            cur.execute(sql.SQL(UPSERT_FLOWS).format(**t), _rows(rows, FLOW_COLUMNS))
+            table = t["current_flows"]
+            rows = _fold(_load(cur, table, "flow_id", flows), flows, fold_flow)
+            values = ([row[c] for c in FLOW_COLUMNS] for row in rows)
+            upsert(cur, table, FLOW_TYPES, values, FLOWS_CONFLICT)
 
 
 def _load(
@@ -261,7 +258,3 @@ def _fold(rows: dict[UUID, dict[str, Any]], events: list[Any], fold: Fold) -> li
         if row is not None:
             rows[e.originator_id] = row
     return list(rows.values())
-
-
-def _rows(rows: list[dict[str, Any]], names: Sequence[str]) -> list[list[Any]]:
-    return columns([row[name] for name in names] for row in rows)

@@ -15,13 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-import msgspec
 import psycopg
 from psycopg import sql
 
 from ..domain.conversation import Conversation
 from ..domain.flow import Flow
-from .runner import LogEntry, Tables, columns, stream_type
+from .batch import upsert
+from .runner import LogEntry, Tables, stream_type
 
 C = Conversation
 
@@ -73,54 +73,43 @@ DDL = (
         reached jsonb NOT NULL)""",
 )
 
-UPSERT_HOURLY = """
-    INSERT INTO {metrics_hourly} AS t
-    SELECT c, h, tu, me, it, si, rs, rmin, rmax, hist::integer[], ti, tou, au, co
-    FROM unnest(%s::uuid[], %s::timestamptz[], %s::integer[], %s::integer[], %s::integer[],
-                %s::integer[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[],
-                %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
-         AS u(c, h, tu, me, it, si, rs, rmin, rmax, hist, ti, tou, au, co)
-    ON CONFLICT (conversation_id, hour) DO UPDATE SET
-        turns = t.turns + excluded.turns,
-        messages = t.messages + excluded.messages,
-        interruptions = t.interruptions + excluded.interruptions,
-        silences = t.silences + excluded.silences,
-        response_us_sum = t.response_us_sum + excluded.response_us_sum,
-        response_us_min = least(t.response_us_min, excluded.response_us_min),
-        response_us_max = greatest(t.response_us_max, excluded.response_us_max),
-        response_histogram = (
-            SELECT array_agg(a + b ORDER BY i)
-            FROM unnest(t.response_histogram, excluded.response_histogram)
-                 WITH ORDINALITY AS x(a, b, i)),
-        tokens_in = t.tokens_in + excluded.tokens_in,
-        tokens_out = t.tokens_out + excluded.tokens_out,
-        audio_us = t.audio_us + excluded.audio_us,
-        cost_micros = t.cost_micros + excluded.cost_micros"""
+HOURLY_TYPES = (
+    "uuid", "timestamptz", "int4", "int4", "int4", "int4", "int8", "int8", "int8", "int4[]",
+    "int8", "int8", "int8", "int8",
+)  # fmt: skip
+HOURLY_CONFLICT = """ON CONFLICT (conversation_id, hour) DO UPDATE SET
+    turns = t.turns + excluded.turns,
+    messages = t.messages + excluded.messages,
+    interruptions = t.interruptions + excluded.interruptions,
+    silences = t.silences + excluded.silences,
+    response_us_sum = t.response_us_sum + excluded.response_us_sum,
+    response_us_min = least(t.response_us_min, excluded.response_us_min),
+    response_us_max = greatest(t.response_us_max, excluded.response_us_max),
+    response_histogram = (
+        SELECT array_agg(a + b ORDER BY i)
+        FROM unnest(t.response_histogram, excluded.response_histogram)
+             WITH ORDINALITY AS x(a, b, i)),
+    tokens_in = t.tokens_in + excluded.tokens_in,
+    tokens_out = t.tokens_out + excluded.tokens_out,
+    audio_us = t.audio_us + excluded.audio_us,
+    cost_micros = t.cost_micros + excluded.cost_micros"""
 
-UPSERT_FLOWS = """
-    INSERT INTO {metrics_flows} AS t
-    SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::integer[], %s::integer[],
-                         %s::integer[], %s::integer[])
-    ON CONFLICT (definition, hour) DO UPDATE SET
-        started = t.started + excluded.started,
-        completed = t.completed + excluded.completed,
-        cancelled = t.cancelled + excluded.cancelled,
-        expired = t.expired + excluded.expired"""
+FLOWS_TYPES = ("text", "timestamptz", "int4", "int4", "int4", "int4")
+FLOWS_CONFLICT = """ON CONFLICT (definition, hour) DO UPDATE SET
+    started = t.started + excluded.started,
+    completed = t.completed + excluded.completed,
+    cancelled = t.cancelled + excluded.cancelled,
+    expired = t.expired + excluded.expired"""
 
-UPSERT_STEPS = """
-    INSERT INTO {metrics_flow_steps} AS t
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::integer[], %s::bigint[], %s::integer[],
-                         %s::integer[])
-    ON CONFLICT (definition, step) DO UPDATE SET
-        reached = t.reached + excluded.reached,
-        depth_sum = t.depth_sum + excluded.depth_sum,
-        rejected = t.rejected + excluded.rejected,
-        abandoned = t.abandoned + excluded.abandoned"""
+STEPS_TYPES = ("text", "text", "int4", "int8", "int4", "int4")
+STEPS_CONFLICT = """ON CONFLICT (definition, step) DO UPDATE SET
+    reached = t.reached + excluded.reached,
+    depth_sum = t.depth_sum + excluded.depth_sum,
+    rejected = t.rejected + excluded.rejected,
+    abandoned = t.abandoned + excluded.abandoned"""
 
-UPSERT_RUNS = """
-    INSERT INTO {metrics_flow_runs} AS t
-    SELECT f, d, r::jsonb FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS u(f, d, r)
-    ON CONFLICT (flow_id) DO UPDATE SET reached = excluded.reached"""
+RUNS_TYPES = ("uuid", "text", "jsonb")
+RUNS_CONFLICT = "ON CONFLICT (flow_id) DO UPDATE SET reached = excluded.reached"
 
 
 def micros(value: float) -> int:
@@ -191,6 +180,23 @@ class HourTotals:
             self.tokens_out += e.tokens_out
             self.cost_micros += micros(e.cost)
             self.audio_us += micros(e.audio_seconds)
+
+    def values(self) -> tuple[Any, ...]:
+        """The counters in the order of the table's columns."""
+        return (
+            self.turns,
+            self.messages,
+            self.interruptions,
+            self.silences,
+            self.response_us_sum,
+            self.response_us_min,
+            self.response_us_max,
+            self.histogram,
+            self.tokens_in,
+            self.tokens_out,
+            self.audio_us,
+            self.cost_micros,
+        )
 
 
 COUNTED = frozenset(
@@ -285,17 +291,18 @@ class Metrics:
         for e in flow_events:
             flows.add(e)
         if hours:
-            cur.execute(sql.SQL(UPSERT_HOURLY).format(**t), _hourlycolumns(hours))
+            rows = ((cid, _time(hour), *h.values()) for (cid, hour), h in hours.items())
+            upsert(cur, t["metrics_hourly"], HOURLY_TYPES, rows, HOURLY_CONFLICT)
         if flows.outcomes:
-            rows = [(d, _time(h), *counts) for (d, h), counts in flows.outcomes.items()]
-            cur.execute(sql.SQL(UPSERT_FLOWS).format(**t), columns(rows))
+            rows = ((d, _time(h), *counts) for (d, h), counts in flows.outcomes.items())
+            upsert(cur, t["metrics_flows"], FLOWS_TYPES, rows, FLOWS_CONFLICT)
         if flows.steps:
-            rows = [(d, s, *counts) for (d, s), counts in flows.steps.items()]
-            cur.execute(sql.SQL(UPSERT_STEPS).format(**t), columns(rows))
+            rows = ((d, s, *counts) for (d, s), counts in flows.steps.items())
+            upsert(cur, t["metrics_flow_steps"], STEPS_TYPES, rows, STEPS_CONFLICT)
         running = [f for f in flows.touched if f not in flows.finished]
         if running:
-            rows = [(f, flows.runs[f][0], _json(flows.runs[f][1])) for f in running]
-            cur.execute(sql.SQL(UPSERT_RUNS).format(**t), columns(rows))
+            rows = ((f, flows.runs[f][0], flows.runs[f][1]) for f in running)
+            upsert(cur, t["metrics_flow_runs"], RUNS_TYPES, rows, RUNS_CONFLICT)
         if flows.finished:
             cur.execute(
                 sql.SQL("DELETE FROM {} WHERE flow_id = ANY(%s)").format(t["metrics_flow_runs"]),
@@ -318,10 +325,6 @@ def _load_runs(
     return {flow_id: (definition, list(reached)) for flow_id, definition, reached in cur}
 
 
-def _json(value: Any) -> str:
-    return msgspec.json.encode(value).decode()
-
-
 def _hour(at: datetime) -> int:
     """Hours since the epoch: the bucket of an event's time (UTC hours)."""
     return int(at.timestamp()) // 3600
@@ -329,26 +332,3 @@ def _hour(at: datetime) -> int:
 
 def _time(hour: int) -> datetime:
     return datetime.fromtimestamp(hour * 3600, UTC)
-
-
-def _hourlycolumns(hours: dict[tuple[UUID, int], HourTotals]) -> list[list[Any]]:
-    rows = [
-        (
-            conversation_id,
-            _time(hour),
-            h.turns,
-            h.messages,
-            h.interruptions,
-            h.silences,
-            h.response_us_sum,
-            h.response_us_min,
-            h.response_us_max,
-            "{" + ",".join(map(str, h.histogram)) + "}",
-            h.tokens_in,
-            h.tokens_out,
-            h.audio_us,
-            h.cost_micros,
-        )
-        for (conversation_id, hour), h in hours.items()
-    ]
-    return columns(rows)

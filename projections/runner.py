@@ -10,7 +10,7 @@ rebuild one projection from zero into shadow tables while readers keep the old o
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache
@@ -56,12 +56,6 @@ def stream_type(event: Any) -> str:
 def _stream_type(cls: type) -> str:
     # Event classes are nested in their aggregate: Conversation.Started, Flow.AnswerAccepted.
     return cls.__qualname__.partition(".")[0].lower()
-
-
-def columns(rows: Iterable[Sequence[Any]]) -> list[list[Any]]:
-    """Rows as one list per column: the parameters of an ``unnest(...)`` upsert, which
-    writes a whole page in one statement."""
-    return [list(column) for column in zip(*rows, strict=True)]
 
 
 class Projection(Protocol):

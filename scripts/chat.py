@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         say(f"conversation {chat_key} (chat {escape(chat_id)}); Ctrl-C to stop")
         show(bot.where(chat_key))
         while line := sys.stdin.readline():
-            text = line.rstrip("\r\n")
+            # PostgreSQL text cannot hold NUL, and a terminal never means one.
+            text = line.rstrip("\r\n").replace("\x00", "")
             if not text.strip():
                 continue
             message = Incoming(

@@ -11,7 +11,7 @@ from psycopg import Error as PsycopgError
 
 from ..adapters.logs import configure_logging
 from ..domain.errors import VoxledgerError
-from . import chat, demo, flows, inspect, listen, serve
+from . import bench, chat, demo, flows, inspect, listen, replay, serve, timetravel, transfer
 from .output import fail
 
 EXAMPLES = """examples:
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default), ERROR")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (demo, inspect, flows, listen, chat, serve):
+    for module in (demo, inspect, timetravel, replay, transfer, flows, listen, chat, serve, bench):
         module.register(commands)
     return parser
 

@@ -77,3 +77,36 @@ def summarise(data: dict[str, Any], width: int = 90) -> str:
         parts.append(f"{key}={text}")
     line = " ".join(parts)
     return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def print_line(text: str) -> None:
+    """One plain line for people, printed as is (no markup) and flushed: streams stay live."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def print_json_array(items: Iterable[Any]) -> int:
+    """A JSON array written item by item, so a long stream is never held in memory;
+    returns how many items it held."""
+    count = 0
+    sys.stdout.write("[")
+    for item in items:
+        sys.stdout.write(",\n" if count else "\n")
+        sys.stdout.write(msgspec.json.encode(item, enc_hook=_enc_hook).decode())
+        count += 1
+        if count % 1000 == 0:
+            sys.stdout.flush()
+    sys.stdout.write("\n]\n" if count else "]\n")
+    sys.stdout.flush()
+    return count
+
+
+def print_raw_lines(lines: Iterable[bytes]) -> int:
+    """Lines already encoded (each ending in a newline), written as they come; the count."""
+    count = 0
+    out = sys.stdout.buffer
+    for line in lines:
+        out.write(line)
+        count += 1
+    out.flush()
+    return count

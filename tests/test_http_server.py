@@ -1,7 +1,8 @@
 """`voxledger serve` as a real process on a free port: health, schema, limits, logs, errors.
 
 The harness here (a server process, Telegram update builders, an event count) is shared by
-the other test_http_* modules, each of which starts a server of its own."""
+the other test_http_* modules, each of which starts a server of its own: importing the
+`*_fixture` functions registers the fixtures there (named without the suffix)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from psycopg import sql
 from voxledger.adapters.chat.bot import conversation_id_for
 
 FIXTURES = Path(__file__).parent / "fixtures" / "telegram"
+VOXLEDGER = [sys.executable, "-m", "voxledger.scripts.main"]
 SECRET = "webhook-secret-for-tests"
 TOKEN = "api-token-for-tests"
 SECRET_HEADER = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
@@ -49,8 +51,7 @@ class Server:
     def start(self) -> Server:
         with self.log.open("ab") as err:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "voxledger.scripts.main", "serve"]
-                + ["--host", "127.0.0.1", "--port", str(self.port)],
+                [*VOXLEDGER, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
                 env=self.env,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
@@ -82,8 +83,8 @@ class Server:
                 self.kill()
 
 
-@pytest.fixture(scope="module")
-def server_schema(database_url: str) -> Iterator[str]:
+@pytest.fixture(scope="module", name="server_schema")
+def server_schema_fixture(database_url: str) -> Iterator[str]:
     """A schema for one module's server, dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield name
@@ -91,8 +92,8 @@ def server_schema(database_url: str) -> Iterator[str]:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
 
-@pytest.fixture(scope="module")
-def server_env(database_url: str, server_schema: str) -> dict[str, str]:
+@pytest.fixture(scope="module", name="server_env")
+def server_env_fixture(database_url: str, server_schema: str) -> dict[str, str]:
     return {
         **os.environ,
         "VOXLEDGER_DATABASE_URL": database_url,
@@ -105,15 +106,17 @@ def server_env(database_url: str, server_schema: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     """One server for the whole module."""
     running = Server(server_env, tmp_path_factory.mktemp("server") / "server.log").start()
     yield running
     running.stop()
 
 
-@pytest.fixture
-def client(server: Server) -> Iterator[httpx.Client]:
+@pytest.fixture(name="client")
+def client_fixture(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as c:
         yield c
 
@@ -189,7 +192,10 @@ def test_a_body_over_the_limit_is_refused_with_413_and_records_nothing(
     big = text_update(1, 1, "x" * 70_000)
     response = post_update(client, big)
     assert response.status_code == 413
-    assert response.json() == {"error": "request entity too large", "detail": "Request Entity Too Large"}
+    assert response.json() == {
+        "error": "request entity too large",
+        "detail": "Request Entity Too Large",
+    }
     assert events_stored(database_url, server_schema) == before
 
 
@@ -229,7 +235,9 @@ def test_each_request_is_logged_with_its_conversation_id(
     reply = post_update(client, text_update(991, 1, "/start"))
     assert reply.status_code == 200
     client.get("/healthz")
-    lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
+    lines = [
+        json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")
+    ]
     webhook = [line for line in lines if line.get("path") == "/telegram/webhook"][-1]
     assert webhook["event"] == "http.request" and webhook["status"] == 200
     assert webhook["method"] == "POST" and webhook["duration_ms"] >= 0

@@ -9,17 +9,17 @@ from typing import Any
 
 import httpx
 import pytest
-from test_http_server import (  # the shared harness; its fixtures serve this module too
+from test_http_server import (  # noqa: F401  (the shared harness and its fixtures)
     SECRET,
     Server,
     button_update,
-    client,  # noqa: F401
+    client_fixture,
     events_stored,
     fixture,
     post_update,
-    server,  # noqa: F401
-    server_env,  # noqa: F401
-    server_schema,  # noqa: F401
+    server_env_fixture,
+    server_fixture,
+    server_schema_fixture,
     text_update,
 )
 
@@ -199,7 +199,9 @@ def test_updates_without_the_right_secret_are_refused_and_record_nothing(
     client: httpx.Client, database_url: str, server_schema: str, headers: dict[str, str]
 ) -> None:
     before = events_stored(database_url, server_schema)
-    response = client.post("/telegram/webhook", json=text_update(1005, 1, "/start"), headers=headers)
+    response = client.post(
+        "/telegram/webhook", json=text_update(1005, 1, "/start"), headers=headers
+    )
     assert response.status_code == 403
     assert response.json()["detail"] == "missing or wrong X-Telegram-Bot-Api-Secret-Token"
     assert events_stored(database_url, server_schema) == before

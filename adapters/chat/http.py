@@ -19,6 +19,7 @@ from uuid import UUID, uuid4
 
 import anyio.to_thread
 import msgspec
+import psycopg
 import structlog
 from eventsourcing.persistence import PersistenceError
 from litestar import Litestar, Request, Response, Router, get, post
@@ -102,7 +103,9 @@ MessageId = Annotated[
     # No colon: the bot's own ids (replies, callbacks) have one, so they never collide.
     msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$"),
 ]
-ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+# PostgreSQL text cannot hold NUL: one in an event would stall every projection that reads it.
+NO_NUL = r"^[^\x00]*$"
+ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=NO_NUL)]
 
 
 class NewConversation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -112,7 +115,7 @@ class NewConversation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     channel: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_.\-]{1,64}$")] = "api"
     chat_id: ShortText | None = None
     participant: ShortText | None = None
-    metadata: dict[str, str | int | float | bool | None] = {}
+    metadata: dict[ShortText, ShortText | int | float | bool | None] = {}
 
 
 class ConversationStarted(msgspec.Struct, frozen=True):
@@ -126,7 +129,7 @@ class NewMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """A user's message to a conversation. Give a ``message_id`` to make a retry safe: the
     same id again returns the original reply and records nothing."""
 
-    text: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=NO_NUL)]
     message_id: MessageId | None = None
     user_id: ShortText | None = None
     choice: bool = False  # a menu choice (a button), not typed text
@@ -217,6 +220,8 @@ def create_app(engine: Engine, settings: Settings) -> ASGIApp:
         exception_handlers={
             VoxledgerError: domain_error,
             HTTPException: http_error,
+            UnicodeDecodeError: undecodable_body,
+            ProjectionsNotBuilt: projections_not_built,
             PersistenceError: database_error,
             PsycopgError: database_error,
             Exception: unexpected_error,
@@ -395,7 +400,7 @@ async def list_conversations(
 ) -> list[ConversationRow]:
     """Conversations, most recently active first, from the current-state projection."""
     projections = _projections(services(request))
-    return await anyio.to_thread.run_sync(lambda: projections.conversations(status, limit))
+    return await _read_projections(lambda: projections.conversations(status, limit))
 
 
 @get("/metrics")
@@ -405,13 +410,26 @@ async def read_metrics(
     """Totals and response-time percentiles over every conversation, from the metrics
     projection (whole UTC hours from ``since``, or all time)."""
     projections = _projections(services(request))
-    return await anyio.to_thread.run_sync(lambda: projections.metrics(since))
+    return await _read_projections(lambda: projections.metrics(since))
 
 
 def _projections(s: Services) -> Projections:
     if s.projections is None:
         raise NotFound("this event store has no projections to read")
     return s.projections
+
+
+class ProjectionsNotBuilt(Exception):
+    """The projection tables do not exist yet: no projection worker has run on this schema."""
+
+
+async def _read_projections(query: Callable[[], Any]) -> Any:
+    try:
+        return await anyio.to_thread.run_sync(query)
+    except psycopg.errors.UndefinedTable:
+        raise ProjectionsNotBuilt(
+            "the projection tables do not exist yet: start the projection worker"
+        ) from None
 
 
 # -- health ---------------------------------------------------------------------------------------
@@ -454,19 +472,37 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorB
     if not problems:
         return _error(status, HTTPStatus(status).phrase.lower(), exc.detail, exc.headers)
     named = [_name_the_problem(p) for p in problems]
-    sources = sorted({str(p.get("source", "request")) for p in problems})
+    sources = sorted({_source(p) for p in problems})
     detail: Any = named[0] if len(named) == 1 else named
     return _error(status, f"invalid {' and '.join(sources)}", detail, exc.headers)
+
+
+def _source(problem: dict[str, Any]) -> str:
+    """body, query, path, header, cookie (Litestar gives an enum for some)."""
+    source = problem.get("source", "request")
+    return str(getattr(source, "value", source))
 
 
 def _name_the_problem(problem: dict[str, Any]) -> str:
     """`body.message.chat.id: Expected `int`, got `str``: where, then what."""
     key, message = str(problem.get("key", "")), str(problem.get("message", ""))
-    source = str(problem.get("source", ""))
+    source = _source(problem)
     if message == repr(key):  # Litestar's KeyError: the part was not sent at all
         message = "missing"
     where = source if key in ("", "data") else f"{source}.{key}" if source else key
     return f"{where}: {message}" if where else message
+
+
+def undecodable_body(_: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[ErrorBody]:
+    """A body that is not UTF-8 (Litestar lets the decoder's error through)."""
+    return _error(400, "bad request", f"JSON is malformed: not UTF-8 at byte {exc.start}")
+
+
+def projections_not_built(
+    _: Request[Any, Any, Any], exc: ProjectionsNotBuilt
+) -> Response[ErrorBody]:
+    """Reads across conversations wait for the projection worker: 503, saying so."""
+    return _error(503, "projections unavailable", str(exc))
 
 
 def database_error(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:

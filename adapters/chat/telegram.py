@@ -18,6 +18,8 @@ CHANNEL = "telegram"
 MAX_TEXT = 4096
 
 ChatId = Annotated[int, msgspec.Meta(ge=-(2**52), le=2**52)]  # Telegram: at most 52 bits
+# PostgreSQL text cannot hold NUL: one in an event would stall every projection that reads it.
+Text = Annotated[str, msgspec.Meta(pattern=r"^[^\x00]*$")]
 
 
 class User(msgspec.Struct, frozen=True):
@@ -25,8 +27,8 @@ class User(msgspec.Struct, frozen=True):
 
     id: ChatId
     is_bot: bool = False
-    first_name: str = ""
-    username: str | None = None
+    first_name: Text = ""
+    username: Text | None = None
 
 
 class Chat(msgspec.Struct, frozen=True):
@@ -43,17 +45,17 @@ class Message(msgspec.Struct, frozen=True):
     chat: Chat
     date: int = 0
     sender: User | None = msgspec.field(default=None, name="from")
-    text: str | None = None
+    text: Text | None = None
     edit_date: int | None = None
 
 
 class CallbackQuery(msgspec.Struct, frozen=True):
     """A press on an inline keyboard button; ``data`` is the button's callback data."""
 
-    id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[^\x00]*$")]
     sender: User = msgspec.field(name="from")
     message: Message | None = None
-    data: str | None = None
+    data: Text | None = None
 
 
 class Update(msgspec.Struct, frozen=True):
@@ -132,7 +134,9 @@ def send_message(chat_id: str, reply: Reply) -> SendMessage:
     if reply.choices:
         buttons = [InlineKeyboardButton(c.capitalize(), c) for c in reply.choices]
         markup = InlineKeyboardMarkup([buttons])
-    return SendMessage("sendMessage", chat_id=int(chat_id), text=reply.text[:MAX_TEXT], reply_markup=markup)
+    return SendMessage(
+        "sendMessage", chat_id=int(chat_id), text=reply.text[:MAX_TEXT], reply_markup=markup
+    )
 
 
 def _name(user: User) -> str:

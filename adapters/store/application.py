@@ -17,6 +17,7 @@ from psycopg.sql import SQL, Identifier
 
 from ...domain.conversation import Conversation
 from ...domain.errors import Conflict, NotFound
+from .group_commit import GroupCommit
 from .recorder import SnapshotRecorder
 
 log = structlog.get_logger("voxledger.store")
@@ -60,6 +61,7 @@ class EventStore(Application[UUID]):
         # conversation needs no read at all, only its commit.
         self._cache: OrderedDict[UUID, Aggregate] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._group_commit = GroupCommit(self.recorder.insert_events)
 
     def construct_snapshot_store(self) -> Any:
         """The snapshot store, on a recorder that reads large snapshots fast."""
@@ -103,7 +105,7 @@ class EventStore(Application[UUID]):
         if not events:
             return None
         try:
-            positions = self.recorder.insert_events(list(map(self.mapper.to_stored_event, events)))
+            positions = self._group_commit.append(list(map(self.mapper.to_stored_event, events)))
         except IntegrityError as e:
             ids = ", ".join(str(a.id) for a in aggregates)
             raise Conflict(f"a concurrent writer appended to {ids} first") from e

@@ -17,18 +17,17 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from eventsourcing.persistence import PersistenceError
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from ...domain.conversation import Conversation
-from ...domain.errors import VoxledgerError
 from ...domain.flow import Flow
 from ...domain.state_diff import diff
 from ...projections.current import CurrentState
 from ...projections.runner import TRACKING_TABLE
 from .application import EventStore
 from .history import History, plain
+from .mapper import CorruptEvent
 
 _TABLES = dict(zip(("conversation", "flow"), CurrentState.tables, strict=True))
 _KEYS = {"conversation": "conversation_id", "flow": "flow_id"}
@@ -87,22 +86,29 @@ class Replayer:
         row = self._row(kind, stream_id) if verify and self._position is not None else None
         expected: tuple[int, str, dict[str, Any]] | None = None
         aggregate: Any = None
-        version, event_type = 0, None
-        try:
-            for recorded in self.history.events(stream_id):
-                event = recorded.event
-                version, event_type = event.originator_version, type(event).__name__
+        version = 0
+        events = self.history.events(stream_id)
+        while True:
+            try:
+                recorded = next(events, None)
+            except CorruptEvent as e:
+                yield self._found(stream_id, kind, "events", version + 1, None, "", str(e), None)
+                return  # nothing after an unreadable event can be trusted
+            if recorded is None:
+                break
+            event = recorded.event
+            version, event_type = event.originator_version, type(event).__name__
+            try:
                 aggregate = event.mutate(aggregate)
-                self.tally.events += 1
-                if version in snapshot_versions:
-                    yield from self._compare_snapshot(kind, aggregate, event_type)
-                if self._position is not None and recorded.position <= self._position:
-                    expected = (version, event_type, _row_of(aggregate))
-        except (VoxledgerError, PersistenceError, ValueError, TypeError, KeyError) as e:
-            # The current code cannot read or apply this event: nothing after it can be
-            # trusted, so the stream stops here.
-            yield self._found(stream_id, kind, "events", version + 1, None, "", f"{e}", None)
-            return
+            except Exception as e:  # any failure of an apply method is what replay looks for
+                message = f"cannot apply: {type(e).__name__}: {e}"
+                yield self._found(stream_id, kind, "events", version, event_type, "", message)
+                return
+            self.tally.events += 1
+            if version in snapshot_versions:
+                yield from self._compare_snapshot(kind, aggregate, event_type)
+            if self._position is not None and recorded.position <= self._position:
+                expected = (version, event_type, _row_of(aggregate))
         if verify and self._position is not None:
             yield from self._compare_row(stream_id, kind, expected, row)
 
@@ -115,7 +121,7 @@ class Replayer:
         try:
             (snapshot,) = self.store.snapshots.get(aggregate.id, gt=v - 1, lte=v)
             stored = snapshot.state  # type: ignore[attr-defined]
-        except (VoxledgerError, PersistenceError, ValueError, AttributeError) as e:
+        except (CorruptEvent, ValueError, AttributeError) as e:
             yield self._found(aggregate.id, kind, "snapshot", v, event_type, "", None, f"{e}")
             return
         for change in diff(aggregate.state(), stored):

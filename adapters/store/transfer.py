@@ -23,21 +23,23 @@ writers to that database wait until the import commits.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
+from functools import cache
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
 import msgspec
-from eventsourcing.domain import Aggregate, AggregateCreated
+from eventsourcing.domain import AggregateCreated
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.utils import TopicError, resolve_topic
 from psycopg import sql
+from psycopg.rows import tuple_row
 
 from ...domain.conversation import Conversation
-from ...domain.errors import BadInput, Conflict, VoxledgerError
+from ...domain.errors import BadInput, Conflict
 from ...domain.flow import Flow
 from .application import EventStore
-from .history import History, plain, stream_type
+from .history import History, event_classes, plain, stream_type
 
 FORMAT = "voxledger-export"
 FORMAT_VERSION = 1
@@ -108,15 +110,17 @@ def import_lines(store: EventStore, lines: Iterable[bytes], *, new_ids: bool = F
     header = _header(first[1])
     ids = {old: uuid4() if new_ids else old for old in header.streams}
     reader = _Reader(store, header, ids, new_ids)
-    with _Writer(store, list(ids.values())) as writer:
+    with _transaction(store, list(ids.values())) as batches:
         for n, line in numbered:
             try:
                 events, snapshots = reader.read(line)
-            except (VoxledgerError, ValueError, TypeError, KeyError, AttributeError) as e:
+            except Exception as e:
+                # Whatever stops the current code reading or applying a line refuses the
+                # file: the transaction rolls back and nothing is written.
                 raise BadInput(f"line {n}: {e}") from None
-            writer.add(events, snapshots)
+            batches.add(events, snapshots)
         reader.finish()
-    return Imported(header.conversation_id, ids, writer.events, writer.snapshots)
+    return Imported(header.conversation_id, ids, batches.events, batches.snapshots)
 
 
 # -- reading and checking ------------------------------------------------------------------
@@ -194,14 +198,12 @@ class _Reader:
             raise BadInput(f"stream {line.stream} has version {line.version} {where}")
 
     def _check_topic(self, line: Line) -> None:
-        try:
-            cls = resolve_topic(line.topic)
-        except TopicError:
-            raise BadInput(f"unknown event topic {line.topic!r}") from None
-        owner = cls.__qualname__.partition(".")[0].lower()
-        if not (isinstance(cls, type) and issubclass(cls, Aggregate.Event)) or (
-            owner != line.stream_type
-        ):
+        # Only topics of known event classes: a topic names a module to import, and a
+        # file must not make this process import whatever it names.
+        cls = _known_topics().get(line.topic)
+        if cls is None:
+            raise BadInput(f"unknown event topic {line.topic!r}")
+        if cls.__qualname__.partition(".")[0].lower() != line.stream_type:
             raise BadInput(f"{line.topic!r} is not an event of a {line.stream_type}")
         if (line.version == 1) != issubclass(cls, AggregateCreated):
             raise BadInput(f"stream {line.stream} must begin with its Started event, and only once")
@@ -212,6 +214,11 @@ class _Reader:
             raise BadInput(f"it begins flow {event.flow_id}, which the file does not hold")
         if isinstance(event, Flow.Started) and event.conversation_id not in streams:
             raise BadInput(f"its conversation {event.conversation_id} is not in the file")
+
+
+@cache
+def _known_topics() -> dict[str, type]:
+    return {cls.TOPIC: cls for classes in event_classes().values() for cls in classes}
 
 
 def _with_ids(event: Any, ids: dict[UUID, UUID]) -> Any:
@@ -236,64 +243,27 @@ def _line(value: msgspec.Struct) -> bytes:
 # -- writing ---------------------------------------------------------------------------------
 
 
-class _Writer:
-    """One transaction holding the events table's write lock: appends in batches, and
-    rolls everything back if the block it serves raises."""
+class _Batches:
+    """Events and snapshots waiting to be inserted, written a batch at a time."""
 
-    def __init__(self, store: EventStore, stream_ids: Sequence[UUID]) -> None:
-        recorder = store.recorder
-        datastore = recorder.datastore
-        assert store.snapshots is not None
-        self.datastore = datastore
-        self.stream_ids = stream_ids
-        self.events_table = sql.Identifier(datastore.schema, recorder.events_table_name)
-        self.snapshots_table = sql.Identifier(
-            datastore.schema,
-            store.snapshots.recorder.events_table_name,  # type: ignore[attr-defined]
-        )
-        self.channel = sql.Identifier(recorder.channel_name)
-        self.pending: list[StoredEvent] = []
-        self.pending_snapshots: list[StoredEvent] = []
+    def __init__(self, cursor: Any, events: sql.Identifier, snapshots: sql.Identifier) -> None:
+        self.cursor = cursor
+        self.tables = (events, snapshots)
+        self.pending: tuple[list[StoredEvent], list[StoredEvent]] = ([], [])
         self.events = 0
         self.snapshots = 0
 
-    def __enter__(self) -> _Writer:
-        self._connection = self.datastore.get_connection()
-        conn = self._connection.__enter__()
-        self._transaction = conn.transaction()
-        self._transaction.__enter__()
-        self.cursor = conn.cursor()
-        self.cursor.execute(
-            sql.SQL("SET LOCAL lock_timeout = {}").format(
-                sql.Literal(f"{self.datastore.lock_timeout}s")
-            )
-        )
-        # The same lock every append takes: notification ids then commit in order, so a
-        # projection tailing the log never passes over a row that commits later.
-        self.cursor.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(self.events_table))
-        self.cursor.execute(
-            sql.SQL("SELECT DISTINCT originator_id FROM {} WHERE originator_id = ANY(%s)").format(
-                self.events_table
-            ),
-            (list(self.stream_ids),),
-        )
-        taken = [str(row["originator_id"]) for row in self.cursor.fetchall()]
-        if taken:
-            self.__exit__(Conflict, None, None)
-            raise Conflict(f"the database already holds {', '.join(taken)}; import with --new-ids")
-        return self
-
     def add(self, events: list[StoredEvent], snapshots: list[StoredEvent]) -> None:
-        self.pending.extend(events)
-        self.pending_snapshots.extend(snapshots)
-        if len(self.pending) >= BATCH or self.pending_snapshots:
-            self._flush()
+        self.pending[0].extend(events)
+        self.pending[1].extend(snapshots)
+        # A snapshot of a long conversation is large: write it at once, keep memory flat.
+        if len(self.pending[0]) >= BATCH or snapshots:
+            self.flush()
 
-    def _flush(self) -> None:
-        for table, rows in (
-            (self.events_table, self.pending),
-            (self.snapshots_table, self.pending_snapshots),
-        ):
+    def flush(self) -> None:
+        self.events += len(self.pending[0])
+        self.snapshots += len(self.pending[1])
+        for table, rows in zip(self.tables, self.pending, strict=True):
             if rows:
                 self.cursor.execute(
                     sql.SQL(
@@ -307,15 +277,42 @@ class _Writer:
                         [e.state for e in rows],
                     ),
                 )
-        self.events += len(self.pending)
-        self.snapshots += len(self.pending_snapshots)
-        self.pending, self.pending_snapshots = [], []
+                rows.clear()
 
-    def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
-        try:
-            if kind is None:
-                self._flush()
-                self.cursor.execute(sql.SQL("NOTIFY {}").format(self.channel))
-        finally:
-            self._transaction.__exit__(kind, error, trace)
-            self._connection.__exit__(kind, error, trace)
+
+@contextmanager
+def _transaction(store: EventStore, stream_ids: Sequence[UUID]) -> Iterator[_Batches]:
+    """One transaction holding the events table's write lock; if the block raises,
+    everything written in it is rolled back."""
+    recorder, snapshots = store.recorder, store.snapshots
+    assert snapshots is not None
+    datastore = recorder.datastore
+    events_table = sql.Identifier(datastore.schema, recorder.events_table_name)
+    snapshots_table = sql.Identifier(
+        datastore.schema,
+        snapshots.recorder.events_table_name,  # type: ignore[attr-defined]
+    )
+    with (
+        datastore.get_connection() as conn,
+        conn.transaction(),
+        conn.cursor(row_factory=tuple_row) as cursor,
+    ):
+        cursor.execute(
+            sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{datastore.lock_timeout}s"))
+        )
+        # The lock every append takes: notification ids then commit in order, so a
+        # projection tailing the log never passes over a row that commits later.
+        cursor.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(events_table))
+        cursor.execute(
+            sql.SQL("SELECT DISTINCT originator_id FROM {} WHERE originator_id = ANY(%s)").format(
+                events_table
+            ),
+            (list(stream_ids),),
+        )
+        taken = [str(row[0]) for row in cursor.fetchall()]
+        if taken:
+            raise Conflict(f"the database already holds {', '.join(taken)}; import with --new-ids")
+        batches = _Batches(cursor, events_table, snapshots_table)
+        yield batches
+        batches.flush()
+        cursor.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(recorder.channel_name)))
