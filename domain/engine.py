@@ -99,6 +99,7 @@ class Engine:
         max_retries: int = 8,
         backoff: Callable[[int], None] | None = None,
         max_content_chars: int = 64_000,
+        max_context_bytes: int = 256_000,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -106,6 +107,7 @@ class Engine:
         self.backoff = backoff
         self.max_retries = max_retries
         self.max_content_chars = max_content_chars
+        self.max_context_bytes = max_context_bytes
 
     def close(self) -> None:
         """Release the store's connections."""
@@ -345,7 +347,8 @@ class Engine:
         *,
         at: datetime | None = None,
     ) -> None:
-        """Set and remove context keys."""
+        """Set and remove context keys (JSON-like values, within the size limit)."""
+        self._check_context(values or {})
         self._update(conversation_id, Conversation.update_context, values, list(removed), at=at)
 
     def end(self, conversation_id: UUID, reason: str = "", *, at: datetime | None = None) -> None:
@@ -595,9 +598,23 @@ class Engine:
             raise ValidationFailed("times must carry a time zone (use UTC)")
         return at
 
+    def _check_context(self, values: dict[str, Any]) -> None:
+        try:
+            size = len(msgspec.json.encode(values))
+        except (TypeError, ValueError, OverflowError) as e:
+            raise ValidationFailed(f"context values must be JSON-like: {e}") from None
+        if size > self.max_context_bytes:
+            raise ValidationFailed(
+                f"context update is {size} bytes, over the limit of {self.max_context_bytes}"
+            )
+
     def _check_content(self, content: str) -> None:
         if not isinstance(content, str):
             raise ValidationFailed("message content must be text")
+        try:
+            content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationFailed("message content is not valid UTF-8 text") from None
         if len(content) > self.max_content_chars:
             raise ValidationFailed(
                 f"message content is {len(content)} characters, "

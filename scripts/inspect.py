@@ -43,7 +43,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     log = commands.add_parser(
         "log",
-        help="a conversation's events and its flows' events, oldest first",
+        help="events of a conversation and its flows, oldest first",
         description="Print the events of a conversation and of the flows it began, merged in "
         "time order, as they are read (any length streams). Filters combine.",
         epilog="examples:\n"
@@ -66,7 +66,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     watch = commands.add_parser(
         "watch",
-        help="follow a live conversation's events as they are recorded",
+        help="follow a conversation's events live",
         description="Print a conversation's (and its flows') new events as they are appended, "
         "woken by the database's notification on every append (and reading every 0.2 s).",
         epilog="example:\n  voxledger watch 3f2a... --until-ended --timeout 600 --json",

@@ -17,7 +17,9 @@ from .output import fail
 EXAMPLES = """examples:
   voxledger demo                      run a scripted voice-and-chat conversation
   voxledger show ID --json            a conversation's state
-  voxledger log ID                    its events, oldest first
+  voxledger log ID                    its events and its flows' events, oldest first
+  voxledger at ID --time T            the state then; diff ID A B; bisect ID --where EXPR
+  voxledger export ID > f.jsonl       then import f.jsonl elsewhere; replay --all --verify
   voxledger flows                     flow definitions; voxledger flow ID: one run
   voxledger expire                    expire flows idle past their timeout
   voxledger listen call.wav           voice activity detection into a conversation

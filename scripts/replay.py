@@ -19,7 +19,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add the replay command."""
     replay = commands.add_parser(
         "replay",
-        help="rebuild from events; --verify checks snapshots and projection rows",
+        help="rebuild from events; check snapshots and rows",
         description="Rebuild a conversation and its flows (or, with --all, every stream) "
         "from their events with the code installed now: every event must decode (upcasters "
         "included) and apply. With --verify, also compare each stored snapshot with the "

@@ -29,7 +29,7 @@ The condition language (no code is run; paths are checked against the state's fi
   paths      status  usage.turns  connection.error_count  answers.city
              messages.length  messages.0.content  messages.-1.role  (.length counts)
              flow.step  flow.answers.city: the conversation's active (or latest) flow
-             as it stood at that version's time
+             as it stood at that version's time (bisect a flow's id for its every step)
   values     "text" or 'text', 12, 0.5, true, false, null (a missing value is null)
   compare    == != < <= > >=  (ordering compares two numbers or two texts only)
   membership x in ["a", "b"]   "city" in flow.answers   x not in [...]
@@ -40,7 +40,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add the at, diff and bisect commands."""
     at = commands.add_parser(
         "at",
-        help="a conversation's or flow's full state at a version or a time",
+        help="the full state at a version or a time",
         description="Print the whole state as it was at a version or a moment, rebuilt "
         "from the nearest snapshot and the events after it.",
         epilog="examples:\n  voxledger at 3f2a... --version 120 --json\n"
@@ -56,7 +56,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     changes = commands.add_parser(
         "diff",
-        help="what changed in a conversation or flow between two versions or times",
+        help="what changed between two versions or times",
         description="Print what changed from A to B, field by field: changed values as "
         "old -> new, added and removed list items and keys, nested fields by dotted path.",
         epilog="examples:\n  voxledger diff 3f2a... 41 42\n"
@@ -71,7 +71,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     bisect = commands.add_parser(
         "bisect",
-        help="the first version at which a condition on the state holds",
+        help="first version where a condition on the state holds",
         description=BISECT_HELP,
         epilog="examples:\n"
         "  voxledger bisect 3f2a... --where 'status == \"error\"'\n"
@@ -165,11 +165,12 @@ def change_line(change: Change) -> str:
 def found_line(found: Found) -> str:
     """A bisect result for people."""
     if found.version is None:
-        hint = "" if found.mode == "linear" else " (binary search tests the last version)"
-        return (
-            f"never holds: {found.condition} (versions 1 to {found.last_version}, "
-            f"{found.tested} tested{hint})"
-        )
+        if found.mode == "binary":
+            return (
+                f"does not hold at the last version ({found.last_version}): {found.condition}; "
+                "binary search assumes that once true it stays true (try --linear)"
+            )
+        return f"never holds in versions 1 to {found.last_version}: {found.condition}"
     assert found.at is not None
     return (
         f"first holds at version {found.version} ({_time(found.at)}, {found.event_type}): "

@@ -19,7 +19,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add the export and import commands."""
     export = commands.add_parser(
         "export",
-        help="a conversation and its flows' events as JSON lines, to stdout",
+        help="a conversation and its flows as JSON lines",
         description="Write a header line and every event of a conversation and its flows "
         "(stream, version, topic, time, the stored bytes in base64 and a readable copy).",
         epilog="example:\n  voxledger export 3f2a... > incident.jsonl",

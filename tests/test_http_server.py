@@ -105,8 +105,8 @@ def server_env_fixture(database_url: str, server_schema: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def server(
+@pytest.fixture(scope="module", name="server")
+def server_fixture(
     server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """One server for the whole module."""

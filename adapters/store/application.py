@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -111,15 +112,25 @@ class EventStore(Application[UUID]):
             raise Conflict(f"a concurrent writer appended to {ids} first") from e
         self._snapshot(batches)
         self._remember(aggregates)
-        for event, position in zip(events, positions or (), strict=False):
-            log.debug(
-                "event.recorded",
-                conversation_id=str(event.originator_id),
-                version=event.originator_version,
-                type=type(event).__name__,
-                position=position,
-            )
+        if log.is_enabled_for(logging.DEBUG):
+            self._log(batches, positions)
         return positions[-1] if positions else None
+
+    @staticmethod
+    def _log(batches: list[tuple[Aggregate, Any]], positions: Any) -> None:
+        position = iter(positions or ())
+        for aggregate, new in batches:
+            # A flow's lines carry its conversation's id too, so one filter finds both.
+            conversation_id = getattr(aggregate, "conversation_id", aggregate.id)
+            for event in new:
+                log.debug(
+                    "event.recorded",
+                    conversation_id=str(conversation_id),
+                    stream_id=str(aggregate.id),
+                    version=event.originator_version,
+                    type=type(event).__name__,
+                    position=next(position, None),
+                )
 
     def _remember(self, objs: tuple[Any, ...]) -> None:
         with self._cache_lock:

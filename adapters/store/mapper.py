@@ -58,9 +58,9 @@ class MsgspecMapper(Mapper[UUID]):
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         """Decode, upcast to the current class version, and restore field types."""
         try:
-            cls, class_version, typed = _PLANS[stored_event.topic]
+            cls, class_version, typed, fields = _PLANS[stored_event.topic]
         except KeyError:
-            cls, class_version, typed = _plan(stored_event)
+            cls, class_version, typed, fields = _plan(stored_event)
         data = stored_event.state
         try:
             if self.cipher:
@@ -84,6 +84,8 @@ class MsgspecMapper(Mapper[UUID]):
                 originator_id if type(originator_id) is UUID else UUID(str(originator_id))
             )
             state["originator_version"] = stored_event.originator_version
+            if not state.keys() >= fields:
+                raise KeyError(f"missing {', '.join(sorted(fields - state.keys()))}")
             if typed is None and class_version > 1 and _needs_conversion(cls):
                 return msgspec.convert(state, cls)  # upcast from a dict, then typed
         except (msgspec.MsgspecError, TypeError, ValueError, KeyError, AttributeError) as e:
@@ -95,12 +97,13 @@ class MsgspecMapper(Mapper[UUID]):
 
 
 _decode = msgspec.msgpack.Decoder().decode
-# Per topic: the event class, its class version, and for a current-version class whose
-# fields msgpack cannot restore alone, a typed decoder of its payload.
-_PLANS: dict[str, tuple[type, int, msgspec.msgpack.Decoder | None]] = {}
+# Per topic: the event class, its class version, for a current-version class whose fields
+# msgpack cannot restore alone a typed decoder of its payload, and the fields it must have.
+_Plan = tuple[type, int, msgspec.msgpack.Decoder | None, frozenset[str]]
+_PLANS: dict[str, _Plan] = {}
 
 
-def _plan(stored_event: StoredEvent) -> tuple[type, int, msgspec.msgpack.Decoder | None]:
+def _plan(stored_event: StoredEvent) -> _Plan:
     try:
         cls = resolve_topic(stored_event.topic)
     except TopicError as e:
@@ -116,7 +119,12 @@ def _plan(stored_event: StoredEvent) -> tuple[type, int, msgspec.msgpack.Decoder
             if f.name not in ("originator_id", "originator_version")
         ]
         typed = msgspec.msgpack.Decoder(msgspec.defstruct(f"{cls.__name__}Payload", payload))
-    plan = (cls, class_version, typed)
+    fields = (
+        frozenset(f.name for f in dataclasses.fields(cls))
+        if dataclasses.is_dataclass(cls)
+        else frozenset()
+    )
+    plan = (cls, class_version, typed, fields)
     _PLANS[stored_event.topic] = plan
     return plan
 
