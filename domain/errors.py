@@ -33,3 +33,9 @@ class BadInput(VoxledgerError):
 
 class DefinitionError(VoxledgerError):
     """A flow definition is malformed: names the step and the reason."""
+
+
+class Unavailable(VoxledgerError):
+    """The database cannot be reached; nothing was recorded and the command may be retried."""
+
+    retryable = True

@@ -10,11 +10,13 @@ rebuild one projection from zero into shadow tables while readers keep the old o
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any, NamedTuple, Protocol
+from itertools import islice
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from uuid import UUID
 
 import msgspec
 import psycopg
@@ -35,9 +37,12 @@ PAGE_SIZE = 1000
 # Serialises table creation across processes (catalogue races) and names rebuild locks.
 _SETUP_LOCK = 0x766F7870  # "voxp"
 
+T = TypeVar("T")
 Tables = Mapping[str, sql.Identifier]
 Decode = Callable[[StoredEvent], Any]
 Progress = Callable[[int, int], None]
+# A projection's tracking row as last written: its position and the time of the write.
+Stamp = tuple[int, datetime | None]
 
 
 class LogEntry(NamedTuple):
@@ -71,6 +76,41 @@ class Projection(Protocol):
     def apply(self, cur: psycopg.Cursor[Any], t: Tables, page: Sequence[LogEntry]) -> None:
         """Write the effect of a page of events, in the caller's transaction."""
         ...
+
+    def forget(self) -> None:
+        """Drop whatever it keeps in memory between pages (its tables changed elsewhere)."""
+        ...
+
+
+class StreamCache(Generic[T]):
+    """The state of recently touched streams, kept between pages so that a page need not
+    read back what the previous one wrote. Valid only while the same projection object has
+    written every page since: the runner makes it ``forget()`` otherwise."""
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self.limit = limit
+        self.rows: dict[UUID, T] = {}
+
+    def get(
+        self, ids: Iterable[UUID], load: Callable[[list[UUID]], dict[UUID, T]]
+    ) -> dict[UUID, T]:
+        """The state of every stream, with those not in memory loaded from ``ids``; the
+        caller updates the returned mapping in place."""
+        missing = [i for i in ids if i not in self.rows]
+        if missing:
+            self.rows.update(load(missing))
+        return self.rows
+
+    def trim(self) -> None:
+        """Keep at most ``limit`` streams: the longest held go first."""
+        excess = len(self.rows) - self.limit
+        if excess > 0:
+            for key in list(islice(self.rows, excess)):
+                del self.rows[key]
+
+    def clear(self) -> None:
+        """Forget every stream."""
+        self.rows.clear()
 
 
 class ProjectionStatus(msgspec.Struct, frozen=True):
@@ -119,6 +159,7 @@ class ProjectionRunner:
         self._events = sql.Identifier(schema, events_table)
         self._tracking = sql.Identifier(schema, TRACKING_TABLE)
         self._ready = False
+        self._written: dict[str, Stamp] = {}  # what this runner last wrote, per projection
 
     # -- tables ------------------------------------------------------------------------------
 
@@ -204,6 +245,7 @@ class ProjectionRunner:
         if p is None:
             raise NotFound(f"no projection {name!r}; known: {', '.join(self.projections)}")
         live, shadow = self.tables(p), self.tables(p, SHADOW)
+        builder = type(p)()  # its own memory: the live one may be applying pages meanwhile
         with self._connection() as conn:
             lock = (_SETUP_LOCK, name)
             with _cursor(conn) as cur:
@@ -215,11 +257,11 @@ class ProjectionRunner:
                 with conn.transaction(), _cursor(conn) as cur:
                     for table in shadow.values():  # left over by a killed rebuild
                         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
-                    p.create(cur, shadow)
+                    builder.create(cur, shadow)
                 position = 0
                 while page := self._read(conn, position, self.page_size):
                     with conn.transaction(), _cursor(conn) as cur:
-                        p.apply(cur, shadow, page)
+                        builder.apply(cur, shadow, page)
                     position = page[-1].position
                     if progress:
                         progress(position, max(position, self._head(conn)))
@@ -227,7 +269,7 @@ class ProjectionRunner:
                     # Holding the tracking row stops the live runner between its pages.
                     self._lock_position(cur, name)
                     while page := self._read(conn, position, self.page_size):
-                        p.apply(cur, shadow, page)
+                        builder.apply(cur, shadow, page)
                         position = page[-1].position
                     self._swap(cur, live, shadow)
                     self._set_position(cur, name, position)
@@ -352,34 +394,49 @@ class ProjectionRunner:
     def _apply(
         self, conn: psycopg.Connection[Any], p: Projection, start: int, page: Sequence[LogEntry]
     ) -> None:
-        with conn.transaction(), _cursor(conn) as cur:
-            position = self._lock_position(cur, p.name)
-            if position < start:
-                return  # the page does not begin where this projection stands: read again
-            # Another runner may have applied part of the page while we read it.
-            batch = [e for e in page if e.position > position] if position > start else page
-            if batch:
+        try:
+            with conn.transaction(), _cursor(conn) as cur:
+                stamp = self._lock_position(cur, p.name)
+                if stamp[0] < start:
+                    return  # the page does not begin where this projection stands: read again
+                if stamp != self._written.get(p.name):
+                    # Another process wrote since we did (or a rebuild swapped the tables):
+                    # what the projection kept in memory may be stale.
+                    p.forget()
+                # Another runner may have applied part of the page while we read it.
+                batch = [e for e in page if e.position > stamp[0]] if stamp[0] > start else page
+                if not batch:
+                    return
                 p.apply(cur, self.tables(p), batch)
-                self._set_position(cur, p.name, batch[-1].position)
+                written = self._set_position(cur, p.name, batch[-1].position)
+        except BaseException:
+            self._written.pop(p.name, None)
+            p.forget()  # its memory holds changes that were rolled back
+            raise
+        self._written[p.name] = written
 
-    def _lock_position(self, cur: psycopg.Cursor[Any], name: str) -> int:
+    def _lock_position(self, cur: psycopg.Cursor[Any], name: str) -> Stamp:
+        """Lock the projection's tracking row; its position and when it was written."""
         row = cur.execute(
-            sql.SQL("SELECT position FROM {} WHERE projection = %s FOR UPDATE").format(
-                self._tracking
-            ),
+            sql.SQL(
+                "SELECT position, updated_at FROM {} WHERE projection = %s FOR UPDATE"
+            ).format(self._tracking),
             (name,),
         ).fetchone()
-        return row[0] if row else 0
+        return (row[0], row[1]) if row else (0, None)
 
-    def _set_position(self, cur: psycopg.Cursor[Any], name: str, position: int) -> None:
-        cur.execute(
+    def _set_position(self, cur: psycopg.Cursor[Any], name: str, position: int) -> Stamp:
+        row = cur.execute(
             sql.SQL(
                 "INSERT INTO {} (projection, position, updated_at) VALUES (%s, %s, now()) "
                 "ON CONFLICT (projection) DO UPDATE "
-                "SET position = excluded.position, updated_at = excluded.updated_at"
+                "SET position = excluded.position, updated_at = excluded.updated_at "
+                "RETURNING position, updated_at"
             ).format(self._tracking),
             (name, position),
-        )
+        ).fetchone()
+        assert row is not None
+        return (row[0], row[1])
 
 
 def _cursor(conn: psycopg.Connection[Any], *, binary: bool = False) -> psycopg.Cursor[Any]:

@@ -20,7 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add the chat command."""
     chat = commands.add_parser(
         "chat",
-        help="try a flow by hand: type answers, read the bot's replies",
+        help="try a flow by hand in the terminal",
         description="A terminal conversation with the chat bot. Lines from stdin are "
         "messages; /start, /cancel, /back, /edit FIELD and /status work as in Telegram. "
         "Stop with Ctrl-C and run it again: the conversation continues where it was. "
@@ -39,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
     chat_key = conversation_id_for(CHANNEL, chat_id)
     with open_engine(args.database_url) as engine:
         bot = ChatBot(engine, args.flow)
-        say(f"conversation {chat_key} (chat {escape(chat_id)}); Ctrl-C to stop")
-        show(bot.where(chat_key))
+        here = bot.where(CHANNEL, chat_id)
+        say(f"conversation {here.conversation_id} (chat {escape(chat_id)}); Ctrl-C to stop")
+        show(here)
         while line := sys.stdin.readline():
             # PostgreSQL text cannot hold NUL, and a terminal never means one.
             text = line.rstrip("\r\n").replace("\x00", "")

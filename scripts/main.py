@@ -10,7 +10,7 @@ from eventsourcing.persistence import OperationalError, PersistenceError
 from psycopg import Error as PsycopgError
 
 from ..adapters.logs import configure_logging
-from ..domain.errors import VoxledgerError
+from ..domain.errors import Unavailable, VoxledgerError
 from . import bench, chat, demo, flows, inspect, listen, replay, serve, timetravel, transfer
 from .output import fail
 
@@ -23,8 +23,7 @@ EXAMPLES = """examples:
   voxledger flows                     flow definitions; voxledger flow ID: one run
   voxledger expire                    expire flows idle past their timeout
   voxledger listen call.wav           voice activity detection into a conversation
-  voxledger chat --chat-id alice      try the intake flow by hand in the terminal
-  voxledger serve --port 8080         Telegram webhook and JSON API (OpenAPI at /schema)
+  voxledger chat; serve --port 8080   a flow by hand; Telegram webhook and /v1 API
 
 Configuration: VOXLEDGER_DATABASE_URL (or --database-url) names a PostgreSQL server;
 without it an embedded server keeps its data under $VOXLEDGER_HOME."""
@@ -58,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         configure_logging(args.log_level)
         return int(args.run(args) or 0)
+    except Unavailable as e:
+        fail(str(e))
+        return 2
     except VoxledgerError as e:
         fail(str(e))
         return 1

@@ -79,7 +79,8 @@ def summary_line(tally: Tally, *, verify: bool) -> str:
         line += f"; compared {tally.snapshots} snapshots, {tally.rows} projection rows"
         if not tally.projection:
             line += " (no current-state projection in this schema)"
-    verdict = f"{tally.differences} differences" if tally.differences else "no differences"
+    count = tally.differences
+    verdict = f"{count} difference{'' if count == 1 else 's'}" if count else "no differences"
     return f"{line}: {verdict}"
 
 

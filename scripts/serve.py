@@ -14,7 +14,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add the serve command."""
     serve = commands.add_parser(
         "serve",
-        help="HTTP server: Telegram webhook, JSON API (/v1), /healthz, OpenAPI at /schema",
+        help="Telegram webhook and JSON API over HTTP",
         description="Serve the chat bot over HTTP. POST /telegram/webhook takes Telegram "
         "updates (secret: $VOXLEDGER_TELEGRAM_SECRET); /v1 is the JSON API (bearer token: "
         "$VOXLEDGER_API_TOKEN); /schema is its OpenAPI document; request bodies are limited "

@@ -250,6 +250,7 @@ def test_an_ended_conversation_continues_in_the_chats_next_conversation(
     assert reply.conversation_id == conversation_id_for("telegram", "4242", 2)
     assert reply.text == PROMPTS["audio_number"]
     assert engine.get_conversation(reply.conversation_id).metadata["generation"] == 2
+    assert chat.bot.where("telegram", "4242").conversation_id == reply.conversation_id
 
 
 def test_a_flow_idle_past_its_timeout_expires_and_the_bot_says_so(
@@ -266,10 +267,10 @@ def test_a_flow_idle_past_its_timeout_expires_and_the_bot_says_so(
 
 
 def test_where_tells_a_restarted_terminal_what_to_ask(chat: Chat) -> None:
-    assert chat.bot.where(chat.key).choices == ("interview", "design")  # nothing yet
+    assert chat.bot.where("telegram", "4242").choices == ("interview", "design")  # nothing yet
     chat.say("interview")
     chat.say("1042")
-    assert chat.bot.where(chat.key).text == PROMPTS["date"]
+    assert chat.bot.where("telegram", "4242").text == PROMPTS["date"]
 
 
 def test_a_conversation_by_id_must_exist(engine: Engine) -> None:

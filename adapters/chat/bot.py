@@ -26,6 +26,7 @@ import msgspec
 from ...domain.conversation import ConversationState, Message, Role, Status
 from ...domain.engine import Engine
 from ...domain.errors import (
+    BadInput,
     Conflict,
     Expired,
     InvalidTransition,
@@ -119,49 +120,61 @@ class ChatBot:
         """Answer a message in its chat's conversation, starting the conversation if new.
         ``chat_key`` is `conversation_id_for(message.channel, message.chat_id)`: the id the
         caller serialises on."""
-        return self._handle(self._open(chat_key, message), message)
+        if chat_key != conversation_id_for(message.channel, message.chat_id):
+            raise BadInput(f"{chat_key} is not the key of {message.channel} chat {message.chat_id}")
+        return self._handle(self._open(message), message)
 
     def handle(self, conversation_id: UUID, message: Incoming) -> Reply:
         """Answer a message in an existing conversation (NotFound if there is none)."""
         return self._handle(self.engine.get_conversation(conversation_id), message)
 
-    def where(self, conversation_id: UUID) -> Reply:
-        """Where a conversation stands now, as the bot would say it; records nothing."""
-        try:
-            state = self.engine.get_conversation(conversation_id)
-        except NotFound:
+    def where(self, channel: str, chat_id: str) -> Reply:
+        """Where a chat stands now, as the bot would say it (how a restarted terminal
+        resumes); records nothing."""
+        generation, state = self._current(channel, chat_id)
+        if state is None:
+            conversation_id = conversation_id_for(channel, chat_id, generation)
             return Reply(conversation_id=conversation_id, message_id="", **self._menu()._asdict())
-        outcome = self._where(state)
-        return Reply(conversation_id=state.id, message_id="", **outcome._asdict())
+        return Reply(conversation_id=state.id, message_id="", **self._where(state)._asdict())
 
     # -- one message ---------------------------------------------------------------------------
 
-    def _open(self, chat_key: UUID, message: Incoming) -> ConversationState:
-        """The chat's open conversation: found, or started with the id derived from it."""
-        generation, conversation_id = 1, chat_key
+    def _current(self, channel: str, chat_id: str) -> tuple[int, ConversationState | None]:
+        """The chat's latest generation that has not ended, and its state (None: not
+        started yet)."""
+        generation = 1
         while True:
             try:
-                state = self.engine.get_conversation(conversation_id)
+                state = self.engine.get_conversation(
+                    conversation_id_for(channel, chat_id, generation)
+                )
             except NotFound:
-                metadata: dict[str, Any] = {"chat_id": message.chat_id}
-                if message.user_id is not None:
-                    metadata["user_id"] = message.user_id
-                if generation > 1:
-                    metadata["generation"] = generation
-                # Conflict: another process started it a moment ago, so it is found.
-                with suppress(Conflict):
-                    self.engine.start_conversation(
-                        message.channel,
-                        message.participant,
-                        metadata,
-                        conversation_id=conversation_id,
-                        at=message.at,
-                    )
-                state = self.engine.get_conversation(conversation_id)
+                return generation, None
             if state.status is not Status.ENDED:
-                return state
+                return generation, state
             generation += 1
-            conversation_id = conversation_id_for(message.channel, message.chat_id, generation)
+
+    def _open(self, message: Incoming) -> ConversationState:
+        """The chat's open conversation: found, or started with the id derived from it."""
+        generation, state = self._current(message.channel, message.chat_id)
+        if state is not None:
+            return state
+        conversation_id = conversation_id_for(message.channel, message.chat_id, generation)
+        metadata: dict[str, Any] = {"chat_id": message.chat_id}
+        if message.user_id is not None:
+            metadata["user_id"] = message.user_id
+        if generation > 1:
+            metadata["generation"] = generation
+        # Conflict: another process started it a moment ago, so it is found.
+        with suppress(Conflict):
+            self.engine.start_conversation(
+                message.channel,
+                message.participant,
+                metadata,
+                conversation_id=conversation_id,
+                at=message.at,
+            )
+        return self.engine.get_conversation(conversation_id)
 
     def _handle(self, state: ConversationState, message: Incoming) -> Reply:
         if _find(state, message.message_id) is not None:

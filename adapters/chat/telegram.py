@@ -26,7 +26,6 @@ class User(msgspec.Struct, frozen=True):
     """The sender of a message or the presser of a button."""
 
     id: ChatId
-    is_bot: bool = False
     first_name: Text = ""
     username: Text | None = None
 
@@ -35,7 +34,6 @@ class Chat(msgspec.Struct, frozen=True):
     """The chat a message belongs to: one conversation each."""
 
     id: ChatId
-    type: str = "private"
 
 
 class Message(msgspec.Struct, frozen=True):
@@ -43,7 +41,6 @@ class Message(msgspec.Struct, frozen=True):
 
     message_id: Annotated[int, msgspec.Meta(ge=0, le=2**53)]
     chat: Chat
-    date: int = 0
     sender: User | None = msgspec.field(default=None, name="from")
     text: Text | None = None
     edit_date: int | None = None
@@ -94,7 +91,10 @@ class NoReply(msgspec.Struct, frozen=True):
 
 
 def incoming(update: Update) -> Incoming | None:
-    """The message an update carries, or None if it carries no text the bot reads."""
+    """The message an update carries, or None if it carries no text the bot reads.
+
+    The message's ``date`` is not used: the server's clock times every message, so that a
+    phone's skewed clock or a late retry can neither expire a flow nor reorder its events."""
     if update.callback_query is not None:
         query = update.callback_query
         if not query.data:

@@ -6,18 +6,20 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 from uuid import UUID
 
+import psycopg
 import structlog
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier
 
 from ...domain.conversation import Conversation
-from ...domain.errors import Conflict, NotFound
+from ...domain.errors import Conflict, NotFound, Unavailable
 from .group_commit import GroupCommit
 from .recorder import SnapshotRecorder
 
@@ -29,6 +31,16 @@ def fold(aggregate: Aggregate | None, events: Iterable[Any]) -> Aggregate | None
     for event in events:
         aggregate = event.mutate(aggregate)
     return aggregate
+
+
+@contextmanager
+def reachable() -> Iterator[None]:
+    """Turn a lost or refused database connection into one clear, retryable error."""
+    try:
+        yield
+    except (OperationalError, InterfaceError, psycopg.OperationalError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise Unavailable(f"database unavailable: {reason}") from e
 
 
 def _copy(aggregate: Aggregate) -> Aggregate:
@@ -86,11 +98,14 @@ class EventStore(Application[UUID]):
                     return aggregate
                 # A query must see other processes' writes: catch up, keep the object
                 # cached, and hand out a copy that no command will change under the reader.
-                aggregate = fold(aggregate, self.events.get(aggregate_id, gt=aggregate.version))
+                with reachable():
+                    newer = self.events.get(aggregate_id, gt=aggregate.version)
+                aggregate = fold(aggregate, newer)
                 self._remember((aggregate,))
                 return _copy(aggregate)
         try:
-            return self.repository.get(aggregate_id, version=version, projector_func=fold)
+            with reachable():
+                return self.repository.get(aggregate_id, version=version, projector_func=fold)
         except AggregateNotFoundError:
             what = f"version {version} of " if version is not None else ""
             raise NotFound(f"no {what}{aggregate_id} in the event store") from None
@@ -106,7 +121,10 @@ class EventStore(Application[UUID]):
         if not events:
             return None
         try:
-            positions = self._group_commit.append(list(map(self.mapper.to_stored_event, events)))
+            with reachable():
+                positions = self._group_commit.append(
+                    list(map(self.mapper.to_stored_event, events))
+                )
         except IntegrityError as e:
             ids = ", ".join(str(a.id) for a in aggregates)
             raise Conflict(f"a concurrent writer appended to {ids} first") from e
@@ -148,7 +166,8 @@ class EventStore(Application[UUID]):
         self, aggregate_id: UUID, *, gt: int | None = None, lte: int | None = None
     ) -> Iterator[Any]:
         """The stored events of one aggregate in version order."""
-        return self.events.get(aggregate_id, gt=gt, lte=lte)
+        with reachable():
+            return self.events.get(aggregate_id, gt=gt, lte=lte)
 
     def ids_of(self, created_event: type) -> Iterator[UUID]:
         """The ids of every aggregate whose first event is of this class."""
@@ -164,13 +183,14 @@ class EventStore(Application[UUID]):
         statement = SQL(query).format(  # type: ignore[arg-type]
             Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name)
         )
-        with recorder.datastore.transaction(commit=False) as cursor:
+        with reachable(), recorder.datastore.transaction(commit=False) as cursor:
             cursor.execute(statement, (get_topic(event_cls),))
             return cursor.fetchall()
 
     def head(self) -> int:
         """The position of the newest event in the log (0 when empty)."""
-        return self.recorder.max_notification_id() or 0
+        with reachable():
+            return self.recorder.max_notification_id() or 0
 
     def _snapshot(self, batches: list[tuple[Aggregate, Any]]) -> None:
         # Snapshot from the aggregate already in memory instead of re-reading it, whenever
