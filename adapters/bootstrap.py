@@ -39,7 +39,10 @@ def open_store(database_url: str | None = None, *, schema: str | None = None) ->
     schema = schema or os.environ.get("VOXLEDGER_SCHEMA") or None
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
-        if schema:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema or "public",)
+        ).fetchone()
+        if schema and not exists:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         return EventStore(env=eventsourcing_settings(url, schema))
 

@@ -49,7 +49,9 @@ def _parser(source: str) -> Callable[[str], Any]:
 
 
 def _compile(
-    parse: Callable[[str], Any], text: str, source: str,
+    parse: Callable[[str], Any],
+    text: str,
+    source: str,
     custom_validators: CustomValidators | None,
 ) -> FlowDefinition:
     try:

@@ -20,7 +20,7 @@ from ..domain.conversation import Conversation
 from ..domain.flow import Flow
 from .batch import copy_rows, upsert
 from .current import status_after
-from .runner import LogEntry, Tables, stream_type
+from .runner import LogEntry, StreamCache, Tables, stream_type
 
 C = Conversation
 Facts = dict[str, Any]
@@ -296,18 +296,30 @@ class Audit:
     name = "audit"
     tables = ("audit_trail", "audit_streams")
 
+    def __init__(self) -> None:
+        self._streams: StreamCache[tuple[str, Facts]] = StreamCache()
+
     def create(self, cur: psycopg.Cursor[Any], t: Tables) -> None:
         """Create the tables."""
         for statement in DDL:
             cur.execute(sql.SQL(statement).format(**t))
 
+    def forget(self) -> None:
+        """Drop the facts kept in memory."""
+        self._streams.clear()
+
     def apply(self, cur: psycopg.Cursor[Any], t: Tables, page: Sequence[LogEntry]) -> None:
         """Append the page's rows (COPY) and store the facts of the streams it touched."""
-        streams = _load_facts(cur, t, page)
+        continued = {e.originator_id for _, e in page if e.originator_version > 1}
+        streams = self._streams.get(continued, lambda ids: _load_facts(cur, t, ids))
+        touched: dict[UUID, tuple[str, Facts]] = {}
         rows = []
         for position, e in page:
-            kind = stream_type(e)
-            facts = streams.setdefault(e.originator_id, (kind, {}))[1]
+            stream = streams.get(e.originator_id)
+            if stream is None:
+                stream = streams[e.originator_id] = (stream_type(e), {})
+            touched[e.originator_id] = stream
+            kind, facts = stream
             rows.append(
                 (
                     position,
@@ -323,20 +335,18 @@ class Audit:
                 )
             )
         copy_rows(cur, t["audit_trail"], TRAIL_TYPES, rows)
-        states = ((i, kind, facts) for i, (kind, facts) in streams.items())
+        states = ((i, kind, facts) for i, (kind, facts) in touched.items())
         upsert(cur, t["audit_streams"], STREAMS_TYPES, states, STREAMS_CONFLICT)
+        self._streams.trim()
 
 
 def _load_facts(
-    cur: psycopg.Cursor[Any], t: Tables, page: Sequence[LogEntry]
+    cur: psycopg.Cursor[Any], t: Tables, ids: list[UUID]
 ) -> dict[UUID, tuple[str, Facts]]:
-    wanted = list({e.originator_id for _, e in page if e.originator_version > 1})
-    if not wanted:
-        return {}
     cur.execute(
-        sql.SQL("SELECT stream_id, stream_type, facts FROM {} WHERE stream_id = ANY(%s)").format(
-            t["audit_streams"]
-        ),
-        (wanted,),
+        sql.SQL(
+            "SELECT stream_id, stream_type, facts::text FROM {} WHERE stream_id = ANY(%b)"
+        ).format(t["audit_streams"]),
+        (ids,),
     )
-    return {stream_id: (kind, facts) for stream_id, kind, facts in cur}
+    return {stream_id: (kind, msgspec.json.decode(facts)) for stream_id, kind, facts in cur}

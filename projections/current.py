@@ -11,14 +11,16 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+import msgspec
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 
 from ..domain.conversation import Conversation, Status
 from ..domain.flow import Flow, FlowStatus
 from .batch import upsert
-from .runner import LogEntry, Tables, stream_type
+from .runner import LogEntry, StreamCache, Tables, stream_type
 
 C = Conversation
 Fold = Callable[[dict[str, Any] | None, Any], dict[str, Any] | None]
@@ -219,42 +221,60 @@ class CurrentState:
         for statement in DDL:
             cur.execute(sql.SQL(statement).format(**t))
 
+    def __init__(self) -> None:
+        self._conversations: StreamCache[dict[str, Any]] = StreamCache()
+        self._flows: StreamCache[dict[str, Any]] = StreamCache()
+
     def apply(self, cur: psycopg.Cursor[Any], t: Tables, page: Sequence[LogEntry]) -> None:
         """Fold the page into the rows it touches and upsert them."""
         conversations = [e.event for e in page if stream_type(e.event) == "conversation"]
         flows = [e.event for e in page if stream_type(e.event) == "flow"]
         if conversations:
             table = t["current_conversations"]
-            rows = _fold(_load(cur, table, "conversation_id", conversations), conversations,
+            rows = _fold(self._conversations, cur, table, "conversation_id", conversations,
                          fold_conversation)  # fmt: skip
             values = ([row[c] for c in CONVERSATION_COLUMNS] for row in rows)
             upsert(cur, table, CONVERSATION_TYPES, values, CONVERSATIONS_CONFLICT)
         if flows:
             table = t["current_flows"]
-            rows = _fold(_load(cur, table, "flow_id", flows), flows, fold_flow)
+            rows = _fold(self._flows, cur, table, "flow_id", flows, fold_flow)
             values = ([row[c] for c in FLOW_COLUMNS] for row in rows)
             upsert(cur, table, FLOW_TYPES, values, FLOWS_CONFLICT)
 
-
-def _load(
-    cur: psycopg.Cursor[Any], table: sql.Identifier, key: str, events: list[Any]
-) -> dict[UUID, dict[str, Any]]:
-    """The stored rows of the streams these events belong to, unless they start here."""
-    wanted = list({e.originator_id for e in events if e.originator_version > 1})
-    if not wanted:
-        return {}
-    with cur.connection.cursor(row_factory=dict_row) as c:
-        c.execute(
-            sql.SQL("SELECT * FROM {} WHERE {} = ANY(%s)").format(table, sql.Identifier(key)),
-            (wanted,),
-        )
-        return {r[key]: r for r in c}
+    def forget(self) -> None:
+        """Drop the rows kept in memory."""
+        self._conversations.clear()
+        self._flows.clear()
 
 
-def _fold(rows: dict[UUID, dict[str, Any]], events: list[Any], fold: Fold) -> list[dict[str, Any]]:
-    """Apply the events in order to the rows of their streams; the rows they changed."""
+def _fold(
+    cache: StreamCache[dict[str, Any]],
+    cur: psycopg.Cursor[Any],
+    table: sql.Identifier,
+    key: str,
+    events: list[Any],
+    fold: Fold,
+) -> list[dict[str, Any]]:
+    """Apply the events in order to their streams' rows (kept in memory, else read from the
+    table); the rows they changed."""
+    continued = {e.originator_id for e in events if e.originator_version > 1}
+    rows = cache.get(continued, lambda ids: _load(cur, table, key, ids))
+    changed = {}
     for e in events:
         row = fold(rows.get(e.originator_id), e)
         if row is not None:
-            rows[e.originator_id] = row
-    return list(rows.values())
+            rows[e.originator_id] = changed[e.originator_id] = row
+    cache.trim()
+    return list(changed.values())
+
+
+def _load(
+    cur: psycopg.Cursor[Any], table: sql.Identifier, key: str, ids: list[UUID]
+) -> dict[UUID, dict[str, Any]]:
+    with cur.connection.cursor(row_factory=dict_row, binary=True) as c:
+        set_json_loads(msgspec.json.decode, context=c)
+        c.execute(
+            sql.SQL("SELECT * FROM {} WHERE {} = ANY(%b)").format(table, sql.Identifier(key)),
+            (ids,),
+        )
+        return {r[key]: r for r in c}

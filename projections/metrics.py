@@ -21,7 +21,7 @@ from psycopg import sql
 from ..domain.conversation import Conversation
 from ..domain.flow import Flow
 from .batch import upsert
-from .runner import LogEntry, Tables, stream_type
+from .runner import LogEntry, StreamCache, Tables, stream_type
 
 C = Conversation
 
@@ -270,16 +270,24 @@ class Metrics:
     name = "metrics"
     tables = ("metrics_hourly", "metrics_flows", "metrics_flow_steps", "metrics_flow_runs")
 
+    def __init__(self) -> None:
+        self._runs: StreamCache[tuple[str, list[str]]] = StreamCache()
+
     def create(self, cur: psycopg.Cursor[Any], t: Tables) -> None:
         """Create the tables."""
         for statement in DDL:
             cur.execute(sql.SQL(statement).format(**t))
 
+    def forget(self) -> None:
+        """Drop the runs kept in memory."""
+        self._runs.clear()
+
     def apply(self, cur: psycopg.Cursor[Any], t: Tables, page: Sequence[LogEntry]) -> None:
         """Add up the page in memory, then add it to the stored counters."""
         hours: dict[tuple[UUID, int], HourTotals] = {}
         flow_events = [e.event for e in page if stream_type(e.event) == "flow"]
-        flows = FlowTotals(_load_runs(cur, t, flow_events))
+        continued = {e.originator_id for e in flow_events if e.originator_version > 1}
+        flows = FlowTotals(self._runs.get(continued, lambda ids: _load_runs(cur, t, ids)))
         for entry in page:
             e = entry.event
             if type(e) in COUNTED:
@@ -305,22 +313,22 @@ class Metrics:
             upsert(cur, t["metrics_flow_runs"], RUNS_TYPES, rows, RUNS_CONFLICT)
         if flows.finished:
             cur.execute(
-                sql.SQL("DELETE FROM {} WHERE flow_id = ANY(%s)").format(t["metrics_flow_runs"]),
+                sql.SQL("DELETE FROM {} WHERE flow_id = ANY(%b)").format(t["metrics_flow_runs"]),
                 (list(flows.finished),),
             )
+            for flow_id in flows.finished:
+                del flows.runs[flow_id]
+        self._runs.trim()
 
 
 def _load_runs(
-    cur: psycopg.Cursor[Any], t: Tables, events: list[Any]
+    cur: psycopg.Cursor[Any], t: Tables, ids: list[UUID]
 ) -> dict[UUID, tuple[str, list[str]]]:
-    wanted = list({e.originator_id for e in events if e.originator_version > 1})
-    if not wanted:
-        return {}
     cur.execute(
-        sql.SQL("SELECT flow_id, definition, reached FROM {} WHERE flow_id = ANY(%s)").format(
+        sql.SQL("SELECT flow_id, definition, reached FROM {} WHERE flow_id = ANY(%b)").format(
             t["metrics_flow_runs"]
         ),
-        (wanted,),
+        (ids,),
     )
     return {flow_id: (definition, list(reached)) for flow_id, definition, reached in cur}
 

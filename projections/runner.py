@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache
@@ -160,6 +161,7 @@ class ProjectionRunner:
         self._tracking = sql.Identifier(schema, TRACKING_TABLE)
         self._ready = False
         self._written: dict[str, Stamp] = {}  # what this runner last wrote, per projection
+        self._workers: ThreadPoolExecutor | None = None
 
     # -- tables ------------------------------------------------------------------------------
 
@@ -204,13 +206,32 @@ class ProjectionRunner:
             for name, position in self._positions(conn).items():
                 groups.setdefault(position, []).append(self.projections[name])
             # Projections at the same position share one read and decode of the page.
-            for start, members in groups.items():
-                page = self._read(conn, start, self.page_size)
-                read += len(page)
-                for p in members:
-                    if page:
-                        self._apply(conn, p, start, page)
+            pages = [(start, members, self._read(conn, start, self.page_size))
+                     for start, members in groups.items()]  # fmt: skip
+        work = [(p, start, page) for start, members, page in pages if page for p in members]
+        read = sum(len(page) for _, _, page in pages)
+        if len(work) == 1:
+            self._apply(*work[0])
+        elif work:
+            # Each projection on its own connection: while one waits for the server, the
+            # next folds its page.
+            if self._workers is None:
+                self._workers = ThreadPoolExecutor(len(self.projections), "projection")
+            for done in [self._workers.submit(self._apply, *job) for job in work]:
+                done.result()
         return read
+
+    def close(self) -> None:
+        """Stop the worker threads (the pool belongs to the caller)."""
+        if self._workers is not None:
+            self._workers.shutdown()
+            self._workers = None
+
+    def __enter__(self) -> ProjectionRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def catch_up(self, stop: threading.Event | None = None) -> None:
         """Apply pages until every projection is at the log's head (or ``stop`` is set)."""
@@ -391,11 +412,10 @@ class ProjectionRunner:
             ).fetchone()
         return (row[0] if row else None) or 0
 
-    def _apply(
-        self, conn: psycopg.Connection[Any], p: Projection, start: int, page: Sequence[LogEntry]
-    ) -> None:
+    def _apply(self, p: Projection, start: int, page: Sequence[LogEntry]) -> None:
+        """Apply a page to one projection and move its position, in one transaction."""
         try:
-            with conn.transaction(), _cursor(conn) as cur:
+            with self._connection() as conn, conn.transaction(), _cursor(conn) as cur:
                 stamp = self._lock_position(cur, p.name)
                 if stamp[0] < start:
                     return  # the page does not begin where this projection stands: read again
@@ -418,9 +438,9 @@ class ProjectionRunner:
     def _lock_position(self, cur: psycopg.Cursor[Any], name: str) -> Stamp:
         """Lock the projection's tracking row; its position and when it was written."""
         row = cur.execute(
-            sql.SQL(
-                "SELECT position, updated_at FROM {} WHERE projection = %s FOR UPDATE"
-            ).format(self._tracking),
+            sql.SQL("SELECT position, updated_at FROM {} WHERE projection = %s FOR UPDATE").format(
+                self._tracking
+            ),
             (name,),
         ).fetchone()
         return (row[0], row[1]) if row else (0, None)

@@ -81,7 +81,8 @@ class EventStore(Application[UUID]):
         recorder = SnapshotRecorder(
             self.factory.datastore, events_table_name=f"{self.name.lower()}_snapshots"
         )
-        recorder.create_table()
+        if self.factory.env_create_table():
+            recorder.create_table()
         return self.factory.event_store(mapper=self.mapper, recorder=recorder)
 
     def load(

@@ -66,6 +66,9 @@ def eventsourcing_settings(database_url: str, schema: str | None = None) -> dict
     }
     if schema:
         settings["POSTGRES_SCHEMA"] = schema
+    # A least-privilege role cannot create tables: its deployment creates them beforehand
+    # (run any voxledger command once as the owner) and sets VOXLEDGER_CREATE_TABLES=no.
+    settings["CREATE_TABLE"] = os.environ.get("VOXLEDGER_CREATE_TABLES", "yes")
     return settings
 
 

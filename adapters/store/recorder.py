@@ -6,7 +6,9 @@ thousands of events in one save the pipeline stalls for good. Here a save is one
 a function that takes the same EXCLUSIVE table lock (so notification ids commit in order and
 a reader tailing the log never skips a row that commits late), sends the same NOTIFY and
 inserts every event. It is named after its own table, so two applications in one schema
-never share it (the flaw of the library's unsafe POSTGRES_ENABLE_DB_FUNCTIONS option).
+never share it (the flaw of the library's unsafe POSTGRES_ENABLE_DB_FUNCTIONS option), and
+it runs with its owner's rights, so the engine can run as a role that may append events
+through it but can neither update nor delete them.
 
 Reads: rows come back as tuples rather than dicts, which halves the cost of fetching a
 long stream.
@@ -85,7 +87,10 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
             SQL(
                 "CREATE OR REPLACE FUNCTION {schema}.{function}("
                 "ids {id_type}[], versions bigint[], topics text[], states bytea[]) "
-                "RETURNS SETOF bigint LANGUAGE plpgsql AS $$ BEGIN "
+                "RETURNS SETOF bigint LANGUAGE plpgsql "
+                # Runs with its owner's rights: the engine's own role needs only EXECUTE
+                # here and SELECT on the table, never UPDATE, DELETE or a lock of its own.
+                "SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$ BEGIN "
                 "PERFORM set_config('lock_timeout', {lock_timeout}, true); "
                 "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
                 "NOTIFY {channel}; "
