@@ -72,6 +72,15 @@ COUNTERS = frozenset(
 )
 
 
+def _conversation_events() -> list[type]:
+    """Every event class of the Conversation aggregate."""
+    return [
+        cls
+        for cls in vars(Conversation).values()
+        if isinstance(cls, type) and issubclass(cls, C.Event | C.Started)
+    ]
+
+
 def _add(facts: Facts, name: str, amount: float) -> float:
     return facts.get(name, 0) + amount
 
@@ -133,10 +142,10 @@ CONVERSATION_FACTS: dict[type, Callable[[Any, Facts], Facts]] = {
         "audio_seconds": _add(f, "audio_seconds", e.audio_seconds),
     },
     C.ContextUpdated: lambda e, f: {
-        **{f"context.{key}": value for key, value in e.values.items()},
+        **{f"context.{key}": _plain(value) for key, value in e.values.items()},
         **{f"context.{key}": None for key in e.removed},
     },
-    C.FlowBegan: lambda e, f: {"active_flow_id": e.flow_id},
+    C.FlowBegan: lambda e, f: {"active_flow_id": str(e.flow_id)},
     C.FlowFinished: lambda e, f: {"active_flow_id": None},
 }
 
@@ -153,17 +162,17 @@ def field_fact(name: str) -> str:
 
 FLOW_FACTS: dict[type, Callable[[Any, Facts], Facts]] = {
     Flow.Started: lambda e, f: {
-        "conversation_id": e.conversation_id,
+        "conversation_id": str(e.conversation_id),
         "definition": e.definition,
         "definition_version": e.definition_version,
         "mode": e.mode,
         "status": "active",
         "step": e.step,
     },
-    Flow.AnswerAccepted: lambda e, f: {field_fact(e.field): e.value, "step": e.next_step},
+    Flow.AnswerAccepted: lambda e, f: {field_fact(e.field): _plain(e.value), "step": e.next_step},
     Flow.EditRequested: lambda e, f: {"step": e.step, "return_to": e.return_to},
     Flow.FieldEdited: lambda e, f: {
-        field_fact(e.field): e.value,
+        field_fact(e.field): _plain(e.value),
         "step": e.next_step,
         "return_to": None,
     },
@@ -178,23 +187,35 @@ FLOW_FACTS: dict[type, Callable[[Any, Facts], Facts]] = {
 }
 
 
-def new_facts(e: Any, facts: Facts) -> Facts:
-    """The facts an event sets, as JSON values: name -> new value (None: no longer set)."""
-    if stream_type(e) == "conversation":
-        new = {"status": status_after(facts.get("status"), e)}
-        new.update(CONVERSATION_FACTS.get(type(e), _nothing)(e, facts))
-    else:
-        new = FLOW_FACTS.get(type(e), _nothing)(e, facts)
-    return msgspec.to_builtins(new, enc_hook=str)
+def _plain(value: Any) -> Any:
+    """A free-form value (an answer, a context value) as JSON would give it back."""
+    return msgspec.to_builtins(value, enc_hook=str)
 
 
-def _nothing(e: Any, facts: Facts) -> Facts:
-    return {}
+def _with_status(
+    facts_of: Callable[[Any, Facts], Facts] | None,
+) -> Callable[[Any, Facts], Facts]:
+    def new_facts(e: Any, facts: Facts) -> Facts:
+        new = facts_of(e, facts) if facts_of else {}
+        new["status"] = status_after(facts.get("status"), e)
+        return new
+
+    return new_facts
+
+
+# Every event class -> the facts it sets (name -> new value as JSON, None: no longer set).
+NEW_FACTS: dict[type, Callable[[Any, Facts], Facts]] = {
+    **{cls: _with_status(CONVERSATION_FACTS.get(cls)) for cls in _conversation_events()},
+    **FLOW_FACTS,
+}
 
 
 def changes(e: Any, facts: Facts) -> dict[str, dict[str, Any]]:
     """Apply an event to a stream's facts; what changed, as {name: {"old", "new"}}. An
     answer's field is always listed, even when the new value equals the old one."""
+    new_facts = NEW_FACTS.get(type(e))
+    if new_facts is None:
+        return {}
     answered = field_fact(e.field) if hasattr(e, "field") else None
     changed = {}
     for name, value in new_facts(e, facts).items():

@@ -244,3 +244,17 @@ def test_each_request_is_logged_with_its_conversation_id(
     assert webhook["conversation_id"] == str(conversation_id_for("telegram", "991"))
     health = [line for line in lines if line.get("path") == "/healthz"][-1]
     assert "conversation_id" not in health  # nothing leaks from one request to the next
+
+
+def test_listing_before_any_projection_worker_ran_is_a_503_saying_so(
+    client: httpx.Client,
+) -> None:
+    response = client.get("/v1/conversations", headers=AUTH)
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": "projections unavailable",
+        "detail": "the projection tables do not exist yet: start the projection worker "
+        "(voxledger project run)",
+    }
+    health = client.get("/healthz").json()
+    assert health["projection_lag"] == {}  # nothing to report, and still healthy

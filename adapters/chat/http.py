@@ -428,7 +428,8 @@ async def _read_projections(query: Callable[[], Any]) -> Any:
         return await anyio.to_thread.run_sync(query)
     except psycopg.errors.UndefinedTable:
         raise ProjectionsNotBuilt(
-            "the projection tables do not exist yet: start the projection worker"
+            "the projection tables do not exist yet: start the projection worker "
+            "(voxledger project run)"
         ) from None
 
 
