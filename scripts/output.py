@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 console = Console(highlight=False, soft_wrap=True)
@@ -110,3 +112,23 @@ def print_raw_lines(lines: Iterable[bytes]) -> int:
         count += 1
     out.flush()
     return count
+
+
+def warn(message: str) -> None:
+    """A note on stderr that does not stop the command (stdout stays machine-readable)."""
+    sys.stderr.write(f"voxledger: note: {message}\n")
+    sys.stderr.flush()
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr; yields ``update(done, total)``."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)

@@ -91,7 +91,9 @@ def test_a_turn_counts_its_response_time_from_start_to_completion(engine: Engine
         user = engine.add_message(cid, "user", "question", at=start)
         engine.start_turn(cid, user, at=start)
         engine.start_response(cid, at=start + timedelta(seconds=seconds / 2))
-        answer = engine.add_message(cid, Role.ASSISTANT, "answer", at=start + timedelta(seconds=seconds))
+        answer = engine.add_message(
+            cid, Role.ASSISTANT, "answer", at=start + timedelta(seconds=seconds)
+        )
         engine.complete_turn(cid, answer, at=start + timedelta(seconds=seconds))
     state = engine.get_conversation(cid)
     assert state.usage.turns == 2
@@ -285,4 +287,8 @@ def test_the_transition_table_decides_every_direct_move(source: Status, target: 
     else:
         with pytest.raises(InvalidTransition):
             MOVES[target](c)
-        assert c.status is source and c.version == version and c.pending_events[-1].originator_version == version
+        assert (
+            c.status is source
+            and c.version == version
+            and c.pending_events[-1].originator_version == version
+        )

@@ -38,9 +38,7 @@ def walk_to_confirm(engine: Engine, reply: FlowReply) -> FlowReply:
     return reply
 
 
-@pytest.mark.parametrize(
-    ("mode", "last_field"), [("interview", "client_name"), ("design", "city")]
-)
+@pytest.mark.parametrize(("mode", "last_field"), [("interview", "client_name"), ("design", "city")])
 def test_both_modes_of_the_intake_flow_walk_to_completion(
     engine: Engine, mode: str, last_field: str
 ) -> None:
@@ -194,7 +192,9 @@ def test_a_flow_idle_past_its_timeout_expires_and_refuses_answers(engine: Engine
     t0 = datetime(2026, 11, 21, 14, 0, tzinfo=UTC)
     cid = engine.start_conversation("telegram", at=t0)
     idle = engine.start_flow(cid, "intake", "design", at=t0)
-    busy = engine.start_flow(engine.start_conversation("telegram", at=t0), "intake", "design", at=t0)
+    busy = engine.start_flow(
+        engine.start_conversation("telegram", at=t0), "intake", "design", at=t0
+    )
     engine.answer(busy.flow_id, "7", at=t0 + timedelta(minutes=4))
     expired = engine.expire_idle(t0 + timedelta(minutes=6))
     assert expired == [idle.flow_id]

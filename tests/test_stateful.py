@@ -148,12 +148,12 @@ class ConversationMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def complete_message(self, data) -> None:
-        message_id = data.draw(st.sampled_from(self.messages + ["missing"]))
+        message_id = data.draw(st.sampled_from([*self.messages, "missing"]))
         self.both("complete_message", message_id, data.draw(st.none() | words))
 
     @rule(data=st.data())
     def start_turn(self, data) -> None:
-        user_message = data.draw(st.none() | st.sampled_from(self.messages + ["missing"]))
+        user_message = data.draw(st.none() | st.sampled_from([*self.messages, "missing"]))
         at = self.at()
         turn_id = uuid4().hex
         same_outcome(
@@ -253,7 +253,7 @@ class FlowMachine(RuleBasedStateMachine):
             lambda: self.engine.answer(self.flow_id, text, at=at),
         )
 
-    @rule(field=st.sampled_from(INTAKE_V1.fields + ("nonsense",)))
+    @rule(field=st.sampled_from((*INTAKE_V1.fields, "nonsense")))
     def edit(self, field: str) -> None:
         at = self.at()
         self.both(
