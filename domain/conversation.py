@@ -193,6 +193,7 @@ class Conversation(Aggregate):
 
     class Started(Aggregate.Created):
         TOPIC = "voxledger:Conversation.Started"
+        PERSONAL = ("participant", "metadata")
         channel: str
         participant: str | None
         metadata: dict[str, Any]
@@ -437,6 +438,7 @@ class Conversation(Aggregate):
 
     class MessageAdded(Event):
         TOPIC = "voxledger:Conversation.MessageAdded"
+        PERSONAL = ("content", "metadata")
         message_id: str
         role: str
         content: str
@@ -496,6 +498,7 @@ class Conversation(Aggregate):
 
     class MessageCompleted(Event):
         TOPIC = "voxledger:Conversation.MessageCompleted"
+        PERSONAL = ("content",)
         message_id: str
         content: str | None
 
@@ -827,6 +830,7 @@ class Conversation(Aggregate):
 
     class ContextUpdated(Event):
         TOPIC = "voxledger:Conversation.ContextUpdated"
+        PERSONAL = ("values",)
         values: dict[str, Any]
         removed: list[str]
 
@@ -932,6 +936,7 @@ class ConversationSnapshot(Aggregate.Snapshot):
     """A conversation's whole state at one version, so long streams load fast."""
 
     TOPIC = "voxledger:Conversation.Snapshot"
+    PERSONAL = ("state",)  # the whole state: messages, context, participant
     state: ConversationState  # type: ignore[assignment]
 
     @classmethod

@@ -54,6 +54,10 @@ class Store(Protocol):
         """The ids of every aggregate whose first event is of this class."""
         ...
 
+    def version_at(self, aggregate_id: UUID, at: datetime) -> int:
+        """The last version recorded at or before ``at``; 0 if none."""
+        ...
+
 
 class HistoryEntry(msgspec.Struct, frozen=True):
     """One recorded event of an aggregate, as operators read it."""
@@ -390,14 +394,18 @@ class Engine:
         *,
         message_id: str | None = None,
         record_messages: bool = False,
+        expected_step: str | None = None,
         at: datetime | None = None,
     ) -> FlowReply:
         """Answer the current step. With ``record_messages`` the user's text and the reply
-        are added to the conversation in the same atomic save as the answer."""
+        are added to the conversation in the same atomic save as the answer; with
+        ``expected_step`` the answer is refused if the run is no longer at that step."""
         self._check_content(text)
         return self._flow_command(
             flow_id,
-            lambda flow, definition, at: flow.answer(definition, text, at=at),
+            lambda flow, definition, at: flow.answer(
+                definition, text, expected_step=expected_step, at=at
+            ),
             at=at,
             said=(message_id or uuid4().hex, text) if record_messages else None,
         )
@@ -540,12 +548,8 @@ class Engine:
         return self._reply(flow, self._definition_of(flow), accepted=True)
 
     def _version_at(self, aggregate_id: UUID, at: datetime) -> int:
-        version = None
-        for event in self.store.stream(aggregate_id):
-            if event.timestamp > at:
-                break
-            version = event.originator_version
-        if version is None:
+        version = self.store.version_at(aggregate_id, at)
+        if not version:
             raise NotFound(f"{aggregate_id} did not exist yet at {at.isoformat()}")
         return version
 

@@ -137,6 +137,7 @@ class Flow(Aggregate):
 
     class AnswerAccepted(Event):
         TOPIC = "voxledger:Flow.AnswerAccepted"
+        PERSONAL = ("value",)
         step: str
         field: str
         value: Any
@@ -149,6 +150,7 @@ class Flow(Aggregate):
 
     class AnswerRejected(Event):
         TOPIC = "voxledger:Flow.AnswerRejected"
+        PERSONAL = ("raw", "reason")  # a reason may quote the answer
         step: str
         raw: str
         reason: str
@@ -158,6 +160,7 @@ class Flow(Aggregate):
 
     class FieldEdited(Event):
         TOPIC = "voxledger:Flow.FieldEdited"
+        PERSONAL = ("previous", "value")
         step: str
         field: str
         previous: Any
@@ -173,9 +176,22 @@ class Flow(Aggregate):
         TOPIC = "voxledger:Flow.ConfirmationDeclined"
         step: str
 
-    def answer(self, definition: FlowDefinition, raw: str, *, at: datetime) -> bool:
-        """Answer the current step; True if accepted. A refused answer is recorded too."""
+    def answer(
+        self,
+        definition: FlowDefinition,
+        raw: str,
+        *,
+        expected_step: str | None = None,
+        at: datetime,
+    ) -> bool:
+        """Answer the current step; True if accepted. A refused answer is recorded too.
+        With ``expected_step``, an answer meant for a step the run has already left (another
+        device or a late retry moved it on) is refused instead of landing on the next one."""
         step_name = self._require_step()
+        if expected_step is not None and expected_step != step_name:
+            raise InvalidTransition(
+                f"flow {self.id} has moved on from {expected_step!r} to {step_name!r}"
+            )
         step = definition.step(step_name)
         try:
             value = definition.validate(step_name, raw)
@@ -253,6 +269,7 @@ class Flow(Aggregate):
 
     class AnswerWithdrawn(Event):
         TOPIC = "voxledger:Flow.AnswerWithdrawn"
+        PERSONAL = ("previous",)
         step: str
         field: str
         previous: Any
@@ -286,6 +303,7 @@ class Flow(Aggregate):
 
     class Completed(Event):
         TOPIC = "voxledger:Flow.Completed"
+        PERSONAL = ("data",)
         data: dict[str, Any]
 
         def apply(self, f: Flow) -> None:

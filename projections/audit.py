@@ -26,8 +26,10 @@ C = Conversation
 Facts = dict[str, Any]
 
 DDL = (
+    # Keyed by stream and version: a second copy of an event fails loudly, and a stream's
+    # trail reads in order from the key alone (no second index to maintain on append).
     """CREATE TABLE {audit_trail} (
-        position bigint PRIMARY KEY,
+        position bigint NOT NULL,
         stream_id uuid NOT NULL,
         stream_type text NOT NULL,
         version bigint NOT NULL,
@@ -36,8 +38,8 @@ DDL = (
         summary text NOT NULL,
         changes jsonb NOT NULL,
         correlation_id uuid,
-        causation_id uuid)""",
-    "CREATE INDEX ON {audit_trail} (stream_id, version)",
+        causation_id uuid,
+        PRIMARY KEY (stream_id, version))""",
     """CREATE TABLE {audit_streams} (
         stream_id uuid PRIMARY KEY,
         stream_type text NOT NULL,
@@ -189,7 +191,7 @@ FLOW_FACTS: dict[type, Callable[[Any, Facts], Facts]] = {
 
 def _plain(value: Any) -> Any:
     """A free-form value (an answer, a context value) as JSON would give it back."""
-    return msgspec.to_builtins(value, enc_hook=str)
+    return msgspec.to_builtins(value, enc_hook=str, str_keys=True)
 
 
 def _with_status(
@@ -266,6 +268,7 @@ SUMMARIES: dict[type, Callable[[Any], str]] = {
     C.TurnCompleted: lambda e: f"turn {e.turn_id} completed in {e.duration_ms:.0f} ms",
     C.TurnInterrupted: lambda e: f"turn {e.turn_id} interrupted{_also(e.reason)}",
     C.SpeechStarted: lambda e: "speech started",
+    C.UserTurnEnded: lambda e: f"user turn ended after {e.utterances} utterances",
     C.SpeechEnded: lambda e: f"speech ended after {e.duration_s:.2f} s",
     C.SilenceDetected: lambda e: f"silent for {e.silence_s:.1f} s",
     C.LevelsRecorded: lambda e: (

@@ -1,7 +1,8 @@
 """The `current` projection: one row per conversation and one per flow run, as they are now.
 
-A page is folded in memory: the rows of the streams it touches are read once, every event
-is applied in log order, and the changed rows go back in one upsert per table.
+A page is folded in memory: the rows of the streams it touches come from memory (kept from
+earlier pages) or are read in one query, every event is applied in log order, and the rows
+it changed go back in one upsert per table.
 """
 
 from __future__ import annotations

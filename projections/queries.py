@@ -134,13 +134,16 @@ class Projections:
     def __init__(self, pool: ConnectionPool[Any], schema: str) -> None:
         self.pool = pool
         self.schema = schema
-        self.names = [p.name for p in default_projections()]
+        projections = default_projections()
+        self.names = [p.name for p in projections]
+        self._tables = [t for p in projections for t in p.tables]
 
     def conversations(self, status: str | None = None, limit: int = 100) -> list[ConversationRow]:
         """Conversations, most recently active first, optionally only those in a status."""
+        where = "WHERE status = %(status)s" if status is not None else ""
         rows = self._rows(
-            "SELECT * FROM {current_conversations} WHERE %(status)s::text IS NULL "
-            "OR status = %(status)s ORDER BY last_activity DESC, conversation_id LIMIT %(limit)s",
+            f"SELECT * FROM {{current_conversations}} {where} "
+            "ORDER BY last_activity DESC, conversation_id LIMIT %(limit)s",
             status=status,
             limit=limit,
         )
@@ -150,10 +153,18 @@ class Projections:
         self, conversation_id: UUID | None = None, status: str | None = None, limit: int = 100
     ) -> list[FlowRow]:
         """Flow runs, most recently updated first, optionally of one conversation or status."""
+        # Only the conditions asked for, so that the planner can use the indexes.
+        conditions = [
+            condition
+            for condition, value in (
+                ("conversation_id = %(cid)s", conversation_id),
+                ("status = %(status)s", status),
+            )
+            if value is not None
+        ]
+        where = "WHERE " + " AND ".join(conditions) if conditions else ""
         rows = self._rows(
-            "SELECT * FROM {current_flows} "
-            "WHERE (%(cid)s::uuid IS NULL OR conversation_id = %(cid)s) "
-            "AND (%(status)s::text IS NULL OR status = %(status)s) "
+            f"SELECT * FROM {{current_flows}} {where} "
             "ORDER BY updated_at DESC, flow_id LIMIT %(limit)s",
             cid=conversation_id,
             status=status,
@@ -164,7 +175,7 @@ class Projections:
     def metrics(self, since: datetime | None = None) -> MetricsSummary:
         """Totals, and response-time percentiles, from the hour that holds ``since`` on."""
         hour = _hour_of(since)
-        where = "WHERE %(hour)s::timestamptz IS NULL OR hour >= %(hour)s"
+        where = "WHERE hour >= %(hour)s" if hour is not None else ""
         (totals,) = self._rows(
             "SELECT count(DISTINCT conversation_id) AS conversations, "
             "coalesce(sum(turns), 0) AS turns, coalesce(sum(messages), 0) AS messages, "
@@ -265,17 +276,7 @@ class Projections:
             )
 
     def _rows(self, query: str, **params: Any) -> list[dict[str, Any]]:
-        tables = {
-            name: sql.Identifier(self.schema, name)
-            for name in (
-                "current_conversations",
-                "current_flows",
-                "metrics_hourly",
-                "metrics_flows",
-                "metrics_flow_steps",
-                "audit_trail",
-            )
-        }
+        tables = {name: sql.Identifier(self.schema, name) for name in self._tables}
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(sql.SQL(query).format(**tables), params)
             return cur.fetchall()
@@ -307,15 +308,15 @@ def _response_times(totals: dict[str, Any], histogram: list[int]) -> ResponseTim
 
 
 def _poll(condition: Callable[[], bool], timeout: float) -> bool:
-    """Check ``condition`` with a pause growing from 2 ms to 50 ms until it holds or time
+    """Check ``condition`` with a pause growing from 1 ms to 50 ms until it holds or time
     runs out: cheaper than a LISTEN connection per wait, and quick for a runner that keeps
     up within milliseconds."""
     deadline = time.monotonic() + timeout
-    pause = 0.002
+    pause = 0.001
     while not condition():
         left = deadline - time.monotonic()
         if left <= 0:
             return False
         time.sleep(min(pause, left))
-        pause = min(pause * 2, 0.05)
+        pause = min(pause * 1.5, 0.05)
     return True

@@ -127,6 +127,7 @@ class ProjectionStatus(msgspec.Struct, frozen=True):
 
 def default_projections() -> list[Projection]:
     """The current-state, metrics and audit projections."""
+    # Imported here: those modules import this one for LogEntry and StreamCache.
     from .audit import Audit
     from .current import CurrentState
     from .metrics import Metrics
@@ -200,16 +201,15 @@ class ProjectionRunner:
     def step(self) -> int:
         """Apply the next page of the log to every projection behind; the events read."""
         self._ensure_setup()
-        read = 0
         with self._connection() as conn:
             groups: dict[int, list[Projection]] = {}
             for name, position in self._positions(conn).items():
                 groups.setdefault(position, []).append(self.projections[name])
             # Projections at the same position share one read and decode of the page.
-            pages = [(start, members, self._read(conn, start, self.page_size))
-                     for start, members in groups.items()]  # fmt: skip
-        work = [(p, start, page) for start, members, page in pages if page for p in members]
-        read = sum(len(page) for _, _, page in pages)
+            pages = {start: self._read(conn, start, self.page_size) for start in groups}
+        work = [
+            (p, start, pages[start]) for start, ps in groups.items() if pages[start] for p in ps
+        ]
         if len(work) == 1:
             self._apply(*work[0])
         elif work:
@@ -219,7 +219,7 @@ class ProjectionRunner:
                 self._workers = ThreadPoolExecutor(len(self.projections), "projection")
             for done in [self._workers.submit(self._apply, *job) for job in work]:
                 done.result()
-        return read
+        return sum(len(page) for page in pages.values())
 
     def close(self) -> None:
         """Stop the worker threads (the pool belongs to the caller)."""
@@ -251,7 +251,8 @@ class ProjectionRunner:
                         # Drain the wake-ups that queued meanwhile: one catch-up covers them.
                         for _ in listener.notifies(timeout=0):
                             pass
-            except psycopg.OperationalError as e:
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                # The server went away or restarted: wait, reconnect, catch up.
                 log.warning("projections.connection_lost", error=str(e).strip())
                 stop.wait(poll_s)
 
@@ -329,22 +330,18 @@ class ProjectionRunner:
     def status(self) -> list[ProjectionStatus]:
         """Each projection's position, the log's head, and how far behind it is."""
         self._ensure_setup()
-        with self._connection() as conn:
+        with self._connection() as conn, _cursor(conn) as cur:
             head = self._head(conn)
-            rows = (
-                _cursor(conn)
-                .execute(
-                    sql.SQL(
-                        "SELECT projection, position, updated_at FROM {} "
-                        "WHERE projection = ANY(%s) ORDER BY projection"
-                    ).format(self._tracking),
-                    (list(self.projections),),
-                )
-                .fetchall()
+            cur.execute(
+                sql.SQL(
+                    "SELECT projection, position, updated_at FROM {} "
+                    "WHERE projection = ANY(%s) ORDER BY projection"
+                ).format(self._tracking),
+                (list(self.projections),),
             )
             now = datetime.now(UTC)
             result = []
-            for name, position, updated_at in rows:
+            for name, position, updated_at in cur.fetchall():
                 behind = 0.0
                 if position < head:
                     # The age of the oldest event it has not applied: one row, one decode.
@@ -436,11 +433,16 @@ class ProjectionRunner:
         self._written[p.name] = written
 
     def _lock_position(self, cur: psycopg.Cursor[Any], name: str) -> Stamp:
-        """Lock the projection's tracking row; its position and when it was written."""
+        """Lock the projection's tracking row; its position and when it was written.
+
+        The transaction also stops waiting for its commit to reach the disk: a server crash
+        may then lose the last pages applied, but their rows and their position together,
+        so the runner applies them again (a projection can always be derived anew)."""
         row = cur.execute(
-            sql.SQL("SELECT position, updated_at FROM {} WHERE projection = %s FOR UPDATE").format(
-                self._tracking
-            ),
+            sql.SQL(
+                "SELECT position, updated_at, set_config('synchronous_commit', 'off', true) "
+                "FROM {} WHERE projection = %s FOR UPDATE"
+            ).format(self._tracking),
             (name,),
         ).fetchone()
         return (row[0], row[1]) if row else (0, None)

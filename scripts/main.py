@@ -12,22 +12,39 @@ from psycopg import Error as PsycopgError
 
 from ..adapters.logs import configure_logging
 from ..domain.errors import Unavailable, VoxledgerError
-from . import bench, chat, demo, flows, inspect, listen, replay, serve, timetravel, transfer
+from . import (
+    bench,
+    chat,
+    demo,
+    erase,
+    flows,
+    inspect,
+    listen,
+    project,
+    query,
+    replay,
+    serve,
+    timetravel,
+    transfer,
+)
 from .output import fail
 
 EXAMPLES = """examples:
-  voxledger demo                      run a scripted voice-and-chat conversation
-  voxledger show ID --json            a conversation's state
-  voxledger log ID                    its events and its flows' events, oldest first
-  voxledger at ID --time T            the state then; diff ID A B; bisect ID --where EXPR
-  voxledger export ID > f.jsonl       then import f.jsonl elsewhere; replay --all --verify
-  voxledger flows                     flow definitions; voxledger flow ID: one run
-  voxledger expire                    expire flows idle past their timeout
-  voxledger listen call.wav           voice activity detection into a conversation
-  voxledger chat; serve --port 8080   a flow by hand; Telegram webhook and /v1 API
+  voxledger demo                          a scripted voice-and-chat conversation, stored
+  voxledger log ID; voxledger at ID --time 2026-11-20T14:02Z; voxledger diff ID 10 12
+  voxledger bisect ID --where 'flow.step == "city"'; voxledger replay --all --verify
+  voxledger serve --port 8080             Telegram webhook and the /v1 JSON API
+  voxledger COMMAND --help                one command in full, with an example
 
 Configuration: VOXLEDGER_DATABASE_URL (or --database-url) names a PostgreSQL server;
 without it an embedded server keeps its data under $VOXLEDGER_HOME."""
+
+
+class OneScreen(argparse.RawDescriptionHelpFormatter):
+    """Help laid out wide enough that every command takes one line."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=24, width=110)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="voxledger",
         description="Event-sourced conversation engine: durable, replayable bot state.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=OneScreen,
     )
     parser.add_argument(
         "--database-url",
@@ -46,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default), ERROR")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (demo, inspect, timetravel, replay, transfer, flows, listen, chat, serve, bench):
+    for module in (
+        demo, inspect, timetravel, replay, transfer, flows, listen, chat, serve, bench,
+        project, query, erase,
+    ):  # fmt: skip
         module.register(commands)
     return parser
 

@@ -12,7 +12,12 @@ from contextlib import contextmanager
 from ..adapters.bootstrap import open_store
 from ..adapters.store.application import EventStore
 from ..projections.queries import Projections
-from ..projections.runner import ProjectionRunner, ProjectionStatus, default_projections
+from ..projections.runner import (
+    PAGE_SIZE,
+    ProjectionRunner,
+    ProjectionStatus,
+    default_projections,
+)
 from .output import print_json, print_table, progress_bar, say, to_plain
 
 
@@ -20,7 +25,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add the project command and its actions."""
     project = commands.add_parser(
         "project",
-        help="run, inspect or rebuild the projections (current state, metrics, audit)",
+        help="run, inspect or rebuild the read models (projections)",
         description="Projections turn the event log into tables for queries. "
         "Example: voxledger project run",
     )
@@ -35,6 +40,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--once", action="store_true", help="catch up to the log's head and exit")
     run.add_argument(
         "--poll", type=float, default=1.0, metavar="S", help="seconds between polls (default 1)"
+    )
+    run.add_argument(
+        "--page-size",
+        type=int,
+        default=PAGE_SIZE,
+        metavar="N",
+        help=f"events applied per transaction (default {PAGE_SIZE})",
     )
     run.set_defaults(run=run_projections)
 
@@ -56,13 +68,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     rebuild.set_defaults(run=run_rebuild)
 
 
-def open_runner(store: EventStore) -> ProjectionRunner:
+def open_runner(store: EventStore, page_size: int = PAGE_SIZE) -> ProjectionRunner:
     """The projection runner on the event store's database, schema and event decoder."""
     recorder = store.recorder
+    recorder.datastore.pool.open()  # the library opens it on first use; we may come first
     return ProjectionRunner(
         recorder.datastore.pool,
         recorder.datastore.schema,
         store.mapper.to_domain_event,
+        page_size=page_size,
         events_table=recorder.events_table_name,
     )
 
@@ -83,7 +97,7 @@ def catch_up(store: EventStore) -> None:
 def _runner(args: argparse.Namespace) -> Iterator[ProjectionRunner]:
     store = open_store(args.database_url)
     try:
-        with open_runner(store) as runner:
+        with open_runner(store, getattr(args, "page_size", PAGE_SIZE)) as runner:
             runner.setup()
             yield runner
     finally:

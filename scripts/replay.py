@@ -52,7 +52,7 @@ def run_replay(args: argparse.Namespace) -> int:
                     print_line(difference_line(difference))
         tally = replayer.tally
     if args.json:
-        print_json({"differences": [to_plain(d) for d in differences], **to_plain(tally)})
+        print_json({**to_plain(tally), "differences": [to_plain(d) for d in differences]})
     else:
         print_line(summary_line(tally, verify=args.verify))
     return 1 if tally.differences else 0

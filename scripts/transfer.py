@@ -21,11 +21,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         "export",
         help="a conversation and its flows as JSON lines",
         description="Write a header line and every event of a conversation and its flows "
-        "(stream, version, topic, time, the stored bytes in base64 and a readable copy).",
+        "(stream, version, topic, time, the event in base64 msgpack and a readable copy). "
+        "Personal data is written in plaintext (sealed again on import) unless --redact.",
         epilog="example:\n  voxledger export 3f2a... > incident.jsonl",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     export.add_argument("conversation_id", type=conversation_id, metavar="ID")
+    export.add_argument(
+        "--redact", action="store_true", help="replace personal data with redactions"
+    )
     export.set_defaults(run=run_export)
 
     load = commands.add_parser(
@@ -50,7 +54,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_export(args: argparse.Namespace) -> int:
     """Write the export to stdout as it is read."""
     with open_store(args.database_url) as store:
-        print_raw_lines(export_lines(History(store), args.conversation_id))
+        print_raw_lines(export_lines(History(store), args.conversation_id, redact=args.redact))
     return 0
 
 

@@ -269,3 +269,11 @@ def test_fifty_threads_answering_one_flow_record_one_answer_per_step(engine: Eng
     assert len(state.answers) == len(accepted)
     for outcome in outcomes:
         assert isinstance(outcome, (FlowReply, InvalidTransition, Conflict)), outcome
+
+
+def test_an_answer_meant_for_a_step_the_run_has_left_is_refused(engine: Engine) -> None:
+    reply = start(engine)
+    engine.answer(reply.flow_id, "1042", expected_step="audio_number")
+    with pytest.raises(InvalidTransition, match="moved on from 'audio_number' to 'date'"):
+        engine.answer(reply.flow_id, "1043", expected_step="audio_number")
+    assert engine.get_flow(reply.flow_id).answers == {"audio_number": 1042}

@@ -14,13 +14,20 @@ import psycopg
 import structlog
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+)
 from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier
 
 from ...domain.conversation import Conversation
-from ...domain.errors import Conflict, NotFound, Unavailable
+from ...domain.errors import BadInput, Conflict, NotFound, Unavailable
 from .group_commit import GroupCommit
+from .keys import KeyRing
+from .mapper import Erased, ErasedState
 from .recorder import SnapshotRecorder
 
 log = structlog.get_logger("voxledger.store")
@@ -75,6 +82,11 @@ class EventStore(Application[UUID]):
         self._cache: OrderedDict[UUID, Aggregate] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._group_commit = GroupCommit(self.recorder.insert_events)
+        # Each stream's key for its personal data, shared by events and snapshots.
+        self.keys = KeyRing(self.recorder.datastore, table=f"{self.name.lower()}_keys")
+        if self.factory.env_create_table():
+            self.keys.create_table()
+        self.mapper.keys = self.keys  # type: ignore[attr-defined]
 
     def construct_snapshot_store(self) -> Any:
         """The snapshot store, on a recorder that reads large snapshots fast."""
@@ -94,6 +106,10 @@ class EventStore(Application[UUID]):
         if version is None:
             with self._cache_lock:
                 aggregate = self._cache.pop(aggregate_id, None)
+            if aggregate is not None and self.keys.is_erased(aggregate_id):
+                # Erased by another process since: the copy in memory still holds the
+                # plaintext. (The key ring's cache asks again only every few seconds.)
+                aggregate = None
             if aggregate is not None:
                 if cached:
                     return aggregate
@@ -106,7 +122,15 @@ class EventStore(Application[UUID]):
                 return _copy(aggregate)
         try:
             with reachable():
-                return self.repository.get(aggregate_id, version=version, projector_func=fold)
+                try:
+                    return self.repository.get(aggregate_id, version=version, projector_func=fold)
+                except ErasedState:
+                    # A snapshot sealed with a key erased since (erasing deletes snapshots,
+                    # but another process may have written one in the meantime).
+                    aggregate = fold(None, self.events.get(aggregate_id, lte=version))
+                    if aggregate is None:
+                        raise AggregateNotFoundError(aggregate_id) from None
+                    return aggregate
         except AggregateNotFoundError:
             what = f"version {version} of " if version is not None else ""
             raise NotFound(f"no {what}{aggregate_id} in the event store") from None
@@ -129,6 +153,7 @@ class EventStore(Application[UUID]):
         except IntegrityError as e:
             ids = ", ".join(str(a.id) for a in aggregates)
             raise Conflict(f"a concurrent writer appended to {ids} first") from e
+        self.keys.note_new(a.id for a, new in batches if new and new[0].originator_version == 1)
         self._snapshot(batches)
         self._remember(aggregates)
         if log.is_enabled_for(logging.DEBUG):
@@ -170,6 +195,56 @@ class EventStore(Application[UUID]):
         with reachable():
             return self.events.get(aggregate_id, gt=gt, lte=lte)
 
+    def erase(self, conversation_id: UUID) -> list[UUID]:
+        """Erase a conversation's personal data and its flows': delete their keys (so every
+        sealed value, in every copy of the log, stays unreadable) and their snapshots, in
+        one transaction. Returns the streams erased, the conversation first. The events
+        remain, their personal fields read as "[erased]"; other processes stop using the
+        keys within the key ring's cache time (``KeyRing.ttl_s``)."""
+        streams = [conversation_id, *self._flows_begun(conversation_id)]
+        assert self.snapshots is not None
+        snapshots = self.snapshots.recorder.events_table_name  # type: ignore[attr-defined]
+        delete = SQL("DELETE FROM {}.{} WHERE originator_id = ANY(%s)").format(
+            Identifier(self.recorder.datastore.schema), Identifier(snapshots)
+        )
+        with reachable():
+            self.keys.erase(streams, also=lambda cursor: cursor.execute(delete, (streams,)))
+        with self._cache_lock:
+            for stream_id in streams:
+                self._cache.pop(stream_id, None)
+        log.info("conversation.erased", conversation_id=str(conversation_id), streams=len(streams))
+        return streams
+
+    def _flows_begun(self, conversation_id: UUID) -> list[UUID]:
+        """The flows a conversation began (NotFound, or BadInput for a flow's id)."""
+        recorder = self.recorder
+        statement = SQL(
+            "SELECT originator_version, topic, state FROM {}.{} WHERE originator_id = %s "
+            "AND (originator_version = 1 OR topic = %s) ORDER BY originator_version"
+        ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+        with reachable(), recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, (conversation_id, get_topic(Conversation.FlowBegan)))
+            rows = cursor.fetchall()
+        events = [
+            self.mapper.to_domain_event(
+                StoredEvent(conversation_id, r["originator_version"], r["topic"], r["state"])
+            )
+            for r in rows
+        ]
+        if not events:
+            raise NotFound(f"no conversation {conversation_id}")
+        if not isinstance(events[0], Conversation.Started):
+            owner = getattr(events[0], "conversation_id", None)
+            raise BadInput(f"{conversation_id} is a flow; erase its conversation {owner}")
+        return [e.flow_id for e in events[1:] if isinstance(e, Conversation.FlowBegan)]
+
+    def version_at(self, aggregate_id: UUID, at: Any) -> int:
+        """The aggregate's last version recorded at or before ``at`` (0 if none), found by
+        binary search over versions rather than a read of every event."""
+        from .history import History  # the history module builds on this one
+
+        return History(self).version_at(aggregate_id, at)
+
     def ids_of(self, created_event: type) -> Iterator[UUID]:
         """The ids of every aggregate whose first event is of this class."""
         rows = self._select("SELECT originator_id AS id FROM {}.{} WHERE topic = %s", created_event)
@@ -201,6 +276,10 @@ class EventStore(Application[UUID]):
         for aggregate, new in batches:
             every = self.snapshot_every.get(type(aggregate))
             if every and aggregate.version // every > (aggregate.version - len(new)) // every:
-                snapshots.append(type(aggregate).Snapshot.take(aggregate))
+                try:
+                    snapshot = type(aggregate).Snapshot.take(aggregate)
+                    snapshots.append(self.mapper.to_stored_event(snapshot))
+                except Erased:
+                    pass  # an erased stream keeps no state to seal: it loads from its events
         if snapshots:
-            self.snapshots.put(snapshots)
+            self.snapshots.recorder.insert_events(snapshots)

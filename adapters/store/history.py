@@ -252,7 +252,7 @@ class History:
             self.store.recorder.datastore.get_connection() as conn,
             conn.cursor(row_factory=tuple_row) as cursor,
         ):
-            cursor.execute(statement, params)
+            cursor.execute(statement, params, binary=True)  # bytea as bytes, not hex text
             return cursor.fetchall()
 
 

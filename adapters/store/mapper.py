@@ -5,44 +5,83 @@ enums and structs would come back as strings and dicts. This mapper decodes to a
 runs the event class's ``upcast_vN_vM`` chain, then converts the fields whose types msgpack
 does not carry (UUID, Struct, Enum, tuple, ...) with ``msgspec.convert``. Events whose
 fields msgpack round-trips exactly skip that step, which keeps replay fast.
+
+Personal data is sealed: an event class names its personal fields in ``PERSONAL``, and
+with a key ring (``keys``, set by the EventStore) each such value (but None and empty ones,
+which hide nothing) is encoded on its own and encrypted with AES-GCM under its stream's key,
+bound to the stream and the field's name, and stored as msgpack extension type 1 (nonce +
+ciphertext) in the value's place.
+Reading opens it into the field's type; once the stream's key is erased, it reads as a
+redaction of the same shape ("[erased]", {}, []), so the history keeps its shape and
+replays. A mapper without a key ring writes plaintext; plaintext rows always read.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
+from collections.abc import Callable
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import msgspec
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent
 from eventsourcing.utils import TopicError, get_topic, resolve_topic
 
-from ...domain.errors import VoxledgerError
+from ...domain.errors import InvalidTransition, VoxledgerError
+from .keys import KeyRing
 
 # Types msgpack gives back exactly as they went in (datetime travels as a timestamp ext).
 _NATIVE: frozenset[Any] = frozenset({str, int, float, bool, type(None), bytes, datetime, Any})
+
+SEALED = 1  # the msgpack extension code of a sealed personal value
+NONCE_BYTES = 12
+ERASED_TEXT = "[erased]"
+Ext = msgspec.msgpack.Ext
 
 
 class CorruptEvent(VoxledgerError, MapperDeserialisationError):
     """A stored event cannot be read: unknown topic or undecodable payload."""
 
 
+class Erased(InvalidTransition):
+    """The conversation or flow was erased: it records no new personal data."""
+
+
+class ErasedState(VoxledgerError):
+    """A stored whole state (a snapshot) of an erased stream: it has no redacted form, so
+    the stream is rebuilt from its events instead."""
+
+
 class MsgspecMapper(Mapper[UUID]):
     """Maps domain events to msgpack stored events and back, keeping their types."""
 
+    # Set by the EventStore after construction; without one, personal data is not sealed.
+    keys: KeyRing | None = None
+    # The cipher of the key used last: replaying one stream builds it once.
+    _last: tuple[bytes, AESGCM] | None = None
+
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
-        """Serialise an event's fields (less its id and version) to msgpack."""
+        """Serialise an event's fields (less its id and version) to msgpack, its personal
+        fields sealed with its stream's key."""
         state = dict(vars(domain_event))
         originator_id = state.pop("originator_id")
         originator_version = state.pop("originator_version")
-        class_version = getattr(type(domain_event), "class_version", 1)
+        cls = type(domain_event)
+        class_version = getattr(cls, "class_version", 1)
         if class_version > 1:
             state["class_version"] = class_version
+        if self.keys is not None:
+            personal = getattr(cls, "PERSONAL", ())
+            if personal:
+                self._seal(state, originator_id, personal)
         data = msgspec.msgpack.encode(state)
         if self.compressor:
             data = self.compressor.compress(data)
@@ -58,9 +97,9 @@ class MsgspecMapper(Mapper[UUID]):
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         """Decode, upcast to the current class version, and restore field types."""
         try:
-            cls, class_version, typed, fields = _PLANS[stored_event.topic]
+            cls, class_version, typed, fields, personal = _PLANS[stored_event.topic]
         except KeyError:
-            cls, class_version, typed, fields = _plan(stored_event)
+            cls, class_version, typed, fields, personal = _plan(stored_event)
         data = stored_event.state
         try:
             if self.cipher:
@@ -74,6 +113,8 @@ class MsgspecMapper(Mapper[UUID]):
                 state = _decode(data)
             if type(state) is not dict:
                 raise TypeError(f"payload is a {type(state).__name__}, not a map")
+            if personal or class_version > 1:
+                self._open(state, stored_event, personal, every=class_version > 1)
             if class_version > 1 or "class_version" in state:
                 version = state.pop("class_version", 1)
                 while version < class_version:
@@ -95,11 +136,116 @@ class MsgspecMapper(Mapper[UUID]):
         object.__setattr__(event, "__dict__", state)
         return event
 
+    # -- personal data ---------------------------------------------------------------------
 
+    def _seal(self, state: dict[str, Any], stream_id: UUID, names: tuple[str, ...]) -> None:
+        cipher = None
+        for name in names:
+            value = state[name]
+            if value is None or (not value and type(value) in _EMPTY):
+                continue  # hides nothing, and reads the same after an erasure
+            if cipher is None:
+                cipher = self._cipher(stream_id, create=True)
+                if cipher is None:
+                    raise Erased(
+                        f"{stream_id} was erased: it records no new personal data "
+                        "(message content, context, answers)"
+                    )
+            nonce = os.urandom(NONCE_BYTES)
+            sealed = cipher.encrypt(nonce, _encode(value), stream_id.bytes + name.encode())
+            state[name] = Ext(SEALED, nonce + sealed)
+
+    def _open(
+        self,
+        state: dict[str, Any],
+        stored_event: StoredEvent,
+        personal: tuple[_Personal, ...],
+        *,
+        every: bool,
+    ) -> None:
+        """Open the sealed personal values of a decoded payload in place. With ``every``
+        (a class with upcasts) any sealed value is opened, under whatever name it was
+        sealed, before the upcasts run; its types are restored after them."""
+        stream: tuple[bytes, AESGCM | None] | None = None
+        for field in personal:
+            value = state.get(field.name)
+            if type(value) is Ext:
+                if stream is None:
+                    stream = self._opening(stored_event)
+                state[field.name] = _unseal(stored_event, stream, field, value)
+            elif field.plain_type is not None:
+                # A row written before sealing: the typed payload left this field raw.
+                state[field.name] = msgspec.convert(value, field.plain_type)
+        if every:
+            known = {f.name for f in personal}
+            for name, value in list(state.items()):
+                if type(value) is Ext and name not in known:
+                    if stream is None:
+                        stream = self._opening(stored_event)
+                    field = _Personal(name, _decode, _erased_text, None, name.encode())
+                    state[name] = _unseal(stored_event, stream, field, value)
+
+    def _opening(self, stored_event: StoredEvent) -> tuple[bytes, AESGCM | None]:
+        """The event's stream id as bytes, and the stream's cipher (None once erased)."""
+        if self.keys is None:
+            raise TypeError("its personal data is sealed and this mapper has no key ring")
+        originator_id = stored_event.originator_id
+        stream_id = originator_id if type(originator_id) is UUID else UUID(str(originator_id))
+        return stream_id.bytes, self._cipher(stream_id, create=False)
+
+    def _cipher(self, stream_id: UUID, *, create: bool) -> AESGCM | None:
+        assert self.keys is not None
+        key = self.keys.key_for(stream_id, create=create)
+        if key is None:
+            return None
+        last = self._last
+        if last is not None and last[0] is key:
+            return last[1]
+        cipher = AESGCM(key)
+        self._last = (key, cipher)
+        return cipher
+
+
+def _unseal(
+    stored_event: StoredEvent, stream: tuple[bytes, AESGCM | None], field: _Personal, sealed: Ext
+) -> Any:
+    """A sealed value opened into its field's type, or its redaction once erased."""
+    if sealed.code != SEALED:
+        raise TypeError(f"{field.name} holds unknown extension type {sealed.code}")
+    stream_id, cipher = stream
+    if cipher is None:  # erased (or never issued here): the shape stays, the data is gone
+        if field.blank is None:
+            where = _where(stored_event)
+            raise ErasedState(f"{stored_event.topic} at {where} belongs to an erased stream")
+        return field.blank()
+    data = sealed.data
+    try:
+        plain = cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], stream_id + field.aad)
+    except InvalidTag:
+        raise ValueError(
+            f"the sealed {field.name} does not open with its stream's key "
+            "(altered, or moved from another stream or field)"
+        ) from None
+    return field.decode(plain)
+
+
+class _Personal(NamedTuple):
+    """How one personal field of an event class is read back."""
+
+    name: str
+    decode: Callable[[bytes], Any]  # the opened value's bytes into the field's type
+    blank: Callable[[], Any] | None  # its redaction once erased; None if it has none
+    plain_type: Any  # for rows written before sealing: the type to convert to, if needed
+    aad: bytes  # the field's name: with the stream id, what a sealed value is bound to
+
+
+_EMPTY = (str, dict, list)  # empty values of these types are stored as they are
+_encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
 # Per topic: the event class, its class version, for a current-version class whose fields
-# msgpack cannot restore alone a typed decoder of its payload, and the fields it must have.
-_Plan = tuple[type, int, msgspec.msgpack.Decoder | None, frozenset[str]]
+# msgpack cannot restore alone a typed decoder of its payload, the fields it must have,
+# and how to read back its personal fields.
+_Plan = tuple[type, int, msgspec.msgpack.Decoder | None, frozenset[str], tuple[_Personal, ...]]
 _PLANS: dict[str, _Plan] = {}
 
 
@@ -110,11 +256,13 @@ def _plan(stored_event: StoredEvent) -> _Plan:
         where = _where(stored_event)
         raise CorruptEvent(f"unknown event topic {stored_event.topic!r} at {where}") from e
     class_version = getattr(cls, "class_version", 1)
+    names = getattr(cls, "PERSONAL", ())
     typed = None
     if class_version == 1 and _needs_conversion(cls):
         hints = typing.get_type_hints(cls)
         payload = [
-            (f.name, hints[f.name])
+            # A personal field may hold a sealed value: its type is restored once opened.
+            (f.name, Any if f.name in names else hints[f.name])
             for f in dataclasses.fields(cls)
             if f.name not in ("originator_id", "originator_version")
         ]
@@ -124,9 +272,42 @@ def _plan(stored_event: StoredEvent) -> _Plan:
         if dataclasses.is_dataclass(cls)
         else frozenset()
     )
-    plan = (cls, class_version, typed, fields)
+    personal = tuple(_personal(cls, name, typed is not None) for name in names)
+    plan = (cls, class_version, typed, fields, personal)
     _PLANS[stored_event.topic] = plan
     return plan
+
+
+def _personal(cls: type, name: str, typed: bool) -> _Personal:
+    """How to read back one personal field: typed when the class has no upcasts (else
+    the upcasts see plain values and the types are restored after them)."""
+    tp = typing.get_type_hints(cls)[name]
+    if getattr(cls, "class_version", 1) > 1:
+        return _Personal(name, _decode, _blank(tp), None, name.encode())
+    plain_type = tp if typed and not _is_native(tp) else None
+    decode = msgspec.msgpack.Decoder(tp).decode
+    return _Personal(name, decode, _blank(tp), plain_type, name.encode())
+
+
+def _erased_text() -> str:
+    return ERASED_TEXT
+
+
+def _blank(tp: Any) -> Callable[[], Any] | None:
+    """The redaction of an erased value of this type; None for a type that has none."""
+    if tp is Any or tp is str:
+        return _erased_text
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _blank(args[0])
+        return _erased_text if str in args or Any in args else None
+    if tp is dict or origin is dict:
+        return dict
+    if tp is list or origin is list:
+        return list
+    return None
 
 
 def _where(stored_event: StoredEvent) -> str:

@@ -7,21 +7,27 @@ A file is a header line, then one line per event in time order::
      "streams": {"<id>": "conversation", "<flow id>": "flow"}}
     {"stream": "<id>", "stream_type": "conversation", "version": 1,
      "topic": "voxledger:Conversation.Started", "time": "2026-11-21T14:00:01Z",
-     "state": "<base64 of the stored msgpack>", "data": {<the same, readable>}}
+     "state": "<base64 msgpack>", "data": {<the same, readable>}}
 
-``state`` carries the stored bytes as they are, so typed values and events of older class
-versions survive exactly. ``data`` is for people; an import refuses a file whose ``data``
-does not match its ``state`` rather than silently ignoring an edit.
+``state`` is the event as this code reads it (upcast to the current class version), in the
+store's own msgpack form but with personal data in plaintext: sealed values are bound to
+the source database's keys and stream ids, so they are opened on export and sealed again
+with the target's keys on import. Typed values (ids, times, structs) survive exactly. An
+erased stream exports its redactions; ``--redact`` redacts every personal value. ``data``
+is for people; an import refuses a file whose ``data`` does not match its ``state`` rather
+than silently ignoring an edit.
 
 An import checks every line (JSON, known topics, versions from 1 without gaps, references
 between the streams, every event decoded and applied by the current code) and writes in one
-transaction, taking snapshots as the store does: any problem and nothing is written. The
-transaction holds the events table's write lock, as every append does, so concurrent
-writers to that database wait until the import commits.
+transaction, taking snapshots as the store does: any problem and no event or snapshot is
+written (a key issued for a stream on the way stays, unused). From its first append the
+transaction holds the events table's write lock, as every append does, so other writers to
+that database wait until the import commits.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -31,7 +37,7 @@ from uuid import UUID, uuid4
 
 import msgspec
 from eventsourcing.domain import AggregateCreated
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent
 from psycopg import sql
 from psycopg.rows import tuple_row
 
@@ -40,6 +46,7 @@ from ...domain.errors import BadInput, Conflict
 from ...domain.flow import Flow
 from .application import EventStore
 from .history import History, event_classes, plain, stream_type
+from .mapper import ERASED_TEXT
 
 FORMAT = "voxledger-export"
 FORMAT_VERSION = 1
@@ -77,23 +84,28 @@ class Imported(msgspec.Struct, frozen=True):
     snapshots: int
 
 
-def export_lines(history: History, conversation_id: UUID) -> Iterator[bytes]:
-    """The export of a conversation and its flows, one JSON line at a time."""
+def export_lines(
+    history: History, conversation_id: UUID, *, redact: bool = False
+) -> Iterator[bytes]:
+    """The export of a conversation and its flows, one JSON line at a time; with
+    ``redact``, every personal value replaced by its redaction."""
     if history.kind(conversation_id) != "conversation":
         owner = history.event(conversation_id, 1).conversation_id
         raise BadInput(f"{conversation_id} is a flow; export its conversation {owner}")
     streams = history.streams_of(conversation_id)
     kinds = {s: "conversation" if s == conversation_id else "flow" for s in streams}
     yield _line(Header(FORMAT, FORMAT_VERSION, conversation_id, kinds))  # type: ignore[arg-type]
+    portable = _portable(history.store)
     for recorded in history.merged(streams):
-        stored = recorded.stored
+        event = _redacted(recorded.event) if redact else recorded.event
+        stored = portable.to_stored_event(event)
         yield _line(
             Line(
                 stream=stored.originator_id,  # type: ignore[arg-type]
-                stream_type=stream_type(recorded.event),  # type: ignore[arg-type]
+                stream_type=stream_type(event),  # type: ignore[arg-type]
                 version=stored.originator_version,
                 topic=stored.topic,
-                time=recorded.event.timestamp,
+                time=event.timestamp,
                 state=stored.state,
                 data=_readable(stored.state),
             )
@@ -110,16 +122,22 @@ def import_lines(store: EventStore, lines: Iterable[bytes], *, new_ids: bool = F
     header = _header(first[1])
     ids = {old: uuid4() if new_ids else old for old in header.streams}
     reader = _Reader(store, header, ids, new_ids)
-    with _transaction(store, list(ids.values())) as batches:
-        for n, line in numbered:
-            try:
-                events, snapshots = reader.read(line)
-            except Exception as e:
-                # Whatever stops the current code reading or applying a line refuses the
-                # file: the transaction rolls back and nothing is written.
-                raise BadInput(f"line {n}: {e}") from None
-            batches.add(events, snapshots)
-        reader.finish()
+    try:
+        with _transaction(store, list(ids.values())) as batches:
+            for n, line in numbered:
+                try:
+                    events, snapshots = reader.read(line)
+                except Exception as e:
+                    # Whatever stops the current code reading or applying a line refuses
+                    # the file: the transaction rolls back and nothing is written.
+                    raise BadInput(f"line {n}: {e}") from None
+                batches.add(events, snapshots)
+            reader.finish()
+    except IntegrityError:
+        # Checked first, so only a writer that created one of the ids meanwhile gets here.
+        raise Conflict(
+            "a stream of the file was written meanwhile; import with --new-ids"
+        ) from None
     return Imported(header.conversation_id, ids, batches.events, batches.snapshots)
 
 
@@ -151,6 +169,7 @@ class _Reader:
         self.header = header
         self.ids = ids
         self.new_ids = new_ids
+        self.portable = _portable(store)
         self.aggregates: dict[UUID, Any] = {}
 
     def read(self, raw: bytes) -> tuple[list[StoredEvent], list[StoredEvent]]:
@@ -168,12 +187,14 @@ class _Reader:
         self._check_topic(line)
         if _readable(line.state) != line.data:
             raise BadInput("its data does not match its state (edit neither, or both)")
-        stored = StoredEvent(line.stream, line.version, line.topic, line.state)
-        event = self.store.mapper.to_domain_event(stored)
+        event = self.portable.to_domain_event(
+            StoredEvent(line.stream, line.version, line.topic, line.state)
+        )
         if self.new_ids:
             event = _with_ids(event, self.ids)
-            stored = self.store.mapper.to_stored_event(event)
         self._check_references(event)
+        # Sealed again here: with this database's key for the stream (under its new id).
+        stored = self.store.mapper.to_stored_event(event)
         new_id = self.ids[line.stream]
         aggregate = event.mutate(self.aggregates.get(new_id))
         self.aggregates[new_id] = aggregate
@@ -221,17 +242,45 @@ def _known_topics() -> dict[str, type]:
     return {cls.TOPIC: cls for classes in event_classes().values() for cls in classes}
 
 
+def _portable(store: EventStore) -> Mapper[UUID]:
+    """The store's mapper without its key ring: it writes personal data in plaintext and
+    reads plaintext rows (a sealed value, from elsewhere, it refuses)."""
+    portable = copy.copy(store.mapper)
+    portable.keys = None  # type: ignore[attr-defined]
+    return portable
+
+
+def _redacted(event: Any) -> Any:
+    """The event with its personal values (``PERSONAL``) replaced by redactions of the
+    same shape, as an erased stream reads."""
+    changes = {}
+    for name in getattr(type(event), "PERSONAL", ()):
+        value = getattr(event, name, None)
+        if isinstance(value, (dict, list)):
+            changes[name] = type(value)()
+        elif value is not None:
+            changes[name] = ERASED_TEXT
+    return _copy_with(event, changes)
+
+
 def _with_ids(event: Any, ids: dict[UUID, UUID]) -> Any:
     """The event with every stream id it carries (its own, and references such as
     FlowBegan.flow_id or Flow.Started.conversation_id) replaced by the new one."""
-    state = {k: ids.get(v, v) if isinstance(v, UUID) else v for k, v in vars(event).items()}
-    copy = object.__new__(type(event))
-    object.__setattr__(copy, "__dict__", state)
-    return copy
+    return _copy_with(
+        event, {k: ids[v] for k, v in vars(event).items() if isinstance(v, UUID) and v in ids}
+    )
+
+
+def _copy_with(event: Any, changes: dict[str, Any]) -> Any:
+    # Events are frozen: a copy with other field values is built the way the mapper
+    # builds a decoded one.
+    copy_ = object.__new__(type(event))
+    object.__setattr__(copy_, "__dict__", {**vars(event), **changes})
+    return copy_
 
 
 def _readable(state: bytes) -> dict[str, Any]:
-    """The stored fields exactly as stored (not upcast), as JSON values."""
+    """The fields of a line's state, as JSON values."""
     decoded = msgspec.msgpack.decode(state)
     return msgspec.json.decode(msgspec.json.encode(plain(decoded)))
 
@@ -244,46 +293,54 @@ def _line(value: msgspec.Struct) -> bytes:
 
 
 class _Batches:
-    """Events and snapshots waiting to be inserted, written a batch at a time."""
+    """Events and snapshots waiting to be written, a batch at a time."""
 
-    def __init__(self, cursor: Any, events: sql.Identifier, snapshots: sql.Identifier) -> None:
+    def __init__(self, cursor: Any, append: sql.Composable, snapshots: sql.Identifier) -> None:
         self.cursor = cursor
-        self.tables = (events, snapshots)
-        self.pending: tuple[list[StoredEvent], list[StoredEvent]] = ([], [])
+        self.append = append
+        self.insert_snapshots = sql.SQL(
+            "INSERT INTO {} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
+        ).format(snapshots)
+        self.pending: list[StoredEvent] = []
+        self.pending_snapshots: list[StoredEvent] = []
         self.events = 0
         self.snapshots = 0
 
     def add(self, events: list[StoredEvent], snapshots: list[StoredEvent]) -> None:
-        self.pending[0].extend(events)
-        self.pending[1].extend(snapshots)
+        self.pending.extend(events)
+        self.pending_snapshots.extend(snapshots)
         # A snapshot of a long conversation is large: write it at once, keep memory flat.
-        if len(self.pending[0]) >= BATCH or snapshots:
+        if len(self.pending) >= BATCH or snapshots:
             self.flush()
 
     def flush(self) -> None:
-        self.events += len(self.pending[0])
-        self.snapshots += len(self.pending[1])
-        for table, rows in zip(self.tables, self.pending, strict=True):
-            if rows:
-                self.cursor.execute(
-                    sql.SQL(
-                        "INSERT INTO {} (originator_id, originator_version, topic, state) "
-                        "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])"
-                    ).format(table),
-                    (
-                        [e.originator_id for e in rows],
-                        [e.originator_version for e in rows],
-                        [e.topic for e in rows],
-                        [e.state for e in rows],
-                    ),
-                )
-                rows.clear()
+        # Binary parameters: a bytea array sent as text would escape every byte.
+        if self.pending:
+            self.cursor.execute(self.append, _columns(self.pending), binary=True)
+            self.events += len(self.pending)
+        if self.pending_snapshots:
+            self.cursor.execute(self.insert_snapshots, _columns(self.pending_snapshots))
+            self.snapshots += len(self.pending_snapshots)
+        self.pending, self.pending_snapshots = [], []
+
+
+def _columns(rows: list[StoredEvent]) -> tuple[list[Any], ...]:
+    return (
+        [e.originator_id for e in rows],
+        [e.originator_version for e in rows],
+        [e.topic for e in rows],
+        [e.state for e in rows],
+    )
 
 
 @contextmanager
 def _transaction(store: EventStore, stream_ids: Sequence[UUID]) -> Iterator[_Batches]:
-    """One transaction holding the events table's write lock; if the block raises,
-    everything written in it is rolled back."""
+    """One transaction for the whole import: if the block raises, nothing is written.
+
+    Events go through the store's append function, as every save does: it takes the events
+    table's write lock (so notification ids commit in order for readers tailing the log),
+    sends the NOTIFY, and works for a role that may append but not insert directly."""
     recorder, snapshots = store.recorder, store.snapshots
     assert snapshots is not None
     datastore = recorder.datastore
@@ -298,21 +355,15 @@ def _transaction(store: EventStore, stream_ids: Sequence[UUID]) -> Iterator[_Bat
         conn.cursor(row_factory=tuple_row) as cursor,
     ):
         cursor.execute(
-            sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{datastore.lock_timeout}s"))
-        )
-        # The lock every append takes: notification ids then commit in order, so a
-        # projection tailing the log never passes over a row that commits later.
-        cursor.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(events_table))
-        cursor.execute(
             sql.SQL("SELECT DISTINCT originator_id FROM {} WHERE originator_id = ANY(%s)").format(
                 events_table
             ),
             (list(stream_ids),),
         )
-        taken = [str(row[0]) for row in cursor.fetchall()]
+        held = {row[0] for row in cursor.fetchall()}
+        taken = [str(stream) for stream in stream_ids if stream in held]
         if taken:
             raise Conflict(f"the database already holds {', '.join(taken)}; import with --new-ids")
-        batches = _Batches(cursor, events_table, snapshots_table)
+        batches = _Batches(cursor, recorder.append_statement, snapshots_table)  # type: ignore[attr-defined]
         yield batches
         batches.flush()
-        cursor.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(recorder.channel_name)))

@@ -58,7 +58,7 @@ def main() -> None:
                 if reply.step is None:
                     return
                 try:
-                    reply = engine.answer(flow_id, ANSWERS[reply.step])
+                    reply = engine.answer(flow_id, ANSWERS[reply.step], expected_step=reply.step)
                 except (Conflict, InvalidTransition):
                     continue
                 except VoxledgerError:

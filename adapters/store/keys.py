@@ -1,0 +1,173 @@
+"""Per-stream data keys for personal data, and erasure by deleting them (crypto-shredding).
+
+Every conversation or flow that records personal data (message content, collected answers)
+gets a random 256-bit key in ``{schema}.voxledger_keys``; the mapper seals those fields with
+it. Erasing a stream sets its key to NULL: the events keep their shape and metadata, and the
+sealed values in them, in backups and replicas included, can never be opened again.
+
+Keys are cached in each process, for a short time only (``ttl_s``): a key erased by another
+process stops being used here within that window. An erasure, once seen, is remembered: it
+cannot be undone.
+
+Reads and new keys go through one function that runs with its owner's rights, like the
+append function of the recorder: a least-privilege engine role needs EXECUTE on it (PUBLIC
+has that by default) and no rights on the table. Erasing needs the owner's rights.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+from uuid import UUID
+
+from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.utils import retry
+from psycopg import Cursor
+from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Identifier
+
+KEY_BYTES = 32  # AES-256
+
+
+class _Known(NamedTuple):
+    """What this process last read about one stream's key, and until when to trust it."""
+
+    key: bytes | None
+    erased: bool
+    until: float
+
+
+class KeyRing:
+    """The data keys of streams: issued on first use, cached briefly, erased for good."""
+
+    def __init__(
+        self,
+        datastore: PostgresDatastore,
+        *,
+        table: str = "voxledger_keys",
+        ttl_s: float = 30.0,
+        cache_size: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.datastore = datastore
+        self.ttl_s = ttl_s
+        self.cache_size = cache_size
+        self.clock = clock
+        self._table = Identifier(datastore.schema, table)
+        self._function = Identifier(datastore.schema, f"{table}_issue")
+        self._issue = SQL("SELECT * FROM {}(%s, %s)").format(self._function)
+        self._known: OrderedDict[UUID, _Known] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def create_table(self) -> None:
+        """Create the keys table and its function (idempotent)."""
+        statements = [
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {table} ("
+                "stream_id uuid PRIMARY KEY, key bytea, "
+                "created_at timestamptz NOT NULL DEFAULT now(), erased_at timestamptz, "
+                # A stream has a key or has been erased, never both, never neither.
+                "CHECK ((key IS NULL) = (erased_at IS NOT NULL)))"
+            ),
+            SQL(
+                "CREATE OR REPLACE FUNCTION {function}(stream uuid, new_key bytea) "
+                "RETURNS TABLE (stream_key bytea, is_erased boolean) LANGUAGE plpgsql "
+                "SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$ BEGIN "
+                "IF new_key IS NOT NULL THEN "
+                # Two processes issuing a key for one stream at once both get the first.
+                "INSERT INTO {table} (stream_id, key) VALUES (stream, new_key) "
+                "ON CONFLICT (stream_id) DO NOTHING; "
+                "END IF; "
+                "RETURN QUERY SELECT k.key, k.erased_at IS NOT NULL FROM {table} k "
+                "WHERE k.stream_id = stream; "
+                "END $$"
+            ),
+        ]
+        with self.datastore.transaction(commit=True) as cursor:
+            for statement in statements:
+                cursor.execute(statement.format(table=self._table, function=self._function))
+
+    def key_for(self, stream_id: UUID, *, create: bool) -> bytes | None:
+        """The stream's key; with ``create``, a new one if it has none. None if the stream
+        was erased, or has no key and ``create`` is false."""
+        known = self._cached(stream_id)
+        if known is not None and (known.erased or known.key is not None):
+            return known.key
+        # Not cached, stale, or cached as keyless: ask, since another process may have
+        # issued a key since (a missing key is not final, an erased one is).
+        return self._fetch(stream_id, create=create).key
+
+    def is_erased(self, stream_id: UUID) -> bool:
+        """True if the stream was erased (as known within the last ``ttl_s`` seconds)."""
+        known = self._cached(stream_id)
+        if known is None:
+            known = self._fetch(stream_id, create=False)
+        return known.erased
+
+    def note_new(self, stream_ids: Iterable[UUID]) -> None:
+        """Streams this process has just created: known to be keyless and not erased, so
+        the next command on one needs no read here (its first personal value issues the key)."""
+        until = self.clock() + self.ttl_s
+        with self._lock:
+            for stream_id in stream_ids:
+                if stream_id not in self._known:
+                    self._known[stream_id] = _Known(None, False, until)
+            self._trim()
+
+    def erase(
+        self, stream_ids: Iterable[UUID], *, also: Callable[[Cursor[Any]], None] | None = None
+    ) -> None:
+        """Delete the streams' keys for good, in one transaction (with whatever ``also``
+        does in it); a stream with no key yet is marked erased, so it never gets one."""
+        ids = list(stream_ids)
+        with self.datastore.transaction(commit=True) as cursor:
+            if also is not None:
+                also(cursor)
+            cursor.execute(
+                SQL(
+                    "INSERT INTO {table} (stream_id, key, erased_at) "
+                    "SELECT unnest(%s::uuid[]), NULL, now() "
+                    "ON CONFLICT (stream_id) DO UPDATE "
+                    "SET key = NULL, erased_at = coalesce({table}.erased_at, now())"
+                ).format(table=self._table),
+                (ids,),
+            )
+        self.evict(ids)
+
+    def evict(self, stream_ids: Iterable[UUID]) -> None:
+        """Forget what this process knows about the streams' keys."""
+        with self._lock:
+            for stream_id in stream_ids:
+                self._known.pop(stream_id, None)
+
+    def _cached(self, stream_id: UUID) -> _Known | None:
+        # Without the lock: one dict read is atomic, and this runs for every sealed value.
+        # Entries are refreshed every ttl_s, so eviction by age is as good as by use here.
+        known = self._known.get(stream_id)
+        if known is None or (not known.erased and known.until < self.clock()):
+            return None
+        return known
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _fetch(self, stream_id: UUID, *, create: bool) -> _Known:
+        new_key = os.urandom(KEY_BYTES) if create else None
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as c:
+            c.execute(self._issue, (stream_id, new_key), prepare=True)
+            row = c.fetchone()
+        key, erased = row if row is not None else (None, False)
+        key = None if erased or key is None else bytes(key)
+        known = _Known(key, bool(erased), self.clock() + self.ttl_s)
+        with self._lock:
+            self._known[stream_id] = known
+            self._known.move_to_end(stream_id)
+            self._trim()
+        return known
+
+    def _trim(self) -> None:
+        while len(self._known) > self.cache_size:
+            self._known.popitem(last=False)

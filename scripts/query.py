@@ -1,0 +1,222 @@
+"""`voxledger conversations`, `metrics`, `audit ID` and `funnel FLOW`: reads across
+conversations, from the projection tables."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..adapters.bootstrap import open_store
+from ..domain.errors import BadInput
+from ..projections.queries import AuditEntry, Funnel, MetricsSummary, Projections
+from .flows import timestamp
+from .inspect import conversation_id
+from .output import print_fields, print_json, print_table, to_plain, warn
+from .project import open_projections, open_runner
+
+_AGO = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the query commands."""
+    conversations = commands.add_parser(
+        "conversations",
+        help="conversations now, most recently active first",
+        description="Example: voxledger conversations --status listening --json",
+    )
+    conversations.add_argument("--status", help="only conversations in this status")
+    conversations.add_argument("--limit", type=int, default=100, help="at most this many")
+    conversations.add_argument("--json", action="store_true", help="print JSON")
+    conversations.set_defaults(run=run_conversations)
+
+    metrics = commands.add_parser(
+        "metrics",
+        help="totals, response-time percentiles, flow outcomes",
+        description="Example: voxledger metrics --since 24h",
+    )
+    metrics.add_argument(
+        "--since",
+        type=since,
+        metavar="T",
+        help="from this time on: ISO 8601 (2026-11-21T14:00:00+00:00) or ago (90m, 24h, 7d)",
+    )
+    metrics.add_argument("--json", action="store_true", help="print JSON")
+    metrics.set_defaults(run=run_metrics)
+
+    audit = commands.add_parser(
+        "audit",
+        help="what each event of a conversation or flow changed",
+        description="Example: voxledger audit 5b1c... --json",
+    )
+    audit.add_argument("stream_id", type=conversation_id, metavar="ID")
+    audit.add_argument("--json", action="store_true", help="print JSON")
+    audit.set_defaults(run=run_audit)
+
+    funnel = commands.add_parser(
+        "funnel",
+        help="a flow's steps: reached, rejected, abandoned",
+        description="Example: voxledger funnel intake",
+    )
+    funnel.add_argument("definition", metavar="FLOW")
+    funnel.add_argument("--json", action="store_true", help="print JSON")
+    funnel.set_defaults(run=run_funnel)
+
+
+def since(text: str) -> datetime:
+    """An ISO 8601 time, or a span back from now such as 90m, 24h or 7d."""
+    ago = _AGO.fullmatch(text.strip())
+    if ago:
+        return datetime.now(UTC) - timedelta(**{_UNITS[ago[2]]: float(ago[1])})
+    try:
+        return timestamp(text)
+    except BadInput:
+        raise BadInput(f"{text!r} is neither an ISO 8601 time nor a span like 24h") from None
+
+
+@contextmanager
+def _projections(args: argparse.Namespace) -> Iterator[Projections]:
+    """The query API, with a note on stderr when the projections trail the log."""
+    store = open_store(args.database_url)
+    try:
+        with open_runner(store) as runner:
+            runner.setup()
+        projections = open_projections(store)
+        yield projections
+        lag = store.head() - min(projections.positions().values(), default=0)
+        if lag > 0:
+            warn(f"the projections are {lag} events behind the log; run `voxledger project run`")
+    finally:
+        store.close()
+
+
+def run_conversations(args: argparse.Namespace) -> int:
+    """List conversations."""
+    with _projections(args) as projections:
+        rows = projections.conversations(args.status, args.limit)
+        if args.json:
+            print_json([to_plain(r) for r in rows])
+            return 0
+        print_table(
+            f"{len(rows)} conversations" + (f" {args.status}" if args.status else ""),
+            ["id", "status", "channel", "participant", "messages", "turns", "flow", "active"],
+            (
+                (
+                    r.conversation_id,
+                    r.status,
+                    r.channel,
+                    r.participant,
+                    r.message_count,
+                    r.turn_count,
+                    r.active_flow_id,
+                    r.last_activity.isoformat(timespec="seconds"),
+                )
+                for r in rows
+            ),
+        )
+    return 0
+
+
+def run_metrics(args: argparse.Namespace) -> int:
+    """Print the totals."""
+    with _projections(args) as projections:
+        summary = projections.metrics(args.since)
+        if args.json:
+            print_json(to_plain(summary))
+        else:
+            print_metrics(summary)
+    return 0
+
+
+def print_metrics(m: MetricsSummary) -> None:
+    """The totals for people."""
+    r = m.response
+    print_fields(
+        "metrics" + (f" since {m.since.isoformat(timespec='seconds')}" if m.since else ""),
+        [
+            ("conversations", m.conversations),
+            ("turns completed", m.turns),
+            ("interruptions", m.interruptions),
+            ("messages", m.messages),
+            ("silences", m.silences),
+            (
+                "response time ms",
+                "-"
+                if not r.count
+                else f"mean {r.mean_ms:.0f}, p50 {r.p50_ms:.0f}, p95 {r.p95_ms:.0f}, "
+                f"p99 {r.p99_ms:.0f}, min {r.min_ms:.0f}, max {r.max_ms:.0f}",
+            ),
+            ("tokens in/out", f"{m.tokens_in}/{m.tokens_out}"),
+            ("audio seconds", round(m.audio_seconds, 2)),
+            ("estimated cost", f"{m.cost:.4f}"),
+        ],
+    )
+    if m.flows:
+        print_table(
+            "flows",
+            ["flow", "started", "completed", "cancelled", "expired"],
+            ((f.definition, f.started, f.completed, f.cancelled, f.expired) for f in m.flows),
+        )
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    """Print a stream's audit trail."""
+    with _projections(args) as projections:
+        entries = projections.audit(args.stream_id)
+        if args.json:
+            print_json([to_plain(e) for e in entries])
+        else:
+            print_audit(args.stream_id, entries)
+    return 0
+
+
+def print_audit(stream_id: Any, entries: list[AuditEntry]) -> None:
+    """The trail for people: one line per event, with what it changed."""
+    kind = entries[0].stream_type if entries else "stream"
+    print_table(
+        f"audit of {kind} {stream_id}: {len(entries)} events",
+        ["#", "time", "event", "summary", "changed"],
+        (
+            (
+                e.version,
+                e.occurred_at.isoformat(timespec="seconds"),
+                e.event_type,
+                e.summary,
+                "; ".join(
+                    f"{k}: {_short(c['old'])} -> {_short(c['new'])}" for k, c in e.changes.items()
+                ),
+            )
+            for e in entries
+        ),
+    )
+
+
+def _short(value: Any) -> str:
+    text = "-" if value is None else str(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def run_funnel(args: argparse.Namespace) -> int:
+    """Print a flow's funnel."""
+    with _projections(args) as projections:
+        funnel = projections.funnel(args.definition)
+        if args.json:
+            print_json(to_plain(funnel))
+        else:
+            print_funnel(funnel)
+    return 0
+
+
+def print_funnel(f: Funnel) -> None:
+    """The funnel for people."""
+    o = f.outcomes
+    print_table(
+        f"flow {f.definition}: {o.started} started, {o.completed} completed, "
+        f"{o.cancelled} cancelled, {o.expired} expired",
+        ["step", "reached", "rejected answers", "abandoned here"],
+        ((s.step, s.reached, s.rejected, s.abandoned) for s in f.steps),
+    )
