@@ -149,6 +149,16 @@ class Projections:
         )
         return [ConversationRow(**row) for row in rows]
 
+    def conversation(self, conversation_id: UUID) -> ConversationRow:
+        """One conversation's row; NotFound if the projection has not seen it (yet)."""
+        rows = self._rows(
+            "SELECT * FROM {current_conversations} WHERE conversation_id = %(cid)s",
+            cid=conversation_id,
+        )
+        if not rows:
+            raise NotFound(f"the current-state projection has no conversation {conversation_id}")
+        return ConversationRow(**rows[0])
+
     def flows(
         self, conversation_id: UUID | None = None, status: str | None = None, limit: int = 100
     ) -> list[FlowRow]:

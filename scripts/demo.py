@@ -14,7 +14,9 @@ from ..domain.conversation import Conversation
 from ..domain.engine import Engine
 from .flows import print_flow
 from .inspect import print_state, state_document
-from .output import print_json, say, to_plain
+from .output import print_json, print_table, say, to_plain
+from .project import catch_up, open_projections
+from .query import print_funnel, print_metrics
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -49,12 +51,24 @@ def run(args: argparse.Namespace) -> int:
         state = engine.get_conversation(cid)
         report = engine.get_flow(form["id"])
         stored = engine.store.count_events(Conversation.Started)
+        # The embedded default keeps its read models in this process: bring them up to
+        # the log's head, then read this run's rows from them.
+        catch_up(engine.store)
+        projections = open_projections(engine.store)
+        row = projections.conversation(cid)
+        metrics = projections.metrics()
+        funnel = projections.funnel("intake")
     if args.json:
         print_json(
             {
                 "conversation": state_document(state),
                 "flow": to_plain(report),
                 "conversations_stored": stored,
+                "projections": {
+                    "conversation": to_plain(row),
+                    "metrics": to_plain(metrics),
+                    "funnel": to_plain(funnel),
+                },
             }
         )
         return 0
@@ -62,6 +76,15 @@ def run(args: argparse.Namespace) -> int:
     print_state(state)
     say()
     print_flow(report, None)
+    say()
+    say("from the projections (read models fed by the event log):")
+    print_table(
+        "current state",
+        ["conversation", "status", "messages", "turns", "last activity"],
+        [(row.conversation_id, row.status, row.message_count, row.turn_count, row.last_activity)],
+    )
+    print_metrics(metrics)
+    print_funnel(funnel)
     say()
     say(f"events stored for this conversation: {state.version}")
     say(f"conversations stored: {stored}")
