@@ -16,7 +16,33 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_dumps
 
-_json = msgspec.json.Encoder(enc_hook=str)
+_encoder = msgspec.json.Encoder(enc_hook=str)
+NUL_STANDIN = "\u2400"  # PostgreSQL text and jsonb cannot hold NUL: show it as ␀
+
+
+def _clean(value: Any) -> Any:
+    """The value with every NUL character in its strings replaced by a visible stand-in."""
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_STANDIN)
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _json(value: Any) -> bytes:
+    encoded = _encoder.encode(value)
+    # One event carrying a NUL must not stall a projection forever (the event log, bytea,
+    # keeps it verbatim; only the read model shows the stand-in).
+    return _encoder.encode(_clean(value)) if b"\\u0000" in encoded else encoded
+
+
+def _cells(types: Sequence[str], row: Sequence[Any]) -> Sequence[Any]:
+    return [
+        v.replace("\x00", NUL_STANDIN) if kind == "text" and isinstance(v, str) else v
+        for kind, v in zip(types, row, strict=True)
+    ]
 
 
 def copy_rows(
@@ -27,11 +53,11 @@ def copy_rows(
 ) -> None:
     """Append rows to a table; ``types`` names the PostgreSQL type of every column. A
     jsonb value may be any value msgspec encodes (UUIDs and datetimes become strings)."""
-    set_json_dumps(_json.encode, context=cur)
+    set_json_dumps(_json, context=cur)
     with cur.copy(sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(table)) as copy:
         copy.set_types(types)
         for row in rows:
-            copy.write_row(row)
+            copy.write_row(_cells(types, row))
 
 
 def upsert(
@@ -44,7 +70,7 @@ def upsert(
     """Insert rows (every column, in table order) or merge them into the rows they
     conflict with, as ``on_conflict`` says (the table is aliased ``t``). A jsonb value may
     be any value msgspec encodes; an int4[] value is a list of ints."""
-    columns = [list(column) for column in zip(*rows, strict=True)]
+    columns = [list(column) for column in zip(*(_cells(types, r) for r in rows), strict=True)]
     if not columns:
         return
     select = []
@@ -65,6 +91,6 @@ def upsert(
 
 
 _AS_TEXT = {
-    "jsonb": lambda value: _json.encode(value).decode(),
+    "jsonb": lambda value: _json(value).decode(),
     "int4[]": lambda values: "{" + ",".join(map(str, values)) + "}",
 }

@@ -167,3 +167,20 @@ def test_oversized_context_is_refused_and_the_limit_is_configurable(engine: Engi
     engine.max_context_bytes = 400_000
     engine.update_context(cid, {"blob": "x" * 300_000})
     assert engine.get_conversation(cid).version == 2
+
+
+def test_a_nul_character_is_kept_in_the_log_and_shown_as_a_stand_in_by_the_projections(
+    engine: Engine,
+) -> None:
+    from voxledger.scripts.project import catch_up, open_projections
+
+    cid = engine.start_conversation("chat", "nul\x00participant")
+    reply = engine.start_flow(cid, "intake", "design")
+    engine.answer(reply.flow_id, "1042")
+    engine.answer(reply.flow_id, "21.11.2026")
+    engine.answer(reply.flow_id, "Iv\x00an", record_messages=True)
+    catch_up(engine.store)  # would stall on the first NUL if the read model took it raw
+    projections = open_projections(engine.store)
+    assert projections.conversation(cid).participant == "nul\u2400participant"
+    assert projections.flows(conversation_id=cid)[0].fields["employee"] == "Iv\u2400an"
+    assert engine.get_flow(reply.flow_id).answers["employee"] == "Iv\x00an"
