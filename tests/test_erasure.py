@@ -94,11 +94,15 @@ def projected(engine: Engine, database_url: str, schema: str) -> Iterator[Projec
         yield runner
 
 
-def projection_text(database_url: str, schema: str) -> str:
-    """Everything the content-holding projections store, as text."""
-    tables = ("current_conversations", "current_flows", "audit_trail", "audit_streams")
-    found = [rows(database_url, f"SELECT x::text FROM {schema}.{t} x") for t in tables]
+def projection_text(database_url: str, schema: str, *tables: str) -> str:
+    """Everything the given projection tables store (by default those that hold content),
+    as text, in a stable order."""
+    tables = tables or ("current_conversations", "current_flows", "audit_trail", "audit_streams")
+    found = [rows(database_url, f"SELECT x::text FROM {schema}.{t} x ORDER BY 1") for t in tables]
     return "\n".join(str(row) for table in found for row in table)
+
+
+METRICS = ("metrics_hourly", "metrics_flows", "metrics_flow_steps", "metrics_flow_runs")
 
 
 # -- at rest -----------------------------------------------------------------------------------
@@ -274,6 +278,8 @@ def test_erasing_redacts_the_content_and_keeps_the_history_shape_and_metrics(
     other, _ = converse(engine, OTHER, messages=0)
     projected.catch_up()
     assert MARK in projection_text(database_url, schema)
+    metrics = projection_text(database_url, schema, *METRICS)
+    assert "intake" in metrics
     shown = json.loads(voxledger(cli_env, "show", str(cid), "--json").stdout)
     logged = json.loads(voxledger(cli_env, "log", str(cid), "--json").stdout)
 
@@ -295,6 +301,8 @@ def test_erasing_redacts_the_content_and_keeps_the_history_shape_and_metrics(
     snapshots = f"SELECT count(*) FROM {schema}.voxledger_snapshots WHERE originator_id = %s"
     assert rows(database_url, snapshots, cid)[0][0] == 0
     assert MARK not in projection_text(database_url, schema)
+    projected.rebuild("metrics")  # derived again from the erased events: the same figures
+    assert projection_text(database_url, schema, *METRICS) == metrics
 
     # Shown: the same events, versions, statuses, turns and usage; the content redacted.
     after = voxledger(cli_env, "show", str(cid), "--json").stdout

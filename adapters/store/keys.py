@@ -3,7 +3,8 @@
 Every conversation or flow that records personal data (message content, collected answers)
 gets a random 256-bit key in ``{schema}.voxledger_keys``; the mapper seals those fields with
 it. Erasing a stream sets its key to NULL: the events keep their shape and metadata, and the
-sealed values in them, in backups and replicas included, can never be opened again.
+sealed values in them, in every copy of the log, can never be opened again (a backup of this
+table taken before the erasure still holds the key until it expires).
 
 Keys are cached in each process, for a short time only (``ttl_s``): a key erased by another
 process stops being used here within that window. An erasure, once seen, is remembered: it
@@ -24,12 +25,15 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from eventsourcing.persistence import InterfaceError, OperationalError
+import structlog
+from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
+
+log = structlog.get_logger("voxledger.store")
 
 KEY_BYTES = 32  # AES-256
 
@@ -138,6 +142,12 @@ class KeyRing:
                 (ids,),
             )
         self.evict(ids)
+        try:
+            # The old row versions still hold the keys on disk until vacuumed.
+            with self.datastore.get_connection() as conn:  # autocommit, as VACUUM needs
+                conn.execute(SQL("VACUUM {}").format(self._table))
+        except PersistenceError as e:
+            log.warning("keys.vacuum_failed", error=str(e).strip().splitlines()[0])
 
     def evict(self, stream_ids: Iterable[UUID]) -> None:
         """Forget what this process knows about the streams' keys."""
