@@ -11,7 +11,7 @@ import argparse
 
 from ..adapters.bootstrap import open_store
 from ..adapters.store.application import EventStore
-from .inspect import conversation_id
+from .arguments import stream_id
 from .output import fail, print_json, print_table, say
 from .project import open_runner
 
@@ -30,7 +30,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "content reads as [erased] everywhere. Cannot be undone. "
         "Example: voxledger erase 3f2a... --yes",
     )
-    erase.add_argument("conversation_id", type=conversation_id, metavar="ID")
+    erase.add_argument("conversation_id", type=stream_id, metavar="ID")
     erase.add_argument("--yes", action="store_true", help="really erase (required)")
     erase.add_argument("--json", action="store_true", help="print JSON")
     erase.set_defaults(run=run)

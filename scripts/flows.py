@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 
 from ..adapters.bootstrap import open_engine
-from ..domain.errors import BadInput
 from ..domain.flow import FlowState
 from ..domain.intake import builtin_registry
-from .inspect import conversation_id
+from .arguments import stream_id, timestamp
 from .output import print_fields, print_json, print_table, say, to_plain
 
 
@@ -28,7 +26,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="a flow run: status, current step, answers, rejected answers",
         description="Print one run of a flow. Example: voxledger flow 5b1c... --json",
     )
-    flow.add_argument("flow_id", type=conversation_id, metavar="FLOW_ID")
+    flow.add_argument("flow_id", type=stream_id, metavar="FLOW_ID")
     flow.add_argument("--version", type=int, help="the run as it was at this version")
     flow.add_argument("--json", action="store_true", help="print JSON")
     flow.set_defaults(run=run_flow)
@@ -50,15 +48,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     expire.set_defaults(run=run_expire)
 
 
-def timestamp(text: str) -> datetime:
-    """Parse an ISO 8601 time with a time zone."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise BadInput(f"{text!r} is not an ISO 8601 time") from None
-    if value.tzinfo is None:
-        raise BadInput(f"{text!r} has no time zone; add +00:00 or Z")
-    return value
 
 
 def run_flows(args: argparse.Namespace) -> int:

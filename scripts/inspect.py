@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 from ..adapters.bootstrap import open_engine, open_store
 from ..adapters.store.history import History, Recorded, event_data, stream_type, topics_of
 from ..domain.conversation import Conversation, ConversationState
 from ..domain.errors import BadInput
 from ..domain.flow import Flow
+from .arguments import stream_id, timestamp
 from .output import (
     fail,
     print_fields,
@@ -36,7 +35,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="a conversation's current state (or at a version)",
         description="Print a conversation's state. Example: voxledger show 3f2a... --json",
     )
-    show.add_argument("conversation_id", type=conversation_id)
+    show.add_argument("conversation_id", type=stream_id)
     show.add_argument("--version", type=int, help="the state as it was at this version")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(run=run_show)
@@ -51,16 +50,16 @@ def register(commands: argparse._SubParsersAction) -> None:
         "  voxledger log 3f2a... --flow 5b1c... --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    log.add_argument("conversation_id", type=conversation_id, metavar="ID")
+    log.add_argument("conversation_id", type=stream_id, metavar="ID")
     log.add_argument(
         "--type",
         action="append",
         metavar="TYPE",
         help="only events of these types (repeat it, or a comma list)",
     )
-    log.add_argument("--since", type=moment, metavar="TIME", help="only events at or after it")
-    log.add_argument("--until", type=moment, metavar="TIME", help="only events at or before it")
-    log.add_argument("--flow", type=conversation_id, metavar="FLOW_ID", help="only this flow's")
+    log.add_argument("--since", type=timestamp, metavar="TIME", help="only events at or after it")
+    log.add_argument("--until", type=timestamp, metavar="TIME", help="only events at or before it")
+    log.add_argument("--flow", type=stream_id, metavar="FLOW_ID", help="only this flow's")
     log.add_argument("--json", action="store_true", help="a JSON array, written as it is read")
     log.set_defaults(run=run_log)
 
@@ -72,7 +71,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         epilog="example:\n  voxledger watch 3f2a... --until-ended --timeout 600 --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    watch.add_argument("conversation_id", type=conversation_id, metavar="ID")
+    watch.add_argument("conversation_id", type=stream_id, metavar="ID")
     watch.add_argument("--from-start", action="store_true", help="first print what is recorded")
     watch.add_argument(
         "--until-ended", action="store_true", help="stop once it ends (exit 1 on --timeout)"
@@ -82,12 +81,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     watch.set_defaults(run=run_watch)
 
 
-def conversation_id(text: str) -> UUID:
-    """Parse a conversation id."""
-    try:
-        return UUID(text)
-    except ValueError:
-        raise BadInput(f"{text!r} is not a conversation id (a UUID)") from None
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -101,15 +94,6 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def moment(text: str) -> datetime:
-    """Parse an ISO 8601 time with a time zone."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise BadInput(f"{text!r} is not an ISO 8601 time") from None
-    if value.tzinfo is None:
-        raise BadInput(f"{text!r} has no time zone; add +00:00 or Z")
-    return value
 
 
 def run_log(args: argparse.Namespace) -> int:

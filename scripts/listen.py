@@ -14,8 +14,7 @@ from ..adapters.audio.turns import TurnConfig
 from ..adapters.audio.wav import read_wav
 from ..adapters.bootstrap import open_engine
 from ..domain.async_engine import AsyncEngine
-from .flows import timestamp
-from .inspect import conversation_id
+from .arguments import stream_id, timestamp
 from .output import print_json, print_table, say, to_plain
 
 
@@ -28,7 +27,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "as conversation events. Example: voxledger listen call.wav --aggressiveness 2",
     )
     listen.add_argument("file", type=Path, help="a 16-bit PCM WAV file")
-    listen.add_argument("--conversation", type=conversation_id, help="record into this one")
+    listen.add_argument("--conversation", type=stream_id, help="record into this one")
     listen.add_argument("--aggressiveness", type=int, default=3, choices=range(4))
     listen.add_argument("--frame-ms", type=int, default=30, choices=(10, 20, 30))
     listen.add_argument("--chunk-ms", type=int, default=20, help="chunk size fed at a time")

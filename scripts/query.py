@@ -13,8 +13,7 @@ from typing import Any
 from ..adapters.bootstrap import open_store
 from ..domain.errors import BadInput
 from ..projections.queries import AuditEntry, Funnel, MetricsSummary, Projections
-from .flows import timestamp
-from .inspect import conversation_id
+from .arguments import stream_id, timestamp
 from .output import print_fields, print_json, print_table, to_plain, warn
 from .project import open_projections, open_runner
 
@@ -53,7 +52,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="what each event of a conversation or flow changed",
         description="Example: voxledger audit 5b1c... --json",
     )
-    audit.add_argument("stream_id", type=conversation_id, metavar="ID")
+    audit.add_argument("stream_id", type=stream_id, metavar="ID")
     audit.add_argument("--json", action="store_true", help="print JSON")
     audit.set_defaults(run=run_audit)
 

@@ -11,7 +11,7 @@ from ..adapters.bootstrap import open_store
 from ..adapters.store.history import History
 from ..adapters.store.replay import Difference, Replayer, Tally
 from ..domain.errors import BadInput
-from .inspect import conversation_id
+from .arguments import stream_id
 from .output import print_json, print_line, to_plain
 
 
@@ -29,7 +29,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         epilog="examples:\n  voxledger replay 3f2a... --verify\n  voxledger replay --all --verify",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    replay.add_argument("stream_id", nargs="?", type=conversation_id, metavar="ID")
+    replay.add_argument("stream_id", nargs="?", type=stream_id, metavar="ID")
     replay.add_argument("--all", action="store_true", help="every conversation and flow")
     replay.add_argument("--verify", action="store_true", help="compare snapshots and rows too")
     replay.add_argument("--json", action="store_true", help="print JSON")

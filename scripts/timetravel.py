@@ -15,8 +15,9 @@ from ..domain.conversation import ConversationState
 from ..domain.flow import FlowState
 from ..domain.state_diff import Change, diff
 from ..domain.state_query import Condition
+from .arguments import stream_id, timestamp
 from .flows import print_flow
-from .inspect import conversation_id, moment, print_state, state_document
+from .inspect import print_state, state_document
 from .output import print_json, print_line, to_plain
 
 BISECT_HELP = """\
@@ -47,10 +48,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "  voxledger at 3f2a... --time 2026-11-21T14:05:00Z",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    at.add_argument("stream_id", type=conversation_id, metavar="ID")
+    at.add_argument("stream_id", type=stream_id, metavar="ID")
     when = at.add_mutually_exclusive_group(required=True)
     when.add_argument("--version", type=int, metavar="N", help="the state after event N")
-    when.add_argument("--time", type=moment, metavar="TIME", help="the state at this moment")
+    when.add_argument("--time", type=timestamp, metavar="TIME", help="the state at this moment")
     at.add_argument("--json", action="store_true", help="print JSON")
     at.set_defaults(run=run_at)
 
@@ -63,7 +64,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "  voxledger diff 3f2a... 2026-11-21T14:00Z 2026-11-21T14:30Z --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    changes.add_argument("stream_id", type=conversation_id, metavar="ID")
+    changes.add_argument("stream_id", type=stream_id, metavar="ID")
     changes.add_argument("a", type=point, metavar="A", help="a version number or an ISO time")
     changes.add_argument("b", type=point, metavar="B", help="a version number or an ISO time")
     changes.add_argument("--json", action="store_true", help="print JSON")
@@ -79,7 +80,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "  voxledger bisect 3f2a... --where 'usage.interruptions >= 1 and status != \"ended\"'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bisect.add_argument("stream_id", type=conversation_id, metavar="ID")
+    bisect.add_argument("stream_id", type=stream_id, metavar="ID")
     bisect.add_argument("--where", required=True, metavar="EXPR", help="the condition")
     bisect.add_argument("--linear", action="store_true", help="scan every version in order")
     bisect.add_argument("--json", action="store_true", help="print JSON")
@@ -88,7 +89,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def point(text: str) -> Point:
     """A version number or an ISO 8601 time."""
-    return int(text) if text.isdigit() else moment(text)
+    return int(text) if text.isdigit() else timestamp(text)
 
 
 def run_at(args: argparse.Namespace) -> int:

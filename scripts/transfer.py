@@ -11,7 +11,7 @@ from ..adapters.bootstrap import open_store
 from ..adapters.store.history import History
 from ..adapters.store.transfer import export_lines, import_lines
 from ..domain.errors import BadInput
-from .inspect import conversation_id
+from .arguments import stream_id
 from .output import print_json, print_line, print_raw_lines, to_plain
 
 
@@ -26,7 +26,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         epilog="example:\n  voxledger export 3f2a... > incident.jsonl",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    export.add_argument("conversation_id", type=conversation_id, metavar="ID")
+    export.add_argument("conversation_id", type=stream_id, metavar="ID")
     export.add_argument(
         "--redact", action="store_true", help="replace personal data with redactions"
     )
