@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json([to_plain(r) for r in results])
         return 0
-    say("voxledger bench: median \\[min-max] of several runs, ours next to the references")
+    say("voxledger bench: median [min-max] of several runs, ours next to the references")
     for r in results:
         say()
         say(f"{r.name} ({r.unit})   target: {r.target}   {'met' if r.met else 'NOT MET'}")

@@ -11,6 +11,7 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -41,25 +42,26 @@ def print_json_line(value: Any) -> None:
 
 def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """A table for people."""
-    table = Table(title=title, title_justify="left", show_lines=False)
+    table = Table(title=Text(title) if title else None, title_justify="left", show_lines=False)
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        # Values are data (a user may well write "[erased]" or "[/b]"), never markup.
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))
     console.print(table)
 
 
 def print_fields(title: str | None, fields: Iterable[tuple[str, Any]]) -> None:
     """Name/value lines for one record."""
     if title:
-        console.print(f"[bold]{title}[/bold]")
+        console.print(Text(title, style="bold"))
     for name, value in fields:
-        console.print(f"  {name:<22} {'' if value is None else value}")
+        console.print(f"  {name:<22} {'' if value is None else value}", markup=False)
 
 
 def say(text: str = "") -> None:
     """A line of prose for people, flushed at once (progress must survive a kill)."""
-    console.print(text)
+    console.print(text, markup=False)
     console.file.flush()
 
 

@@ -131,3 +131,12 @@ def test_the_console_command_is_installed() -> None:
     bindir = os.path.dirname(sys.executable)
     result = subprocess.run([os.path.join(bindir, "voxledger"), "--help"], capture_output=True)
     assert result.returncode == 0
+
+
+def test_content_that_looks_like_markup_is_printed_as_it_is(
+    cli_env: dict[str, str], engine
+) -> None:
+    cid = engine.start_conversation("chat")
+    engine.add_message(cid, "user", "[/b] closing [bold]tags[/bold] and [erased]")
+    shown = voxledger(cli_env, "show", str(cid))
+    assert "[/b] closing [bold]tags[/bold] and [erased]" in shown.stdout
