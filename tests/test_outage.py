@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -53,3 +54,34 @@ def test_commands_during_an_outage_fail_clearly_and_the_engine_recovers_after_it
         engine.store._cache.clear()
         contents = [m.content for m in engine.get_conversation(cid).messages]
         assert contents == ["before the outage", "after the outage"]
+
+
+def test_an_exhausted_pool_gives_a_timeout_error_not_a_hang(
+    database_url: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VOXLEDGER_POOL_SIZE", "1")
+    monkeypatch.setenv("VOXLEDGER_CONNECT_TIMEOUT", "1")
+    with open_engine(database_url, schema=schema) as engine:
+        cid = engine.start_conversation("chat")
+        datastore = engine.store.recorder.datastore
+        release, holding = threading.Event(), threading.Barrier(datastore.pool.max_size + 1)
+
+        def slow_caller() -> None:
+            with datastore.get_connection():
+                holding.wait()
+                release.wait()
+
+        callers = [threading.Thread(target=slow_caller) for _ in range(datastore.pool.max_size)]
+        for caller in callers:
+            caller.start()
+        holding.wait()
+        engine.store._cache.clear()
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="couldn't get a connection"):
+            engine.get_conversation(cid)
+        waited = time.monotonic() - started
+        release.set()
+        for caller in callers:
+            caller.join()
+        assert waited < 30  # a bounded wait, not a hang (the setting is 1 s)
+        assert engine.get_conversation(cid).version == 1

@@ -26,12 +26,13 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 import structlog
-from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
+from eventsourcing.persistence import PersistenceError
 from eventsourcing.postgres import PostgresDatastore
-from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
+
+from .recorder import retried
 
 log = structlog.get_logger("voxledger.store")
 
@@ -163,7 +164,7 @@ class KeyRing:
             return None
         return known
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    @retried
     def _fetch(self, stream_id: UUID, *, create: bool) -> _Known:
         new_key = os.urandom(KEY_BYTES) if create else None
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as c:

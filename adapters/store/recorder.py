@@ -16,8 +16,10 @@ long stream.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import functools
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
@@ -26,9 +28,30 @@ from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresDatastore,
 )
-from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier, Literal
+from psycopg_pool import PoolTimeout
+
+T = TypeVar("T")
+
+
+def retried(method: Callable[..., T]) -> Callable[..., T]:
+    """Retry a call whose connection was lost (the pool hands out a fresh one), but not a
+    wait for a free connection that timed out: waiting again would only multiply the
+    caller's wait, and an exhausted pool should say so at once."""
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> T:
+        for attempt in range(1, 11):
+            try:
+                return method(*args, **kwargs)
+            except (InterfaceError, OperationalError) as e:
+                if isinstance(e.__cause__, PoolTimeout) or attempt == 10:
+                    raise
+                time.sleep(0.2)
+        raise AssertionError("unreachable")
+
+    return call
 
 
 class TupleReads:
@@ -37,7 +60,7 @@ class TupleReads:
     datastore: PostgresDatastore
     events_table_name: str
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    @retried
     def select_events(
         self,
         originator_id: UUID | str,
@@ -110,7 +133,7 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
         )
         self.append_statement = SQL("SELECT * FROM {}.{}(%s, %s, %s, %s)").format(schema, function)
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    @retried
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
