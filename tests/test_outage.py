@@ -31,7 +31,7 @@ def own_server(tmp_path_factory: pytest.TempPathFactory):
     server.cleanup()
 
 
-def stop(server) -> None:
+def stop_server(server) -> None:
     os.kill(server._postmaster_info.pid, signal.SIGINT)  # PostgreSQL's fast shutdown
     for _ in range(100):
         if not server._postmaster_info.is_running():
@@ -46,7 +46,7 @@ def test_commands_during_an_outage_fail_clearly_and_the_engine_recovers_after_it
     with open_engine(own_server.get_uri(), schema="outage") as engine:
         cid = engine.start_conversation("chat")
         engine.add_message(cid, "user", "before the outage")
-        stop(own_server)
+        stop_server(own_server)
         with pytest.raises(Unavailable, match="database unavailable"):
             engine.add_message(cid, "user", "during the outage")
         own_server.ensure_postgres_running()
@@ -85,3 +85,32 @@ def test_an_exhausted_pool_gives_a_timeout_error_not_a_hang(
             caller.join()
         assert waited < 30  # a bounded wait, not a hang (the setting is 1 s)
         assert engine.get_conversation(cid).version == 1
+
+
+def test_the_projection_runner_reconnects_after_an_outage_and_misses_nothing(
+    own_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voxledger.scripts.project import open_projections, open_runner
+
+    monkeypatch.setenv("VOXLEDGER_CONNECT_TIMEOUT", "1")
+    with open_engine(own_server.get_uri(), schema="outage") as engine:
+        cid = engine.start_conversation("chat")
+        stop = threading.Event()
+        with open_runner(engine.store) as runner:
+            runner.setup()
+            tail = threading.Thread(target=runner.run, args=(stop,), kwargs={"poll_s": 0.2})
+            tail.start()
+            try:
+                engine.add_message(cid, "user", "before")
+                open_projections(engine.store).wait_for(engine.store.head(), timeout=20)
+                stop_server(own_server)
+                time.sleep(1.5)  # the runner loses its connections meanwhile
+                own_server.ensure_postgres_running()
+                for text in ("after", "and again"):
+                    engine.add_message(cid, "user", text)
+                open_projections(engine.store).wait_for(engine.store.head(), timeout=60)
+            finally:
+                stop.set()
+                tail.join(timeout=30)
+        row = open_projections(engine.store).conversation(cid)
+        assert row.message_count == 3 and row.version == 4
