@@ -114,3 +114,47 @@ def test_the_projection_runner_reconnects_after_an_outage_and_misses_nothing(
                 tail.join(timeout=30)
         row = open_projections(engine.store).conversation(cid)
         assert row.message_count == 3 and row.version == 4
+
+
+@pytest.mark.concurrency
+def test_writers_under_load_through_restarts_lose_and_duplicate_nothing_acknowledged(
+    own_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VOXLEDGER_CONNECT_TIMEOUT", "1")
+    outages = int(os.environ.get("VOXLEDGER_TORTURE_SCALE", "1"))
+    with open_engine(own_server.get_uri(), schema="outage") as engine:
+        conversations = [engine.start_conversation("chat") for _ in range(4)]
+        acked: list[str] = []
+        refused: list[Exception] = []
+        done = threading.Event()
+
+        def write(k: int) -> None:
+            n = 0
+            while not done.is_set():
+                message_id = f"w{k}-{n}"
+                n += 1
+                try:
+                    engine.add_message(conversations[k % 4], "user", "x", message_id=message_id)
+                    acked.append(message_id)
+                except Unavailable as error:
+                    refused.append(error)
+                    time.sleep(0.05)
+
+        writers = [threading.Thread(target=write, args=(k,)) for k in range(4)]
+        for w in writers:
+            w.start()
+        for _ in range(outages):
+            time.sleep(0.7)
+            stop_server(own_server)
+            time.sleep(1.0)
+            own_server.ensure_postgres_running()
+        time.sleep(1.0)
+        done.set()
+        for w in writers:
+            w.join()
+        engine.store._cache.clear()
+        found = [m.id for cid in conversations for m in engine.get_conversation(cid).messages]
+        assert len(found) == len(set(found)), "a command was recorded twice"
+        assert set(acked) <= set(found), "an acknowledged command was lost"
+        assert refused, "the outage never reached a writer"
+        assert len(acked) > 50

@@ -26,6 +26,7 @@ from psycopg.sql import SQL, Identifier
 from ...domain.conversation import Conversation
 from ...domain.errors import BadInput, Conflict, NotFound, Unavailable
 from .group_commit import GroupCommit
+from .history import History
 from .keys import KeyRing
 from .mapper import Erased, ErasedState
 from .recorder import SnapshotRecorder
@@ -241,8 +242,6 @@ class EventStore(Application[UUID]):
     def version_at(self, aggregate_id: UUID, at: Any) -> int:
         """The aggregate's last version recorded at or before ``at`` (0 if none), found by
         binary search over versions rather than a read of every event."""
-        from .history import History  # the history module builds on this one
-
         return History(self).version_at(aggregate_id, at)
 
     def ids_of(self, created_event: type) -> Iterator[UUID]:

@@ -13,7 +13,7 @@ import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import cache
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -27,7 +27,9 @@ from psycopg.rows import tuple_row
 from ...domain.conversation import Conversation
 from ...domain.errors import BadInput, NotFound
 from ...domain.flow import Flow
-from .application import EventStore
+
+if TYPE_CHECKING:
+    from .application import EventStore
 
 PAGE_SIZE = 1000
 AGGREGATES: tuple[type[Aggregate], ...] = (Conversation, Flow)
