@@ -72,6 +72,10 @@ def test_many_threads_in_several_processes_lose_and_duplicate_nothing(
     assert sum(found.values()) == len(found), "a message was recorded twice"
     assert set(found) == set(acked), "acknowledged and recorded messages differ"
     assert len(acked) >= 3 * 6 * 25 * SCALE * 0.9  # most commands got through their retries
+    print(
+        f"concurrency: sent {3 * 6 * 25 * SCALE}, acknowledged {len(acked)}, "
+        f"recorded {len(found)}, lost 0, duplicated 0"
+    )
     for flow_id in flows:
         state = engine.get_flow(flow_id)
         assert state.status is FlowStatus.COMPLETED and state.answers["city"] == "Kazan"
@@ -102,6 +106,10 @@ def test_processes_killed_at_random_points_lose_nothing_acknowledged(
     assert sum(found.values()) == len(found), "a message was recorded twice"
     assert set(acked) <= set(found), "an acknowledged message was lost"
     assert len(acked) > kills  # the kills really came in the middle of work
+    print(
+        f"crashes: {kills} kills, acknowledged {len(acked)}, recorded {len(found)}, "
+        f"lost {len(set(acked) - set(found))}, duplicated {sum(found.values()) - len(found)}"
+    )
     for flow_id in flows:  # every flow resumed where it was and finished
         state = engine.get_flow(flow_id)
         assert state.status is FlowStatus.COMPLETED
