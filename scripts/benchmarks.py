@@ -169,7 +169,7 @@ class Bench:
         def ours() -> dict[str, float]:
             ids = [self.engine.start_conversation("bench") for _ in range(conversations)]
             engine = AsyncEngine(self.engine, max_threads=conversations)
-            batches_before = self.engine.store._group_commit.batches
+            batches_before = self.engine.store.commits
 
             async def talk(cid: uuid.UUID) -> None:
                 for i in range(each):
@@ -183,7 +183,7 @@ class Bench:
             started = time.perf_counter()
             anyio.run(main)
             elapsed = time.perf_counter() - started
-            batches = self.engine.store._group_commit.batches - batches_before
+            batches = self.engine.store.commits - batches_before
             return {"commands_per_s": total / elapsed, "commands_per_commit": total / batches}
 
         def raw() -> dict[str, float]:
@@ -265,7 +265,7 @@ class Bench:
             conversation = fold(None, store.stream(ours_id))
             no_snapshots = time.perf_counter() - started
             assert conversation is not None and conversation.version == n
-            store._cache.clear()
+            store.forget_cached()
             started = time.perf_counter()
             store.load(ours_id)
             with_snapshots = time.perf_counter() - started

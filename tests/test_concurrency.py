@@ -45,7 +45,7 @@ def start(env, name: str, threads: int, commands: int, conversations, flows=()):
 
 
 def logged_messages(engine: Engine, conversations) -> Counter:
-    engine.store._cache.clear()
+    engine.store.forget_cached()
     found: Counter = Counter()
     for cid in conversations:
         history = engine.history(cid)

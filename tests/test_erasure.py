@@ -116,7 +116,7 @@ def test_message_content_and_flow_answers_are_sealed_at_rest_and_read_back_in_cl
     assert rows(database_url, f"SELECT count(*) FROM {schema}.voxledger_snapshots")[0][0] >= 1
     assert not [state for state in on_disk if MARK.encode() in state]
 
-    engine.store._cache.clear()  # type: ignore[attr-defined]
+    engine.store.forget_cached()  # type: ignore[attr-defined]
     state = engine.get_conversation(cid)  # from the snapshot and the events after it
     assert state.participant == f"{MARK} (participant)" and state.metadata["phone"] == f"{MARK} tel"
     assert state.messages[0].content == f"my name is {MARK}"
@@ -192,7 +192,7 @@ def test_rows_written_before_sealing_still_read(engine: Engine) -> None:
         engine.add_message(cid, "user", f"plain {i}")
     store.mapper.keys = keys  # type: ignore[attr-defined]
     engine.add_message(cid, "user", "sealed")
-    store._cache.clear()  # type: ignore[attr-defined]
+    store.forget_cached()  # type: ignore[attr-defined]
     state = engine.get_conversation(cid)  # a plaintext snapshot, then a sealed event
     assert state.participant == MARK and [m.content for m in state.messages[-2:]] == [
         "plain 99",
@@ -234,7 +234,7 @@ def test_an_altered_sealed_value_is_a_corrupt_event_naming_stream_and_version(
     flipped[-1] ^= 1
     payload["content"] = msgspec.msgpack.Ext(sealed.code, bytes(flipped))
     replace_state(database_url, schema, cid, 2, msgspec.msgpack.encode(payload))
-    engine.store._cache.clear()  # type: ignore[attr-defined]
+    engine.store.forget_cached()  # type: ignore[attr-defined]
     with pytest.raises(CorruptEvent, match=f"stream {cid} version 2.*sealed content"):
         engine.get_conversation(cid)
 
@@ -249,7 +249,7 @@ def test_a_sealed_value_moved_to_another_stream_does_not_open_there(
     payload = msgspec.msgpack.decode(sealed_content(database_url, schema, two, 2))
     payload["content"] = stolen
     replace_state(database_url, schema, two, 2, msgspec.msgpack.encode(payload))
-    engine.store._cache.clear()  # type: ignore[attr-defined]
+    engine.store.forget_cached()  # type: ignore[attr-defined]
     with pytest.raises(CorruptEvent, match=f"stream {two} version 2"):
         engine.get_conversation(two)
 

@@ -41,7 +41,7 @@ def test_the_engine_works_as_an_append_only_role(
         cid = engine.start_conversation("chat")
         for i in range(120):  # past a snapshot
             engine.add_message(cid, "user", f"m{i}")
-        engine.store._cache.clear()
+        engine.store.forget_cached()
         assert engine.get_conversation(cid).version == 121
     with psycopg.connect(app_role_url, autocommit=True) as conn:
         for statement in (

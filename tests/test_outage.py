@@ -51,7 +51,7 @@ def test_commands_during_an_outage_fail_clearly_and_the_engine_recovers_after_it
             engine.add_message(cid, "user", "during the outage")
         own_server.ensure_postgres_running()
         engine.add_message(cid, "user", "after the outage")
-        engine.store._cache.clear()
+        engine.store.forget_cached()
         contents = [m.content for m in engine.get_conversation(cid).messages]
         assert contents == ["before the outage", "after the outage"]
 
@@ -75,7 +75,7 @@ def test_an_exhausted_pool_gives_a_timeout_error_not_a_hang(
         for caller in callers:
             caller.start()
         holding.wait()
-        engine.store._cache.clear()
+        engine.store.forget_cached()
         started = time.monotonic()
         with pytest.raises(Unavailable, match="couldn't get a connection"):
             engine.get_conversation(cid)
@@ -152,7 +152,7 @@ def test_writers_under_load_through_restarts_lose_and_duplicate_nothing_acknowle
         done.set()
         for w in writers:
             w.join()
-        engine.store._cache.clear()
+        engine.store.forget_cached()
         found = [m.id for cid in conversations for m in engine.get_conversation(cid).messages]
         assert len(found) == len(set(found)), "a command was recorded twice"
         assert set(acked) <= set(found), "an acknowledged command was lost"

@@ -104,7 +104,7 @@ def test_an_unreadable_event_is_named_and_other_conversations_stay_readable(
     healthy = engine.start_conversation("chat")
     engine.add_message(healthy, "user", "still here")
     plant(database_url, schema, broken, 2, topic, state)
-    engine.store._cache.clear()
+    engine.store.forget_cached()
     with pytest.raises(CorruptEvent, match=reason) as error:
         engine.get_conversation(broken)
     assert f"stream {broken} version 2" in str(error.value)
@@ -147,7 +147,7 @@ def test_sql_looking_and_control_character_content_is_stored_and_returned_verbat
     cid = engine.start_conversation("chat")
     engine.add_message(cid, "user", content)
     engine.update_context(cid, {"note": content})
-    engine.store._cache.clear()
+    engine.store.forget_cached()
     state = engine.get_conversation(cid)
     assert state.messages[0].content == content and state.context["note"] == content
 

@@ -262,6 +262,16 @@ class EventStore(Application[UUID]):
             cursor.execute(statement, (get_topic(event_cls),))
             return cursor.fetchall()
 
+    @property
+    def commits(self) -> int:
+        """Append transactions made by this process (saves / commits = mean batch size)."""
+        return self._group_commit.batches
+
+    def forget_cached(self) -> None:
+        """Drop every cached aggregate: the next load reads the database."""
+        with self._cache_lock:
+            self._cache.clear()
+
     def head(self) -> int:
         """The position of the newest event in the log (0 when empty)."""
         with reachable():
