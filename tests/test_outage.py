@@ -126,6 +126,7 @@ def test_writers_under_load_through_restarts_lose_and_duplicate_nothing_acknowle
         conversations = [engine.start_conversation("chat") for _ in range(4)]
         acked: list[str] = []
         refused: list[Exception] = []
+        waited: list[float] = []  # commands that rode out an outage on the store's retries
         done = threading.Event()
 
         def write(k: int) -> None:
@@ -133,9 +134,12 @@ def test_writers_under_load_through_restarts_lose_and_duplicate_nothing_acknowle
             while not done.is_set():
                 message_id = f"w{k}-{n}"
                 n += 1
+                started = time.monotonic()
                 try:
                     engine.add_message(conversations[k % 4], "user", "x", message_id=message_id)
                     acked.append(message_id)
+                    if time.monotonic() - started > 0.5:
+                        waited.append(time.monotonic() - started)
                 except Unavailable as error:
                     refused.append(error)
                     time.sleep(0.05)
@@ -156,9 +160,11 @@ def test_writers_under_load_through_restarts_lose_and_duplicate_nothing_acknowle
         found = [m.id for cid in conversations for m in engine.get_conversation(cid).messages]
         assert len(found) == len(set(found)), "a command was recorded twice"
         assert set(acked) <= set(found), "an acknowledged command was lost"
-        assert refused, "the outage never reached a writer"
+        # Each outage either refused commands clearly or made them wait it out (retries).
+        assert refused or waited, "the outage never reached a writer"
         assert len(acked) > 50
         print(
-            f"outages: {outages}, acknowledged {len(acked)}, refused {len(refused)}, "
+            f"outages: {outages}, acknowledged {len(acked)} ({len(waited)} waited one out), "
+            f"refused {len(refused)}, "
             f"recorded {len(found)}, lost 0, duplicated 0"
         )
