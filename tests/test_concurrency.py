@@ -18,9 +18,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from test_projections import dump, running  # the projection suite's own helpers
 
 from voxledger.domain.engine import Engine
 from voxledger.domain.flow import FlowStatus
+from voxledger.scripts.project import open_projections
 
 pytestmark = pytest.mark.concurrency
 WORKER = str(Path(__file__).parent / "workers" / "hammer.py")
@@ -64,10 +66,12 @@ def test_many_threads_in_several_processes_lose_and_duplicate_nothing(
     ]
     processes = [start(cli_env, f"p{i}", 6, 25 * SCALE, conversations, flows) for i in range(3)]
     acked = []
-    for process in processes:
-        out, _ = process.communicate(timeout=300)
-        assert process.returncode == 0
-        acked += [line.split()[2] for line in out.splitlines() if line.startswith("message")]
+    with running(engine):  # the projections tail the log while the writers race
+        for process in processes:
+            out, _ = process.communicate(timeout=300)
+            assert process.returncode == 0
+            acked += [line.split()[2] for line in out.splitlines() if line.startswith("message")]
+        open_projections(engine.store).wait_for(engine.store.head(), timeout=60)
     found = logged_messages(engine, conversations)
     assert sum(found.values()) == len(found), "a message was recorded twice"
     assert set(found) == set(acked), "acknowledged and recorded messages differ"
@@ -79,6 +83,7 @@ def test_many_threads_in_several_processes_lose_and_duplicate_nothing(
     for flow_id in flows:
         state = engine.get_flow(flow_id)
         assert state.status is FlowStatus.COMPLETED and state.answers["city"] == "Kazan"
+    assert dump(engine) == dump(engine, rebuild=True)  # live projections equal a rebuild
 
 
 def test_processes_killed_at_random_points_lose_nothing_acknowledged(
