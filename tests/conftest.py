@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from debug_scenario import InProcess, Scenario, build_scenario
 from psycopg import sql
 
 from voxledger.adapters.bootstrap import open_engine
@@ -68,3 +69,18 @@ def engine(database_url: str, schema: str, clock: StepClock) -> Iterator[Engine]
     """An Engine on this test's own schema."""
     with open_engine(database_url, schema=schema, clock=clock) as e:
         yield e
+
+
+@pytest.fixture
+def scenario(engine: Engine) -> Scenario:
+    """A conversation with a completed flow, an edit and an undo (the debugging tests')."""
+    return build_scenario(engine)
+
+
+@pytest.fixture
+def run(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> InProcess:
+    """The voxledger command run in this process, on the test database."""
+    monkeypatch.setenv("VOXLEDGER_DATABASE_URL", database_url)
+    return InProcess(capsys, monkeypatch)

@@ -10,26 +10,12 @@ import subprocess
 from datetime import timedelta
 
 import pytest
-from debug_scenario import VOXLEDGER, InProcess, Scenario, build_scenario, voxledger
+from debug_scenario import VOXLEDGER, InProcess, Scenario, voxledger
 
 from voxledger.domain.engine import Engine
 from voxledger.scripts.inspect import state_document
 from voxledger.scripts.output import to_plain
 from voxledger.scripts.timetravel import document
-
-
-@pytest.fixture
-def scenario(engine: Engine) -> Scenario:
-    return build_scenario(engine)
-
-
-@pytest.fixture
-def run(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, database_url: str
-) -> InProcess:
-    monkeypatch.setenv("VOXLEDGER_DATABASE_URL", database_url)
-    return InProcess(capsys, monkeypatch)
-
 
 # -- log ---------------------------------------------------------------------------------------
 

@@ -82,14 +82,6 @@ def long(database_url: str, long_schema: str) -> Long:
         return build_long(store)
 
 
-@pytest.fixture
-def run(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, database_url: str
-) -> InProcess:
-    monkeypatch.setenv("VOXLEDGER_DATABASE_URL", database_url)
-    return InProcess(capsys, monkeypatch)
-
-
 def test_at_rebuilds_any_version_of_a_long_conversation_as_it_was(
     run: InProcess, long_schema: str, long: Long
 ) -> None:

@@ -10,25 +10,12 @@ from pathlib import Path
 import msgspec
 import psycopg
 import pytest
-from debug_scenario import InProcess, Scenario, build_scenario, voxledger
+from debug_scenario import InProcess, Scenario, voxledger
 from psycopg import sql
 
 from voxledger.domain.conversation import ConversationSnapshot, Status
 from voxledger.domain.engine import Engine
 from voxledger.scripts.project import open_runner
-
-
-@pytest.fixture
-def scenario(engine: Engine) -> Scenario:
-    return build_scenario(engine)
-
-
-@pytest.fixture
-def run(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, database_url: str
-) -> InProcess:
-    monkeypatch.setenv("VOXLEDGER_DATABASE_URL", database_url)
-    return InProcess(capsys, monkeypatch)
 
 
 @pytest.fixture
