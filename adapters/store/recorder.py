@@ -60,6 +60,15 @@ class TupleReads:
     datastore: PostgresDatastore
     events_table_name: str
 
+    @functools.cached_property
+    def _select_stream(self) -> str:
+        # Plain text, rendered once: psycopg then parses and prepares it once per connection.
+        return (
+            SQL("SELECT originator_version, topic, state FROM {}.{} WHERE originator_id = %s")
+            .format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+            .as_string(None)
+        )
+
     @retried
     def select_events(
         self,
@@ -71,21 +80,17 @@ class TupleReads:
         limit: int | None = None,
     ) -> Sequence[StoredEvent]:
         """One stream's events in version order (or reversed), optionally a slice of it."""
-        statement = SQL(
-            "SELECT originator_version, topic, state FROM {}.{} WHERE originator_id = %s"
-        ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        statement = self._select_stream
         params: list[Any] = [originator_id]
         if gt is not None:
-            statement += SQL(" AND originator_version > %s")
+            statement += " AND originator_version > %s"
             params.append(gt)
         if lte is not None:
-            statement += SQL(" AND originator_version <= %s")
+            statement += " AND originator_version <= %s"
             params.append(lte)
-        statement += SQL(
-            " ORDER BY originator_version DESC" if desc else " ORDER BY originator_version"
-        )
+        statement += " ORDER BY originator_version DESC" if desc else " ORDER BY originator_version"
         if limit is not None:
-            statement += SQL(" LIMIT %s")
+            statement += " LIMIT %s"
             params.append(limit)
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as c:
             c.execute(statement, params, prepare=True, binary=True)  # bytea without hex
@@ -131,7 +136,11 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
                 channel=Identifier(self.channel_name),
             )
         )
-        self.append_statement = SQL("SELECT * FROM {}.{}(%s, %s, %s, %s)").format(schema, function)
+        # Rendered once: a composed statement is re-rendered on every execute, which costs
+        # more than a third of the client's time per append.
+        self.append_statement = (
+            SQL("SELECT * FROM {}.{}(%s, %s, %s, %s)").format(schema, function).as_string(None)
+        )
 
     @retried
     def insert_events(
