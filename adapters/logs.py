@@ -31,3 +31,18 @@ def configure_logging(level: str | None = None, *, json: bool | None = None) -> 
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+_ENABLED: dict[tuple[type, int], bool] = {}
+
+
+def enabled_for(level: int) -> bool:
+    """Whether structlog's configured loggers pass this level, without binding a logger
+    (which costs microseconds: too much for a check on every append)."""
+    wrapper = structlog.get_config()["wrapper_class"]
+    known = _ENABLED.get((wrapper, level))
+    if known is None:
+        check = getattr(wrapper, "is_enabled_for", None)
+        known = bool(check(wrapper(None, [], {}), level)) if check is not None else True
+        _ENABLED[(wrapper, level)] = known
+    return known

@@ -1,35 +1,125 @@
-"""The Engine for async adapters (anyio): one conversation's commands in order, many at once.
+"""The Engine for async adapters (anyio): one conversation's commands in order, many at once,
+and the commands of many conversations coalesced into shared commits.
 
-The store is synchronous, so commands run in worker threads, at most as many as the
-connection pool serves. Commands to one conversation wait for each other (a lock keyed by
-id), so they never race each other into optimistic-concurrency retries.
+A command whose aggregates this process holds in memory runs right here, in the event
+loop: the domain work takes microseconds and needs no thread. Its new events then wait for
+a commit, which they share with every other command that came in meanwhile (the first
+command to arrive while no commit runs leads: it writes the queue in a worker thread and
+hands the lead on). Each save in a shared commit stays atomic and gets its own outcome, so
+a command that lost a race fails alone: it runs again, from a fresh read, the usual way.
+A lone command commits at once, so coalescing adds no latency when load is light.
+
+Everything else (a first read of a conversation, queries, a command that would touch the
+database before its commit) runs as before: the synchronous Engine in a worker thread, at
+most as many at once as the connection pool serves. Commands to one conversation wait for
+each other (a lock keyed by id), so they never race each other into retries.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import copy
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import anyio
 import anyio.to_thread
+from eventsourcing.domain import Aggregate
 
 from .engine import Engine
+from .errors import Conflict
+
+
+class CoalescingStore(Protocol):
+    """What a store offers for commands to run in the event loop (EventStore does)."""
+
+    def take_cached(self, aggregate_id: UUID) -> Aggregate | None:
+        """The aggregate if it is in memory and known current, else None (no I/O)."""
+        ...
+
+    def save_each(self, saves: Sequence[Sequence[Aggregate]]) -> list[int | BaseException | None]:
+        """Several saves, each atomic, in as few transactions as possible."""
+        ...
+
+    def remember(self, aggregates: tuple[Aggregate, ...]) -> None:
+        """Keep unchanged aggregates in memory again (after ``take_cached``)."""
+        ...
+
+
+class _NeedsIO(Exception):
+    """The command needs the database before its commit: run it in a thread instead."""
+
+
+class _InLoop:
+    """The store as a command running in the event loop sees it: loads come from memory or
+    not at all, and the one save is held back for a shared commit."""
+
+    def __init__(self, store: CoalescingStore) -> None:
+        self.store = store
+        self.loaded: list[Aggregate] = []
+        self.saved: tuple[Aggregate, ...] | None = None
+
+    def load(
+        self, aggregate_id: UUID, version: int | None = None, *, cached: bool = False
+    ) -> Aggregate:
+        aggregate = self.store.take_cached(aggregate_id) if cached and version is None else None
+        if aggregate is None:
+            raise _NeedsIO
+        self.loaded.append(aggregate)
+        return aggregate
+
+    def save(self, *aggregates: Aggregate) -> None:
+        if self.saved is not None:
+            raise _NeedsIO  # a second save would not be atomic with the first: not here
+        self.saved = aggregates
+
+    def __getattr__(self, name: str) -> Any:
+        raise _NeedsIO  # streams, ids, history: reads, which need a thread
+
+    def give_back(self) -> None:
+        """Return the aggregates a command loaded but did not change to the cache."""
+        self.store.remember(tuple(a for a in self.loaded if not a.pending_events))
+
+
+class _Commit:
+    """One command's save, waiting in the queue for a shared commit."""
+
+    __slots__ = ("aggregates", "finished", "outcome", "wake")
+
+    def __init__(self, aggregates: Sequence[Aggregate]) -> None:
+        self.aggregates = aggregates
+        self.wake = anyio.Event()
+        self.finished = False
+        self.outcome: int | BaseException | None = None
 
 
 class AsyncEngine:
     """Every public Engine method, as a coroutine with the same arguments."""
 
-    def __init__(self, engine: Engine, *, max_threads: int = 8) -> None:
+    def __init__(self, engine: Engine, *, max_threads: int = 8, max_batch: int = 500) -> None:
         self.engine = engine
         self._limiter = anyio.CapacityLimiter(max_threads)
-        self._locks: dict[UUID, tuple[anyio.Lock, int]] = {}
+        self._turns: dict[UUID, deque[anyio.Event]] = {}  # per busy conversation
+        self._max_batch = max_batch  # commands per shared commit
+        self._queue: list[_Commit] = []
+        self._gathering = False
+        self._writers = anyio.CapacityLimiter(4)  # batches in flight at once
+        self.coalesced = 0  # commands that ran in the loop and committed in a shared commit
+        store = engine.store
+        self._store: CoalescingStore | None = (
+            store if hasattr(store, "take_cached") and hasattr(store, "save_each") else None
+        )
+        # The engine as commands in the loop use it: its store is swapped per command, and
+        # a save never conflicts there (the shared commit finds out, and this engine retries).
+        self._in_loop = copy.copy(engine)
+        self._in_loop.max_retries, self._in_loop.backoff = 0, None
 
     async def start_conversation(self, *args: Any, **kwargs: Any) -> UUID:
         """Open a conversation (no ordering needed: it has no id yet, or a fresh one)."""
-        return await self._in_thread(self.engine.start_conversation, *args, **kwargs)
+        return await self._command("start_conversation", args, kwargs)
 
     async def run(
         self, method: Callable[..., Any], conversation_id: UUID, *args: Any, **kwargs: Any
@@ -44,27 +134,104 @@ class AsyncEngine:
             raise AttributeError(name)
 
         async def call(conversation_id: UUID, *args: Any, **kwargs: Any) -> Any:
-            return await self.run(method, conversation_id, *args, **kwargs)
+            async with self._serial(conversation_id):
+                return await self._command(name, (conversation_id, *args), kwargs)
 
         call.__doc__ = method.__doc__
+        setattr(self, name, call)  # made once per name
         return call
+
+    async def _command(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run the command in the loop and commit it with others; else in a thread."""
+        if self._store is not None:
+            view = _InLoop(self._store)
+            engine = self._in_loop
+            engine.store = view  # type: ignore[assignment]  # the call below never awaits
+            result: Any = None
+            failure: Exception | None = None
+            try:
+                result = getattr(engine, name)(*args, **kwargs)
+            except _NeedsIO:
+                view.give_back()
+                return await self._in_thread(getattr(self.engine, name), *args, **kwargs)
+            except Exception as error:
+                if view.saved is None:
+                    raise
+                failure = error  # raised after its save (an expiry): the save still counts
+            if view.saved is None:
+                return result  # nothing to record
+            # Once queued, the save completes even if the caller is cancelled: a leader
+            # that walked away would strand everyone queued behind it.
+            with anyio.CancelScope(shield=True):
+                outcome = await self._commit(view.saved)
+            if not isinstance(outcome, BaseException):
+                self.coalesced += 1
+                if failure is not None:
+                    raise failure
+                return result
+            if not isinstance(outcome, Conflict):
+                raise outcome
+            # Lost a race to another process: run it again from a fresh read.
+        return await self._in_thread(getattr(self.engine, name), *args, **kwargs)
+
+    async def _commit(self, aggregates: Sequence[Aggregate]) -> int | BaseException | None:
+        commit = _Commit(aggregates)
+        self._queue.append(commit)
+        if self._gathering:
+            await commit.wake.wait()  # committed, or handed the lead of the next batch
+        if not commit.finished:
+            self._gathering = True
+            await anyio.sleep(0)  # let commands that are ready now join this batch
+            batch = self._queue[: self._max_batch]
+            del self._queue[: len(batch)]
+            if self._queue:
+                self._queue[0].wake.set()  # the next in line gathers the next batch
+            else:
+                self._gathering = False  # the next command to come gathers one
+            # While this batch commits, the next one gathers; the store's group commit
+            # merges batches that wait for the same transaction.
+            assert self._store is not None
+            try:
+                outcomes = await anyio.to_thread.run_sync(
+                    self._store.save_each, [c.aggregates for c in batch], limiter=self._writers
+                )
+            except BaseException as error:  # the thread itself failed: everyone hears it
+                outcomes = [error] * len(batch)
+            for c, outcome in zip(batch, outcomes, strict=True):
+                c.outcome, c.finished = outcome, True
+                c.wake.set()
+        return commit.outcome
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
 
     @asynccontextmanager
     async def _serial(self, conversation_id: UUID) -> AsyncIterator[None]:
-        lock, users = self._locks.get(conversation_id, (None, 0))
-        if lock is None:
-            lock = anyio.Lock()
-        self._locks[conversation_id] = (lock, users + 1)
+        """Run after the conversation's earlier commands: a queue per busy conversation,
+        gone when it empties (idle conversations cost nothing). Unlike a lock, the first
+        command in takes its turn without yielding to the loop."""
+        waiting = self._turns.get(conversation_id)
+        if waiting is None:
+            self._turns[conversation_id] = deque()
+        else:
+            turn = anyio.Event()
+            waiting.append(turn)
+            try:
+                await turn.wait()
+            except BaseException:
+                if turn.is_set():
+                    self._next_turn(conversation_id)  # handed the turn as it was cancelled
+                else:
+                    waiting.remove(turn)
+                raise
         try:
-            async with lock:
-                yield
+            yield
         finally:
-            # Forget the lock when nobody waits on it, so idle conversations cost nothing.
-            lock, users = self._locks[conversation_id]
-            if users == 1:
-                del self._locks[conversation_id]
-            else:
-                self._locks[conversation_id] = (lock, users - 1)
+            self._next_turn(conversation_id)
+
+    def _next_turn(self, conversation_id: UUID) -> None:
+        waiting = self._turns[conversation_id]
+        if waiting:
+            waiting.popleft().set()
+        else:
+            del self._turns[conversation_id]

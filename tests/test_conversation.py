@@ -232,6 +232,7 @@ def test_long_conversations_are_snapshotted_and_load_the_same_as_a_full_replay(
     cid = engine.start_conversation("chat")
     for i in range(250):
         engine.add_message(cid, "user", f"m{i}")
+    assert engine.store.flush_snapshots(timeout=30)  # written behind the commands
     snapshots = list(engine.store.snapshots.get(cid))
     assert [s.originator_version for s in snapshots] == [100, 200]
     loaded = engine.get_conversation(cid)

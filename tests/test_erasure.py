@@ -112,6 +112,7 @@ def test_message_content_and_flow_answers_are_sealed_at_rest_and_read_back_in_cl
     engine: Engine, database_url: str, schema: str
 ) -> None:
     cid, flow = converse(engine)
+    assert engine.store.flush_snapshots(timeout=30)  # type: ignore[attr-defined]
     on_disk = stored_bytes(database_url, schema)
     assert rows(database_url, f"SELECT count(*) FROM {schema}.voxledger_snapshots")[0][0] >= 1
     assert not [state for state in on_disk if MARK.encode() in state]

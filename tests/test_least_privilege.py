@@ -39,8 +39,10 @@ def test_the_engine_works_as_an_append_only_role(
     monkeypatch.setenv("VOXLEDGER_CREATE_TABLES", "no")
     with open_engine(app_role_url, schema=schema) as engine:
         cid = engine.start_conversation("chat")
-        for i in range(120):  # past a snapshot
+        for i in range(120):  # past a snapshot, which this role may write
             engine.add_message(cid, "user", f"m{i}")
+        assert engine.store.flush_snapshots(timeout=30)
+        assert engine.store.snapshot_writer.written == 1
         engine.store.forget_cached()
         assert engine.get_conversation(cid).version == 121
     with psycopg.connect(app_role_url, autocommit=True) as conn:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 from uuid import UUID
@@ -25,11 +25,13 @@ from psycopg.sql import SQL, Identifier
 
 from ...domain.conversation import Conversation
 from ...domain.errors import BadInput, Conflict, NotFound, Unavailable
+from ..logs import enabled_for
 from .group_commit import GroupCommit
 from .history import History
 from .keys import KeyRing
 from .mapper import Erased, ErasedState
 from .recorder import SnapshotRecorder
+from .snapshots import SnapshotWriter
 
 log = structlog.get_logger("voxledger.store")
 
@@ -47,8 +49,21 @@ def reachable() -> Iterator[None]:
     try:
         yield
     except (OperationalError, InterfaceError, psycopg.OperationalError) as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise Unavailable(f"database unavailable: {reason}") from e
+        raise _unavailable(e) from e
+
+
+def _unavailable(error: BaseException) -> Unavailable:
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    failure = Unavailable(f"database unavailable: {reason}")
+    failure.__cause__ = error
+    return failure
+
+
+def _failure(error: BaseException) -> BaseException:
+    """An error as a caller of the store sees it: a lost connection as Unavailable."""
+    if isinstance(error, (OperationalError, InterfaceError, psycopg.OperationalError)):
+        return _unavailable(error)
+    return error
 
 
 def _copy(aggregate: Aggregate) -> Aggregate:
@@ -88,6 +103,19 @@ class EventStore(Application[UUID]):
         if self.factory.env_create_table():
             self.keys.create_table()
         self.mapper.keys = self.keys  # type: ignore[attr-defined]
+        assert self.snapshots is not None
+        self.snapshot_writer = SnapshotWriter(self.snapshots.recorder.insert_events)
+
+    def close(self) -> None:
+        """Write the snapshots still queued, then release the connections."""
+        self.snapshot_writer.close()
+        self.recorder.release_appender()  # type: ignore[attr-defined]
+        super().close()
+
+    def flush_snapshots(self, timeout: float | None = None) -> bool:
+        """Wait until the snapshots taken so far are written (they are written behind the
+        commands that take them); False if the timeout ran out first."""
+        return self.snapshot_writer.flush(timeout)
 
     def construct_snapshot_store(self) -> Any:
         """The snapshot store, on a recorder that reads large snapshots fast."""
@@ -119,7 +147,7 @@ class EventStore(Application[UUID]):
                 with reachable():
                     newer = self.events.get(aggregate_id, gt=aggregate.version)
                 aggregate = fold(aggregate, newer)
-                self._remember((aggregate,))
+                self.remember((aggregate,))
                 return _copy(aggregate)
         try:
             with reachable():
@@ -142,24 +170,70 @@ class EventStore(Application[UUID]):
 
         This replaces the library's ``Application.save``, whose per-event protocol checks
         and bookkeeping cost more than the commit itself on a fast disk."""
-        batches = [(a, a.collect_events()) for a in aggregates]
-        events = [e for _, new in batches for e in new]
-        if not events:
-            return None
+        (outcome,) = self.save_each([aggregates])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def save_each(self, saves: Sequence[Sequence[Aggregate]]) -> list[int | BaseException | None]:
+        """Several saves, each atomic on its own, written in as few transactions as possible
+        (the async engine's coalesced commands). Returns per save what ``save`` would have
+        returned, or the error it would have raised: one save's conflict fails no other."""
+        outcomes: list[int | BaseException | None] = [None] * len(saves)
+        batches: list[list[tuple[Aggregate, list[Any]]]] = []
+        stored: list[list[StoredEvent]] = []
+        index: list[int] = []  # which save each batch with events belongs to
+        for k, aggregates in enumerate(saves):
+            batch = [(a, a.collect_events()) for a in aggregates]
+            try:
+                events = [self.mapper.to_stored_event(e) for _, new in batch for e in new]
+            except Exception as error:  # for example, personal data for an erased stream
+                outcomes[k] = _failure(error)
+                continue
+            if events:
+                batches.append(batch)
+                stored.append(events)
+                index.append(k)
+        if not stored:
+            return outcomes
         try:
             with reachable():
-                positions = self._group_commit.append(
-                    list(map(self.mapper.to_stored_event, events))
-                )
-        except IntegrityError as e:
-            ids = ", ".join(str(a.id) for a in aggregates)
-            raise Conflict(f"a concurrent writer appended to {ids} first") from e
-        self.keys.note_new(a.id for a, new in batches if new and new[0].originator_version == 1)
-        self._snapshot(batches)
-        self._remember(aggregates)
-        if log.is_enabled_for(logging.DEBUG):
-            self._log(batches, positions)
-        return positions[-1] if positions else None
+                appended = self._group_commit.append_each(stored)
+        except Unavailable as error:
+            for k in index:
+                outcomes[k] = error
+            return outcomes
+        done = []
+        for k, batch, outcome in zip(index, batches, appended, strict=True):
+            if isinstance(outcome, IntegrityError):
+                ids = ", ".join(str(a.id) for a in saves[k])
+                conflict = Conflict(f"a concurrent writer appended to {ids} first")
+                conflict.__cause__ = outcome
+                outcomes[k] = conflict
+            elif isinstance(outcome, BaseException):
+                outcomes[k] = _failure(outcome)
+            else:
+                outcomes[k] = outcome[-1] if outcome else None
+                done.append(batch)
+                if enabled_for(logging.DEBUG):
+                    self._log(batch, outcome)
+        self.keys.note_new(
+            a.id for batch in done for a, new in batch if new[:1] and new[0].originator_version == 1
+        )
+        self._snapshot([pair for batch in done for pair in batch])
+        self.remember(tuple(a for batch in done for a, _ in batch))
+        return outcomes
+
+    def take_cached(self, aggregate_id: UUID) -> Aggregate | None:
+        """This process's last saved copy of the aggregate, for a command, if it can be had
+        without touching the database (else None, and the caller loads it the usual way)."""
+        with self._cache_lock:
+            aggregate = self._cache.pop(aggregate_id, None)
+        if aggregate is not None and not self.keys.known_not_erased(aggregate_id):
+            with self._cache_lock:  # whether it was erased meanwhile needs a read: not here
+                self._cache.setdefault(aggregate_id, aggregate)
+            return None
+        return aggregate
 
     @staticmethod
     def _log(batches: list[tuple[Aggregate, Any]], positions: Any) -> None:
@@ -177,7 +251,8 @@ class EventStore(Application[UUID]):
                     position=next(position, None),
                 )
 
-    def _remember(self, objs: tuple[Any, ...]) -> None:
+    def remember(self, objs: tuple[Any, ...]) -> None:
+        """Keep aggregates in memory (the newest copy of each) for the next command."""
         with self._cache_lock:
             for aggregate in objs:
                 if not isinstance(aggregate, Aggregate):
@@ -208,6 +283,7 @@ class EventStore(Application[UUID]):
         delete = SQL("DELETE FROM {}.{} WHERE originator_id = ANY(%s)").format(
             Identifier(self.recorder.datastore.schema), Identifier(snapshots)
         )
+        self.snapshot_writer.discard(streams)  # none of theirs may land after the delete
         with reachable():
             self.keys.erase(streams, also=lambda cursor: cursor.execute(delete, (streams,)))
         with self._cache_lock:
@@ -291,4 +367,4 @@ class EventStore(Application[UUID]):
                 except Erased:
                     pass  # an erased stream keeps no state to seal: it loads from its events
         if snapshots:
-            self.snapshots.recorder.insert_events(snapshots)
+            self.snapshot_writer.put(snapshots)

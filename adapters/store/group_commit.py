@@ -3,8 +3,10 @@
 Every append takes the events table's lock, so commits to one log are serial anyway. Instead
 of each writer waiting its turn for a commit of its own, the writers that queued up while one
 commit ran are written together in the next. A lone writer commits at once (no added
-latency); under load, batches grow by themselves. If one command in a batch lost a race
-(its stream moved on), the batch is retried one save at a time, so only that command fails.
+latency); under load, batches grow by themselves. A caller may hand in many saves at once
+(the async engine's coalesced commands): each save stays atomic and gets its own outcome. If
+one save in a batch lost a race (its stream moved on), the batch is retried one save at a
+time, so only that save fails.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ from typing import Any
 from eventsourcing.persistence import IntegrityError
 
 
-class _Request:
-    __slots__ = ("error", "events", "finished", "result", "wake")
+class _Ticket:
+    """One caller's saves, waiting for a commit; filled in with an outcome per save."""
 
-    def __init__(self, events: Sequence[Any]) -> None:
-        self.events = events
-        self.wake = threading.Event()
+    __slots__ = ("finished", "outcomes", "saves", "size", "wake")
+
+    def __init__(self, saves: Sequence[Sequence[Any]]) -> None:
+        self.saves = saves
+        self.size = sum(len(events) for events in saves)
+        self.wake: threading.Event | None = None  # made only if the caller has to wait
         self.finished = False
-        self.result: Any = None
-        self.error: BaseException | None = None
+        # Per save: its positions in the log, or the error that stopped it.
+        self.outcomes: list[Sequence[int] | BaseException] = []
 
 
 class GroupCommit:
@@ -32,61 +37,79 @@ class GroupCommit:
 
     def __init__(self, write: Callable[[list[Any]], Sequence[int]], max_batch: int = 500) -> None:
         self._write = write  # appends events in one transaction; returns their positions
-        self._max_batch = max_batch
+        self._max_batch = max_batch  # events per transaction, when the queue offers more
         self._lock = threading.Lock()
-        self._pending: list[_Request] = []
+        self._pending: list[_Ticket] = []
         self._committing = False
         self.batches = 0  # commits made, for benchmarks: saves / batches = mean batch size
 
     def append(self, events: Sequence[Any]) -> Sequence[int]:
         """Append one save's events atomically; returns their positions in the log."""
-        request = _Request(events)
+        (outcome,) = self.append_each([events])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def append_each(self, saves: Sequence[Sequence[Any]]) -> list[Sequence[int] | BaseException]:
+        """Append several saves, each atomically, in as few transactions as the batch
+        allows; returns per save its positions or the error that stopped it."""
+        ticket = _Ticket(saves)
         with self._lock:
-            self._pending.append(request)
+            self._pending.append(ticket)
             lead = not self._committing
             self._committing = True
-        if not lead:
-            request.wake.wait()  # either our save is done, or we are to lead the next batch
-        if not request.finished:
+            if not lead:
+                ticket.wake = threading.Event()
+        if ticket.wake is not None:
+            ticket.wake.wait()  # either our saves are done, or we are to lead the next batch
+        if not ticket.finished:
             self._lead()
-        if request.error is not None:
-            raise request.error
-        return request.result
+        return ticket.outcomes
 
     def _lead(self) -> None:
         with self._lock:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: len(batch)]
+            # Whole tickets, at least one, up to the batch size in events.
+            pending, taken, size = self._pending, 1, self._pending[0].size
+            while taken < len(pending) and size + pending[taken].size <= self._max_batch:
+                size += pending[taken].size
+                taken += 1
+            batch = self._pending[:taken]
+            del self._pending[:taken]
         try:
-            self._commit(batch)
+            self._commit([save for ticket in batch for save in ticket.saves], batch)
         finally:
             with self._lock:
                 if self._pending:
-                    self._pending[0].wake.set()  # hand the lead on; it is not finished
+                    wake = self._pending[0].wake
+                    assert wake is not None  # every ticket queued behind a leader waits
+                    wake.set()  # hand the lead on; it is not finished
                 else:
                     self._committing = False
-            for request in batch:
-                request.finished = True
-                request.wake.set()
+            for ticket in batch:
+                ticket.finished = True
+                if ticket.wake is not None:
+                    ticket.wake.set()
 
-    def _commit(self, batch: list[_Request]) -> None:
+    def _commit(self, saves: list[Sequence[Any]], batch: list[_Ticket]) -> None:
         self.batches += 1
-        if len(batch) > 1:
+        outcomes: list[Sequence[int] | BaseException] = []
+        if len(saves) > 1:
             try:
-                positions = list(self._write([e for r in batch for e in r.events]))
+                positions = list(self._write([e for events in saves for e in events]))
             except IntegrityError:
-                pass  # someone in the batch lost a race: find out who, one at a time
+                pass  # some save in the batch lost a race: find out which, one at a time
             except BaseException as error:
-                for request in batch:
-                    request.error = error
-                return
+                outcomes = [error] * len(saves)
             else:
-                for request in batch:
-                    request.result = positions[: len(request.events)]
-                    del positions[: len(request.events)]
-                return
-        for request in batch:
-            try:
-                request.result = self._write(list(request.events))
-            except BaseException as error:
-                request.error = error
+                for events in saves:
+                    outcomes.append(positions[: len(events)])
+                    del positions[: len(events)]
+        if not outcomes:
+            for events in saves:
+                try:
+                    outcomes.append(self._write(list(events)))
+                except BaseException as error:
+                    outcomes.append(error)
+        for ticket in batch:
+            ticket.outcomes = outcomes[: len(ticket.saves)]
+            del outcomes[: len(ticket.saves)]

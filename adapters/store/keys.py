@@ -114,6 +114,12 @@ class KeyRing:
             known = self._fetch(stream_id, create=False)
         return known.erased
 
+    def known_not_erased(self, stream_id: UUID) -> bool:
+        """True if this process knows, within the last ``ttl_s`` seconds, that the stream
+        was not erased; False if it was, or if finding out would need a read."""
+        known = self._cached(stream_id)
+        return known is not None and not known.erased
+
     def note_new(self, stream_ids: Iterable[UUID]) -> None:
         """Streams this process has just created: known to be keyless and not erased, so
         the next command on one needs no read here (its first personal value issues the key)."""
