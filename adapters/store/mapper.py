@@ -96,11 +96,23 @@ class MsgspecMapper(Mapper[UUID]):
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         """Decode, upcast to the current class version, and restore field types."""
+        return self.decode(
+            stored_event.originator_id,
+            stored_event.originator_version,
+            stored_event.topic,
+            stored_event.state,
+        )
+
+    def decode(
+        self, originator_id: UUID | str, originator_version: int, topic: str, data: bytes
+    ) -> DomainEventProtocol[UUID]:
+        """``to_domain_event`` for a row as it comes from the database (a replay of many
+        rows need not wrap each in a StoredEvent first)."""
         try:
-            cls, class_version, typed, fields, personal = _PLANS[stored_event.topic]
+            cls, class_version, typed, fields, personal = _PLANS[topic]
         except KeyError:
-            cls, class_version, typed, fields, personal = _plan(stored_event)
-        data = stored_event.state
+            plan = _plan(StoredEvent(originator_id, originator_version, topic, data))
+            cls, class_version, typed, fields, personal = plan
         try:
             if self.cipher:
                 data = self.cipher.decrypt(data)
@@ -114,24 +126,24 @@ class MsgspecMapper(Mapper[UUID]):
             if type(state) is not dict:
                 raise TypeError(f"payload is a {type(state).__name__}, not a map")
             if personal or class_version > 1:
-                self._open(state, stored_event, personal, every=class_version > 1)
+                stored = StoredEvent(originator_id, originator_version, topic, data)
+                self._open(state, stored, personal, every=class_version > 1)
             if class_version > 1 or "class_version" in state:
                 version = state.pop("class_version", 1)
                 while version < class_version:
                     getattr(cls, f"upcast_v{version}_v{version + 1}")(state)
                     version += 1
-            originator_id = stored_event.originator_id
             state["originator_id"] = (
                 originator_id if type(originator_id) is UUID else UUID(str(originator_id))
             )
-            state["originator_version"] = stored_event.originator_version
+            state["originator_version"] = originator_version
             if not state.keys() >= fields:
                 raise KeyError(f"missing {', '.join(sorted(fields - state.keys()))}")
             if typed is None and class_version > 1 and _needs_conversion(cls):
                 return msgspec.convert(state, cls)  # upcast from a dict, then typed
         except (msgspec.MsgspecError, TypeError, ValueError, KeyError, AttributeError) as e:
-            where = _where(stored_event)
-            raise CorruptEvent(f"cannot decode {stored_event.topic} at {where}: {e}") from e
+            where = _where(StoredEvent(originator_id, originator_version, topic, data))
+            raise CorruptEvent(f"cannot decode {topic} at {where}: {e}") from e
         event = object.__new__(cls)
         object.__setattr__(event, "__dict__", state)
         return event

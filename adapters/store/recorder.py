@@ -83,7 +83,6 @@ class TupleReads:
             .as_string(None)
         )
 
-    @retried
     def select_events(
         self,
         originator_id: UUID | str,
@@ -94,6 +93,20 @@ class TupleReads:
         limit: int | None = None,
     ) -> Sequence[StoredEvent]:
         """One stream's events in version order (or reversed), optionally a slice of it."""
+        rows = self.select_rows(originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
+        return [StoredEvent(originator_id, version, topic, state) for version, topic, state in rows]
+
+    @retried
+    def select_rows(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> list[tuple[int, str, bytes]]:
+        """``select_events`` as bare (version, topic, state) rows, for replays."""
         statement = self._select_stream
         params: list[Any] = [originator_id]
         if gt is not None:
@@ -108,10 +121,7 @@ class TupleReads:
             params.append(limit)
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as c:
             c.execute(statement, params, prepare=True, binary=True)  # bytea without hex
-            return [
-                StoredEvent(originator_id, version, topic, state)
-                for version, topic, state in c.fetchall()
-            ]
+            return c.fetchall()
 
 
 def _columns(stored_events: Sequence[StoredEvent]) -> tuple[list[Any], ...]:
