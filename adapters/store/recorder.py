@@ -8,7 +8,8 @@ a reader tailing the log never skips a row that commits late), sends the same NO
 inserts every event. It is named after its own table, so two applications in one schema
 never share it (the flaw of the library's unsafe POSTGRES_ENABLE_DB_FUNCTIONS option), and
 it runs with its owner's rights, so the engine can run as a role that may append events
-through it but can neither update nor delete them.
+through it but can neither update nor delete them. A twin of it takes one event as scalars
+(the commonest save), and appends go through one connection kept for them.
 
 Reads: rows come back as tuples rather than dicts, which halves the cost of fetching a
 long stream.
@@ -196,6 +197,42 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
                 channel=Identifier(self.channel_name),
             )
         )
+        # The same for the commonest save, one event: scalars, not arrays, cost less to
+        # send and to insert.
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE OR REPLACE FUNCTION {schema}.{function}("
+                "new_id {id_type}, new_version bigint, new_topic text, new_state bytea) "
+                "RETURNS bigint LANGUAGE plpgsql "
+                "SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$ "
+                "DECLARE position bigint; BEGIN "
+                "PERFORM set_config('lock_timeout', {lock_timeout}, true); "
+                "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
+                "NOTIFY {channel}; "
+                "INSERT INTO {schema}.{table} "
+                "(originator_id, originator_version, topic, state) "
+                "VALUES (new_id, new_version, new_topic, new_state) "
+                "RETURNING notification_id INTO position; "
+                "RETURN position; "
+                "END $$"
+            ).format(
+                schema=schema,
+                function=Identifier(f"{events_table_name}_append_one"),
+                id_type=SQL(datastore.originator_id_type),
+                lock_timeout=Literal(f"{datastore.lock_timeout}s"),
+                table=table,
+                channel=Identifier(self.channel_name),
+            )
+        )
+        self.append_one_statement = (
+            SQL("SELECT {}.{}(%b::{}, %b::bigint, %b::text, %b::bytea)")
+            .format(
+                schema,
+                Identifier(f"{events_table_name}_append_one"),
+                SQL(datastore.originator_id_type),
+            )
+            .as_string(None)
+        )
         # Rendered once: a composed statement is re-rendered on every execute, which costs
         # more than a third of the client's time per append.
         self.append_statement = (
@@ -215,7 +252,12 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
         if not stored_events:
             return []
         with self._appending() as conn, conn.cursor(row_factory=tuple_row) as c:
-            c.execute(self.append_statement, _columns(stored_events), prepare=True, binary=True)
+            if len(stored_events) == 1:
+                e = stored_events[0]
+                params = (e.originator_id, e.originator_version, e.topic, e.state)
+                c.execute(self.append_one_statement, params, prepare=True, binary=True)
+            else:
+                c.execute(self.append_statement, _columns(stored_events), prepare=True, binary=True)
             return [row[0] for row in c.fetchall()]
 
     @contextmanager
