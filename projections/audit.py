@@ -8,7 +8,7 @@ so a rebuild derives exactly the same trail.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -19,8 +19,8 @@ from psycopg import sql
 from ..domain.conversation import Conversation
 from ..domain.flow import Flow
 from .batch import copy_rows, upsert
-from .current import status_after
-from .runner import LogEntry, StreamCache, Tables, stream_type
+from .current import STATUS_EVENTS, status_after
+from .runner import LogEntry, StreamCache, Tables, continued, stream_type
 
 C = Conversation
 Facts = dict[str, Any]
@@ -72,15 +72,6 @@ COUNTERS = frozenset(
         "cost",
     }
 )
-
-
-def _conversation_events() -> list[type]:
-    """Every event class of the Conversation aggregate."""
-    return [
-        cls
-        for cls in vars(Conversation).values()
-        if isinstance(cls, type) and issubclass(cls, C.Event | C.Started)
-    ]
 
 
 def _add(facts: Facts, name: str, amount: float) -> float:
@@ -207,9 +198,13 @@ def _with_status(
 
 # Every event class -> the facts it sets (name -> new value as JSON, None: no longer set).
 NEW_FACTS: dict[type, Callable[[Any, Facts], Facts]] = {
-    **{cls: _with_status(CONVERSATION_FACTS.get(cls)) for cls in _conversation_events()},
+    **CONVERSATION_FACTS,
+    **{cls: _with_status(CONVERSATION_FACTS.get(cls)) for cls in STATUS_EVENTS},
     **FLOW_FACTS,
 }
+
+
+_UNSET = object()
 
 
 def changes(e: Any, facts: Facts) -> dict[str, dict[str, Any]]:
@@ -218,10 +213,13 @@ def changes(e: Any, facts: Facts) -> dict[str, dict[str, Any]]:
     new_facts = NEW_FACTS.get(type(e))
     if new_facts is None:
         return {}
-    answered = field_fact(e.field) if hasattr(e, "field") else None
+    field = vars(e).get("field")  # an answer's (a failed attribute lookup costs more)
+    answered = None if field is None else field_fact(field)
     changed = {}
     for name, value in new_facts(e, facts).items():
-        old = facts.get(name, 0 if name in COUNTERS else None)
+        old = facts.get(name, _UNSET)
+        if old is _UNSET:
+            old = 0 if name in COUNTERS else None
         if old != value or name == answered:
             changed[name] = {"old": old, "new": value}
         if value is None:
@@ -334,18 +332,20 @@ class Audit:
 
     def apply(self, cur: psycopg.Cursor[Any], t: Tables, page: Sequence[LogEntry]) -> None:
         """Append the page's rows (COPY) and store the facts of the streams it touched."""
-        continued = {e.originator_id for _, e in page if e.originator_version > 1}
-        streams = self._streams.get(continued, lambda ids: _load_facts(cur, t, ids))
+        events = [e for _, e in page]
+        streams = self._streams.get(continued(events), lambda ids: _load_facts(cur, t, ids))
         touched: dict[UUID, tuple[str, Facts]] = {}
-        rows = []
-        for position, e in page:
-            stream = streams.get(e.originator_id)
-            if stream is None:
-                stream = streams[e.originator_id] = (stream_type(e), {})
-            touched[e.originator_id] = stream
-            kind, facts = stream
-            rows.append(
-                (
+
+        def rows() -> Iterator[tuple[Any, ...]]:
+            # Made as the COPY goes: the server stores each thousand rows as the next are made.
+            for position, e in page:
+                stream = streams.get(e.originator_id)
+                if stream is None:
+                    stream = streams[e.originator_id] = (stream_type(e), {})
+                touched[e.originator_id] = stream
+                kind, facts = stream
+                fields = vars(e)
+                yield (
                     position,
                     e.originator_id,
                     kind,
@@ -354,11 +354,11 @@ class Audit:
                     e.timestamp,
                     summary(e),
                     changes(e, facts),
-                    getattr(e, "correlation_id", None),
-                    getattr(e, "causation_id", None),
+                    fields.get("correlation_id"),
+                    fields.get("causation_id"),
                 )
-            )
-        copy_rows(cur, t["audit_trail"], TRAIL_TYPES, rows)
+
+        copy_rows(cur, t["audit_trail"], TRAIL_TYPES, rows())
         states = ((i, kind, facts) for i, (kind, facts) in touched.items())
         upsert(cur, t["audit_streams"], STREAMS_TYPES, states, STREAMS_CONFLICT)
         self._streams.trim()

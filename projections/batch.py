@@ -13,8 +13,9 @@ from typing import Any
 
 import msgspec
 import psycopg
-from psycopg import sql
-from psycopg.types.json import set_json_dumps
+from psycopg import postgres, sql
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 
 _encoder = msgspec.json.Encoder(enc_hook=str)
 NUL_STANDIN = "\u2400"  # PostgreSQL text and jsonb cannot hold NUL: show it as ␀
@@ -38,11 +39,31 @@ def _json(value: Any) -> bytes:
     return _encoder.encode(_clean(value)) if b"\\u0000" in encoded else encoded
 
 
-def _cells(types: Sequence[str], row: Sequence[Any]) -> Sequence[Any]:
-    return [
-        v.replace("\x00", NUL_STANDIN) if kind == "text" and isinstance(v, str) else v
-        for kind, v in zip(types, row, strict=True)
-    ]
+def _cells(text_columns: Sequence[int], row: Sequence[Any]) -> Sequence[Any]:
+    """The row, with a stand-in for every NUL in its text columns (a copy only if any)."""
+    for i in text_columns:
+        value = row[i]
+        if isinstance(value, str) and "\x00" in value:
+            return [
+                v.replace("\x00", NUL_STANDIN) if j in text_columns and isinstance(v, str) else v
+                for j, v in enumerate(row)
+            ]
+    return row
+
+
+def _text_columns(types: Sequence[str]) -> tuple[int, ...]:
+    return tuple(i for i, kind in enumerate(types) if kind == "text")
+
+
+class _JsonbBinaryDumper(Dumper):
+    """jsonb in binary: its version byte, then the JSON as msgspec writes it (one call a
+    value, where psycopg's configurable dumper takes three)."""
+
+    format = Format.BINARY
+    oid = postgres.types["jsonb"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return b"\x01" + _json(obj)
 
 
 def copy_rows(
@@ -53,11 +74,13 @@ def copy_rows(
 ) -> None:
     """Append rows to a table; ``types`` names the PostgreSQL type of every column. A
     jsonb value may be any value msgspec encodes (UUIDs and datetimes become strings)."""
-    set_json_dumps(_json, context=cur)
+    cur.adapters.register_dumper(None, _JsonbBinaryDumper)  # by oid: what COPY looks up
+    text_columns = _text_columns(types)
     with cur.copy(sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(table)) as copy:
         copy.set_types(types)
+        write = copy.write_row
         for row in rows:
-            copy.write_row(_cells(types, row))
+            write(_cells(text_columns, row))
 
 
 def upsert(
@@ -70,7 +93,8 @@ def upsert(
     """Insert rows (every column, in table order) or merge them into the rows they
     conflict with, as ``on_conflict`` says (the table is aliased ``t``). A jsonb value may
     be any value msgspec encodes; an int4[] value is a list of ints."""
-    columns = [list(column) for column in zip(*(_cells(types, r) for r in rows), strict=True)]
+    text_columns = _text_columns(types)
+    columns = [list(c) for c in zip(*(_cells(text_columns, r) for r in rows), strict=True)]
     if not columns:
         return
     select = []

@@ -21,7 +21,7 @@ from psycopg.types.json import set_json_loads
 from ..domain.conversation import Conversation, Status
 from ..domain.flow import Flow, FlowStatus
 from .batch import upsert
-from .runner import LogEntry, StreamCache, Tables, stream_type
+from .runner import LogEntry, StreamCache, Tables, continued, stream_type
 
 C = Conversation
 Fold = Callable[[dict[str, Any] | None, Any], dict[str, Any] | None]
@@ -117,8 +117,22 @@ _STATUS_SET_BY = {
 }
 
 
+# Every event that may leave the conversation in another status than it was in.
+STATUS_EVENTS = frozenset(
+    {
+        *_STATUS_SET_BY,
+        C.TurnCompleted,
+        C.TurnInterrupted,
+        C.ErrorRecorded,
+        C.ListeningStarted,
+        C.ListeningStopped,
+    }
+)
+
+
 def status_after(status: str | None, event: Any) -> str | None:
-    """The conversation's status after one of its events (the aggregate's own rule)."""
+    """The conversation's status after one of its events (the aggregate's own rule; only
+    the events of ``STATUS_EVENTS`` change it)."""
     kind = type(event)
     if kind in _STATUS_SET_BY:
         return _STATUS_SET_BY[kind]
@@ -135,7 +149,8 @@ def status_after(status: str | None, event: Any) -> str | None:
 
 def fold_conversation(row: dict[str, Any] | None, e: Any) -> dict[str, Any] | None:
     """The conversation row after one of its events (None until it has started)."""
-    if type(e) is C.Started:
+    kind = type(e)
+    if kind is C.Started:
         row = dict.fromkeys(CONVERSATION_COLUMNS)
         row.update(
             conversation_id=e.originator_id,
@@ -147,10 +162,10 @@ def fold_conversation(row: dict[str, Any] | None, e: Any) -> dict[str, Any] | No
         )
     if row is None:
         return None
-    row["status"] = status_after(row["status"], e)
+    if kind in STATUS_EVENTS:
+        row["status"] = status_after(row["status"], e)
     row["last_activity"] = e.timestamp
     row["version"] = e.originator_version
-    kind = type(e)
     if kind is C.MessageAdded:
         row["message_count"] += 1
     elif kind is C.TurnCompleted:
@@ -228,8 +243,14 @@ class CurrentState:
 
     def apply(self, cur: psycopg.Cursor[Any], t: Tables, page: Sequence[LogEntry]) -> None:
         """Fold the page into the rows it touches and upsert them."""
-        conversations = [e.event for e in page if stream_type(e.event) == "conversation"]
-        flows = [e.event for e in page if stream_type(e.event) == "flow"]
+        conversations, flows = [], []
+        for entry in page:
+            e = entry.event
+            kind = stream_type(e)
+            if kind == "conversation":
+                conversations.append(e)
+            elif kind == "flow":
+                flows.append(e)
         if conversations:
             table = t["current_conversations"]
             rows = _fold(self._conversations, cur, table, "conversation_id", conversations,
@@ -258,8 +279,7 @@ def _fold(
 ) -> list[dict[str, Any]]:
     """Apply the events in order to their streams' rows (kept in memory, else read from the
     table); the rows they changed."""
-    continued = {e.originator_id for e in events if e.originator_version > 1}
-    rows = cache.get(continued, lambda ids: _load(cur, table, key, ids))
+    rows = cache.get(continued(events), lambda ids: _load(cur, table, key, ids))
     changed = {}
     for e in events:
         row = fold(rows.get(e.originator_id), e)

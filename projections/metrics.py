@@ -21,7 +21,7 @@ from psycopg import sql
 from ..domain.conversation import Conversation
 from ..domain.flow import Flow
 from .batch import upsert
-from .runner import LogEntry, StreamCache, Tables, stream_type
+from .runner import LogEntry, StreamCache, Tables, continued, stream_type
 
 C = Conversation
 
@@ -286,8 +286,9 @@ class Metrics:
         """Add up the page in memory, then add it to the stored counters."""
         hours: dict[tuple[UUID, int], HourTotals] = {}
         flow_events = [e.event for e in page if stream_type(e.event) == "flow"]
-        continued = {e.originator_id for e in flow_events if e.originator_version > 1}
-        flows = FlowTotals(self._runs.get(continued, lambda ids: _load_runs(cur, t, ids)))
+        flows = FlowTotals(
+            self._runs.get(continued(flow_events), lambda ids: _load_runs(cur, t, ids))
+        )
         for entry in page:
             e = entry.event
             if type(e) in COUNTED:

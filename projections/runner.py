@@ -1,17 +1,18 @@
 """The projection runner: feeds the event log to the projections, page by page, exactly once.
 
 Each projection owns its tables and one row of ``voxledger_tracking`` (the notification id
-of the last event it applied). A page of events is applied and the position moved in one
-transaction, so a crash at any moment leaves every projection at a page boundary it can
-resume from. The runner tails the log with LISTEN/NOTIFY and polls as the fallback, and can
-rebuild one projection from zero into shadow tables while readers keep the old ones.
+of the last event it applied). A page of events is applied to every projection standing at
+the same position, and their positions moved, in one transaction, so a crash at any moment
+leaves every projection at a page boundary it can resume from. That transaction also
+announces the new positions (NOTIFY on ``projected_channel``), so a reader can wait for them
+without polling. The runner tails the log with LISTEN/NOTIFY and polls as the fallback, and
+can rebuild one projection from zero into shadow tables while readers keep the old ones.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache
@@ -34,7 +35,10 @@ log = structlog.get_logger("voxledger.projections")
 EVENTS_TABLE = "voxledger_events"
 TRACKING_TABLE = "voxledger_tracking"
 SHADOW = "__rebuild"
-PAGE_SIZE = 1000
+# Events applied per transaction when behind. Several times PostgreSQL's binary COPY batch
+# (it stores rows 1,000 at a time): the server stores one batch while the next is being made,
+# where a page of exactly one batch leaves it all to the end of the COPY.
+PAGE_SIZE = 5000
 # Serialises table creation across processes (catalogue races) and names rebuild locks.
 _SETUP_LOCK = 0x766F7870  # "voxp"
 
@@ -81,6 +85,17 @@ class Projection(Protocol):
     def forget(self) -> None:
         """Drop whatever it keeps in memory between pages (its tables changed elsewhere)."""
         ...
+
+
+def continued(events: Sequence[Any]) -> list[UUID]:
+    """The streams of these events (in log order) that began before them: those whose
+    state must come from memory or from the tables."""
+    first = {e.originator_id: e.originator_version for e in reversed(events)}
+    return [stream for stream, version in first.items() if version > 1]
+
+
+# Pages read for the projections standing at each position: the projections, the page.
+Pages = dict[int, tuple[list[Projection], list[LogEntry]]]
 
 
 class StreamCache(Generic[T]):
@@ -158,11 +173,14 @@ class ProjectionRunner:
         self.projections = {p.name: p for p in projections or default_projections()}
         self.page_size = page_size
         self.channel = events_table.replace(".", "_")
+        self.projected_channel = projected_channel(schema)
         self._events = sql.Identifier(schema, events_table)
         self._tracking = sql.Identifier(schema, TRACKING_TABLE)
         self._ready = False
         self._written: dict[str, Stamp] = {}  # what this runner last wrote, per projection
-        self._workers: ThreadPoolExecutor | None = None
+        # Where each projection stood when this runner last looked (None: ask the table);
+        # it only says which page to read next: `_apply` checks it under the row's lock.
+        self._at: dict[str, int] | None = None
 
     # -- tables ------------------------------------------------------------------------------
 
@@ -185,7 +203,7 @@ class ProjectionRunner:
                 if cur.execute("SELECT to_regclass(%s)", (first,)).fetchone()[0] is None:
                     p.create(cur, self.tables(p))
                     # New tables hold nothing: whatever the tracking row said, start at zero.
-                    self._set_position(cur, p.name, 0)
+                    self._set_positions(cur, {p.name: 0})
                 else:
                     cur.execute(
                         sql.SQL(
@@ -198,34 +216,14 @@ class ProjectionRunner:
 
     # -- catching up ---------------------------------------------------------------------------
 
-    def step(self) -> int:
-        """Apply the next page of the log to every projection behind; the events read."""
+    def catch_up(self, stop: threading.Event | None = None) -> None:
+        """Apply pages until every projection is at the log's head (or ``stop`` is set)."""
         self._ensure_setup()
-        with self._connection() as conn:
-            groups: dict[int, list[Projection]] = {}
-            for name, position in self._positions(conn).items():
-                groups.setdefault(position, []).append(self.projections[name])
-            # Projections at the same position share one read and decode of the page.
-            pages = {start: self._read(conn, start, self.page_size) for start in groups}
-        work = [
-            (p, start, pages[start]) for start, ps in groups.items() if pages[start] for p in ps
-        ]
-        if len(work) == 1:
-            self._apply(*work[0])
-        elif work:
-            # Each projection on its own connection: while one waits for the server, the
-            # next folds its page.
-            if self._workers is None:
-                self._workers = ThreadPoolExecutor(len(self.projections), "projection")
-            for done in [self._workers.submit(self._apply, *job) for job in work]:
-                done.result()
-        return sum(len(page) for page in pages.values())
+        self._at = None  # start from the positions as they are, whoever moved them
+        self._catch_up(stop)
 
     def close(self) -> None:
-        """Stop the worker threads (the pool belongs to the caller)."""
-        if self._workers is not None:
-            self._workers.shutdown()
-            self._workers = None
+        """Release what the runner holds: nothing of its own (the pool is the caller's)."""
 
     def __enter__(self) -> ProjectionRunner:
         return self
@@ -233,21 +231,21 @@ class ProjectionRunner:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def catch_up(self, stop: threading.Event | None = None) -> None:
-        """Apply pages until every projection is at the log's head (or ``stop`` is set)."""
-        while not (stop and stop.is_set()) and self.step():
-            pass
-
     def run(self, stop: threading.Event, poll_s: float = 1.0) -> None:
         """Keep every projection current until ``stop`` is set: wake on the log's NOTIFY,
         and poll every ``poll_s`` seconds in case a notification was missed."""
+        self._ensure_setup()
         while not stop.is_set():
             try:
                 with self._listener() as listener:
+                    self._at = None
                     while not stop.is_set():
-                        self.catch_up(stop)
+                        self._catch_up(stop)
+                        woken = False
                         for _ in listener.notifies(timeout=poll_s, stop_after=1):
-                            break
+                            woken = True
+                        if not woken:
+                            self._at = None  # a poll also looks at the positions afresh
                         # Drain the wake-ups that queued meanwhile: one catch-up covers them.
                         for _ in listener.notifies(timeout=0):
                             pass
@@ -255,6 +253,25 @@ class ProjectionRunner:
                 # The server went away or restarted: wait, reconnect, catch up.
                 log.warning("projections.connection_lost", error=str(e).strip())
                 stop.wait(poll_s)
+
+    def _catch_up(self, stop: threading.Event | None) -> None:
+        """Apply pages from where the projections were last seen until a page comes back
+        short: it held the log's head when read, and any later event sends a NOTIFY."""
+        try:
+            while not (stop and stop.is_set()):
+                pages = self._read_pages(self._groups())
+                if not pages:
+                    return
+                more = any(len(page) == self.page_size for _, page in pages.values())
+                for start, (group, page) in pages.items():
+                    at = self._apply(group, start, page)
+                    # Another runner or a rebuild moved one: read again from where it is.
+                    more = more or any(at[p.name] != page[-1].position for p in group)
+                if not more:
+                    return
+        except BaseException:
+            self._at = None
+            raise
 
     # -- rebuilding ----------------------------------------------------------------------------
 
@@ -289,12 +306,12 @@ class ProjectionRunner:
                         progress(position, max(position, self._head(conn)))
                 with conn.transaction(), _cursor(conn) as cur:
                     # Holding the tracking row stops the live runner between its pages.
-                    self._lock_position(cur, name)
+                    self._lock_positions(cur, [name])
                     while page := self._read(conn, position, self.page_size):
                         builder.apply(cur, shadow, page)
                         position = page[-1].position
                     self._swap(cur, live, shadow)
-                    self._set_position(cur, name, position)
+                    self._set_positions(cur, {name: position})
                 if progress:
                     progress(position, position)
             finally:
@@ -385,6 +402,26 @@ class ProjectionRunner:
             ).fetchall()
         return dict(rows)
 
+    def _groups(self) -> dict[int, list[Projection]]:
+        """The projections by the position they stand at: as last seen, else as the
+        tracking table says."""
+        if self._at is None:
+            with self._connection() as conn:
+                self._at = self._positions(conn)
+        groups: dict[int, list[Projection]] = {}
+        for name, position in self._at.items():
+            groups.setdefault(position, []).append(self.projections[name])
+        return groups
+
+    def _read_pages(self, groups: Mapping[int, list[Projection]]) -> Pages:
+        """The page after each group's position (a group at the log's head left out):
+        projections at the same position share one read and decode of their page."""
+        with self._connection() as conn:
+            pages = {
+                start: (g, self._read(conn, start, self.page_size)) for start, g in groups.items()
+            }
+        return {start: (group, page) for start, (group, page) in pages.items() if page}
+
     def _read(self, conn: psycopg.Connection[Any], after: int, limit: int) -> list[LogEntry]:
         with _cursor(conn, binary=True) as cur:
             rows = cur.execute(
@@ -395,12 +432,7 @@ class ProjectionRunner:
                 (after, limit),
             ).fetchall()
         decode = self.decode
-        return [
-            LogEntry(
-                n, decode(StoredEvent(originator_id=i, originator_version=v, topic=t, state=s))
-            )
-            for n, i, v, t, s in rows
-        ]
+        return [LogEntry(n, decode(StoredEvent(i, v, t, s))) for n, i, v, t, s in rows]
 
     def _head(self, conn: psycopg.Connection[Any]) -> int:
         with _cursor(conn) as cur:
@@ -409,56 +441,88 @@ class ProjectionRunner:
             ).fetchone()
         return (row[0] if row else None) or 0
 
-    def _apply(self, p: Projection, start: int, page: Sequence[LogEntry]) -> None:
-        """Apply a page to one projection and move its position, in one transaction."""
+    def _apply(
+        self, group: list[Projection], start: int, page: Sequence[LogEntry]
+    ) -> dict[str, int]:
+        """Apply a page to the projections standing at ``start`` and move their positions,
+        in one transaction; where each of them stands afterwards."""
+        at: dict[str, int] = {}
+        moved: dict[str, int] = {}
         try:
             with self._connection() as conn, conn.transaction(), _cursor(conn) as cur:
-                stamp = self._lock_position(cur, p.name)
-                if stamp[0] < start:
-                    return  # the page does not begin where this projection stands: read again
-                if stamp != self._written.get(p.name):
-                    # Another process wrote since we did (or a rebuild swapped the tables):
-                    # what the projection kept in memory may be stale.
-                    p.forget()
-                # Another runner may have applied part of the page while we read it.
-                batch = [e for e in page if e.position > stamp[0]] if stamp[0] > start else page
-                if not batch:
-                    return
-                p.apply(cur, self.tables(p), batch)
-                written = self._set_position(cur, p.name, batch[-1].position)
+                stamps = self._lock_positions(cur, [p.name for p in group])
+                for p in group:
+                    stamp = stamps.get(p.name, (0, None))
+                    at[p.name] = stamp[0]
+                    if stamp[0] < start:
+                        continue  # the page does not begin where it stands: read again
+                    if stamp != self._written.get(p.name):
+                        # Another process wrote since we did (or a rebuild swapped the
+                        # tables): what the projection kept in memory may be stale.
+                        p.forget()
+                    # Another runner may have applied part of the page while we read it.
+                    batch = [e for e in page if e.position > stamp[0]] if stamp[0] > start else page
+                    if batch:
+                        p.apply(cur, self.tables(p), batch)
+                        at[p.name] = moved[p.name] = batch[-1].position
+                written = self._set_positions(cur, moved) if moved else {}
         except BaseException:
-            self._written.pop(p.name, None)
-            p.forget()  # its memory holds changes that were rolled back
+            for p in group:
+                self._written.pop(p.name, None)
+                p.forget()  # its memory holds changes that were rolled back
             raise
-        self._written[p.name] = written
+        self._written.update(written)
+        if self._at is not None:
+            self._at.update(at)
+        return at
 
-    def _lock_position(self, cur: psycopg.Cursor[Any], name: str) -> Stamp:
-        """Lock the projection's tracking row; its position and when it was written.
+    def _lock_positions(self, cur: psycopg.Cursor[Any], names: list[str]) -> dict[str, Stamp]:
+        """Lock the projections' tracking rows (in name order, so that two runners never
+        deadlock); their positions and when they were written.
 
         The transaction also stops waiting for its commit to reach the disk: a server crash
         may then lose the last pages applied, but their rows and their position together,
         so the runner applies them again (a projection can always be derived anew)."""
-        row = cur.execute(
+        rows = cur.execute(
             sql.SQL(
-                "SELECT position, updated_at, set_config('synchronous_commit', 'off', true) "
-                "FROM {} WHERE projection = %s FOR UPDATE"
+                "SELECT projection, position, updated_at, "
+                "set_config('synchronous_commit', 'off', true) "
+                "FROM {} WHERE projection = ANY(%s) ORDER BY projection FOR UPDATE"
             ).format(self._tracking),
-            (name,),
-        ).fetchone()
-        return (row[0], row[1]) if row else (0, None)
+            (names,),
+        ).fetchall()
+        return {name: (position, at) for name, position, at, _ in rows}
 
-    def _set_position(self, cur: psycopg.Cursor[Any], name: str, position: int) -> Stamp:
-        row = cur.execute(
+    def _set_positions(
+        self, cur: psycopg.Cursor[Any], positions: Mapping[str, int]
+    ) -> dict[str, Stamp]:
+        """Move the projections' positions and announce them on ``projected_channel``
+        (delivered when the transaction commits); what was written."""
+        rows = cur.execute(
             sql.SQL(
-                "INSERT INTO {} (projection, position, updated_at) VALUES (%s, %s, now()) "
+                "INSERT INTO {} (projection, position, updated_at) "
+                "SELECT name, position, now() "
+                "FROM unnest(%s::text[], %s::bigint[]) AS u(name, position), "
+                "(SELECT pg_notify(%s, %s)) AS announced "
                 "ON CONFLICT (projection) DO UPDATE "
                 "SET position = excluded.position, updated_at = excluded.updated_at "
-                "RETURNING position, updated_at"
+                "RETURNING projection, position, updated_at"
             ).format(self._tracking),
-            (name, position),
-        ).fetchone()
-        assert row is not None
-        return (row[0], row[1])
+            (
+                list(positions),
+                list(positions.values()),
+                self.projected_channel,
+                msgspec.json.encode(positions).decode(),
+            ),
+        ).fetchall()
+        return {name: (position, at) for name, position, at in rows}
+
+
+def projected_channel(schema: str) -> str:
+    """The channel on which runners announce, as each transaction commits, the positions
+    it moved in this schema: a JSON object of projection name to position."""
+    # A channel name is an identifier: at most 63 bytes.
+    return f"{schema}.{TRACKING_TABLE}".encode()[:63].decode(errors="ignore")
 
 
 def _cursor(conn: psycopg.Connection[Any], *, binary: bool = False) -> psycopg.Cursor[Any]:
