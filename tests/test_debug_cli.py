@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from debug_scenario import VOXLEDGER, InProcess, Scenario, voxledger
 
+from voxledger.adapters.store.history import History
 from voxledger.domain.engine import Engine
 from voxledger.scripts.inspect import state_document
 from voxledger.scripts.output import to_plain
@@ -309,6 +310,29 @@ def test_watch_follows_new_events_of_the_conversation_and_of_a_flow_it_begins(
     assert [e["type"] for e in events if e["stream"] == str(flow_id)] == [
         "Started",
         "AnswerAccepted",
+    ]
+
+
+def test_following_finds_a_new_flow_and_puts_its_events_before_the_later_ones(
+    engine: Engine,
+) -> None:
+    # One read finds the flow's beginning and the conversation's end together (commands
+    # come fast): the flow's events, read next, must still come before that end.
+    cid = engine.start_conversation("voice")
+    flow_id = engine.start_flow(cid, "intake", "design").flow_id
+    engine.answer(flow_id, "1042")
+    engine.end(cid, "bye")
+    followed = []
+    for recorded in History(engine.store).follow(cid, after={cid: 0}, until=lambda: False):
+        followed.append((recorded.event.originator_id, type(recorded.event).__name__))
+        if followed[-1] == (cid, "Ended"):
+            break
+    assert followed == [
+        (cid, "Started"),
+        (cid, "FlowBegan"),
+        (flow_id, "Started"),
+        (flow_id, "AnswerAccepted"),
+        (cid, "Ended"),
     ]
 
 

@@ -212,10 +212,13 @@ class History:
                 for recorded in list(self.merged(list(seen), after=seen)):
                     event = recorded.event
                     seen[event.originator_id] = event.originator_version
+                    yield recorded
                     if isinstance(event, Conversation.FlowBegan) and event.flow_id not in seen:
+                        # Read again with the new flow: its events go in their place among
+                        # the conversation's later ones, not after them.
                         seen[event.flow_id] = 0
                         found_streams = True
-                    yield recorded
+                        break
                 if not found_streams:  # else read the new flow's events at once
                     for _ in conn.notifies(timeout=poll_s, stop_after=1):
                         pass
