@@ -117,17 +117,21 @@ _STATUS_SET_BY = {
 }
 
 
+# Events whose effect on the status depends on the event or on the status before it.
+_STATUS_RULES: dict[type, Callable[[str | None, Any], str | None]] = {
+    C.TurnCompleted: lambda status, e: e.status,
+    C.TurnInterrupted: lambda status, e: e.status,
+    C.ErrorRecorded: lambda status, e: Status.ERROR.value if e.fatal else status,
+    C.ListeningStarted: lambda status, e: (
+        Status.LISTENING.value if status == Status.CONNECTED else status
+    ),
+    C.ListeningStopped: lambda status, e: (
+        Status.CONNECTED.value if status == Status.LISTENING else status
+    ),
+}
+
 # Every event that may leave the conversation in another status than it was in.
-STATUS_EVENTS = frozenset(
-    {
-        *_STATUS_SET_BY,
-        C.TurnCompleted,
-        C.TurnInterrupted,
-        C.ErrorRecorded,
-        C.ListeningStarted,
-        C.ListeningStopped,
-    }
-)
+STATUS_EVENTS = frozenset(_STATUS_SET_BY) | frozenset(_STATUS_RULES)
 
 
 def status_after(status: str | None, event: Any) -> str | None:
@@ -136,15 +140,8 @@ def status_after(status: str | None, event: Any) -> str | None:
     kind = type(event)
     if kind in _STATUS_SET_BY:
         return _STATUS_SET_BY[kind]
-    if kind is C.TurnCompleted or kind is C.TurnInterrupted:
-        return event.status
-    if kind is C.ErrorRecorded and event.fatal:
-        return Status.ERROR.value
-    if kind is C.ListeningStarted and status == Status.CONNECTED:
-        return Status.LISTENING.value
-    if kind is C.ListeningStopped and status == Status.LISTENING:
-        return Status.CONNECTED.value
-    return status
+    rule = _STATUS_RULES.get(kind)
+    return status if rule is None else rule(status, event)
 
 
 def fold_conversation(row: dict[str, Any] | None, e: Any) -> dict[str, Any] | None:

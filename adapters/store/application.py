@@ -163,9 +163,7 @@ class EventStore(Application[UUID]):
                     return aggregate
                 # A query must see other processes' writes: catch up, keep the object
                 # cached, and hand out a copy that no command will change under the reader.
-                with reachable():
-                    newer = self.events.get(aggregate_id, gt=aggregate.version)
-                aggregate = fold(aggregate, newer)
+                aggregate = fold(aggregate, self.stream(aggregate_id, gt=aggregate.version))
                 self.remember((aggregate,))
                 return _copy(aggregate)
         try:
@@ -175,7 +173,7 @@ class EventStore(Application[UUID]):
                 except ErasedState:
                     # A snapshot sealed with a key erased since (erasing deletes snapshots,
                     # but another process may have written one in the meantime).
-                    aggregate = fold(None, self.events.get(aggregate_id, lte=version))
+                    aggregate = fold(None, self.stream(aggregate_id, lte=version))
                     if aggregate is None:
                         raise AggregateNotFoundError(aggregate_id) from None
                     return aggregate
@@ -215,13 +213,7 @@ class EventStore(Application[UUID]):
                 index.append(k)
         if not stored:
             return outcomes
-        try:
-            with reachable():
-                appended = self._group_commit.append_each(stored)
-        except Unavailable as error:
-            for k in index:
-                outcomes[k] = error
-            return outcomes
+        appended = self._group_commit.append_each(stored)  # errors come back per save
         done = []
         for k, batch, outcome in zip(index, batches, appended, strict=True):
             if isinstance(outcome, IntegrityError):

@@ -165,82 +165,83 @@ class SnapshotRecorder(TupleReads, PostgresAggregateRecorder):
                 conn.execute(self.insert_statement, _columns(stored_events), prepare=True)
 
 
+# An append function: it takes the table's EXCLUSIVE lock (so notification ids commit in
+# order), notifies the log's listeners and inserts. It runs with its owner's rights: the
+# engine's own role needs only EXECUTE here and SELECT on the table, never UPDATE, DELETE or
+# a lock of its own.
+_APPEND_FUNCTION = SQL(
+    "CREATE OR REPLACE FUNCTION {schema}.{function}({params}) "
+    "RETURNS {returns} LANGUAGE plpgsql "
+    "SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$ {declare}BEGIN "
+    "PERFORM set_config('lock_timeout', {lock_timeout}, true); "
+    "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
+    "NOTIFY {channel}; "
+    "{insert}"
+    "END $$"
+)
+
+
 class Recorder(TupleReads, PostgresApplicationRecorder):
     """The library's application recorder with one-round-trip appends and tuple reads."""
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
         schema, table = Identifier(datastore.schema), Identifier(events_table_name)
-        function = Identifier(f"{events_table_name}_append")
-        self.sql_create_statements.append(
-            SQL(
-                "CREATE OR REPLACE FUNCTION {schema}.{function}("
-                "ids {id_type}[], versions bigint[], topics text[], states bytea[]) "
-                "RETURNS SETOF bigint LANGUAGE plpgsql "
-                # Runs with its owner's rights: the engine's own role needs only EXECUTE
-                # here and SELECT on the table, never UPDATE, DELETE or a lock of its own.
-                "SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$ BEGIN "
-                "PERFORM set_config('lock_timeout', {lock_timeout}, true); "
-                "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
-                "NOTIFY {channel}; "
-                "RETURN QUERY INSERT INTO {schema}.{table} "
-                "(originator_id, originator_version, topic, state) "
-                "SELECT * FROM unnest(ids, versions, topics, states) "
-                "RETURNING notification_id; "
-                "END $$"
-            ).format(
-                schema=schema,
-                function=function,
-                id_type=SQL(datastore.originator_id_type),
-                lock_timeout=Literal(f"{datastore.lock_timeout}s"),
-                table=table,
-                channel=Identifier(self.channel_name),
-            )
-        )
-        # The same for the commonest save, one event: scalars, not arrays, cost less to
-        # send and to insert.
-        self.sql_create_statements.append(
-            SQL(
-                "CREATE OR REPLACE FUNCTION {schema}.{function}("
-                "new_id {id_type}, new_version bigint, new_topic text, new_state bytea) "
-                "RETURNS bigint LANGUAGE plpgsql "
-                "SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$ "
-                "DECLARE position bigint; BEGIN "
-                "PERFORM set_config('lock_timeout', {lock_timeout}, true); "
-                "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
-                "NOTIFY {channel}; "
-                "INSERT INTO {schema}.{table} "
-                "(originator_id, originator_version, topic, state) "
-                "VALUES (new_id, new_version, new_topic, new_state) "
-                "RETURNING notification_id INTO position; "
-                "RETURN position; "
-                "END $$"
-            ).format(
-                schema=schema,
-                function=Identifier(f"{events_table_name}_append_one"),
-                id_type=SQL(datastore.originator_id_type),
-                lock_timeout=Literal(f"{datastore.lock_timeout}s"),
-                table=table,
-                channel=Identifier(self.channel_name),
-            )
-        )
-        self.append_one_statement = (
-            SQL("SELECT {}.{}(%b::{}, %b::bigint, %b::text, %b::bytea)")
-            .format(
-                schema,
-                Identifier(f"{events_table_name}_append_one"),
-                SQL(datastore.originator_id_type),
-            )
-            .as_string(None)
-        )
+        names = {
+            "schema": schema,
+            "table": table,
+            "id_type": SQL(datastore.originator_id_type),
+            "lock_timeout": Literal(f"{datastore.lock_timeout}s"),
+            "channel": Identifier(self.channel_name),
+        }
+        # Many events as four arrays, and (the commonest save) one event as scalars, which
+        # cost less to send and to insert.
+        many = Identifier(f"{events_table_name}_append")
+        one = Identifier(f"{events_table_name}_append_one")
+        self.sql_create_statements += [
+            _APPEND_FUNCTION.format(
+                function=many,
+                params=SQL("ids {}[], versions bigint[], topics text[], states bytea[]").format(
+                    names["id_type"]
+                ),
+                returns=SQL("SETOF bigint"),
+                declare=SQL(""),
+                insert=SQL(
+                    "RETURN QUERY INSERT INTO {schema}.{table} "
+                    "(originator_id, originator_version, topic, state) "
+                    "SELECT * FROM unnest(ids, versions, topics, states) "
+                    "RETURNING notification_id; "
+                ).format(**names),
+                **names,
+            ),
+            _APPEND_FUNCTION.format(
+                function=one,
+                params=SQL("new_id {}, new_version bigint, new_topic text, new_state bytea").format(
+                    names["id_type"]
+                ),
+                returns=SQL("bigint"),
+                declare=SQL("DECLARE position bigint; "),
+                insert=SQL(
+                    "INSERT INTO {schema}.{table} "
+                    "(originator_id, originator_version, topic, state) "
+                    "VALUES (new_id, new_version, new_topic, new_state) "
+                    "RETURNING notification_id INTO position; RETURN position; "
+                ).format(**names),
+                **names,
+            ),
+        ]
         # Rendered once: a composed statement is re-rendered on every execute, which costs
         # more than a third of the client's time per append.
         self.append_statement = (
             SQL("SELECT * FROM {}.{}(%b::{}[], %b::bigint[], %b::text[], %b::bytea[])")
-            .format(schema, function, SQL(datastore.originator_id_type))
+            .format(schema, many, names["id_type"])
             .as_string(None)
         )
-
+        self.append_one_statement = (
+            SQL("SELECT {}.{}(%b::{}, %b::bigint, %b::text, %b::bytea)")
+            .format(schema, one, names["id_type"])
+            .as_string(None)
+        )
         self._appender: psycopg.Connection[Any] | None = None
         self._appender_lock = threading.Lock()
 
