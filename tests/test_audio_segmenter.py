@@ -102,7 +102,7 @@ def test_digital_silence_is_floored_at_minus_100_dbfs() -> None:
 
 
 def test_pre_roll_moves_each_start_earlier_by_its_length() -> None:
-    plain = utterances(segment(SPEECH.pcm, SegmenterConfig()))
+    plain = utterances(segment(SPEECH.pcm, SegmenterConfig(pre_roll_ms=0)))
     rolled = utterances(segment(SPEECH.pcm, SegmenterConfig(pre_roll_ms=90)))
     assert [u.start_sample - 1440 for u in plain] == [u.start_sample for u in rolled]
     assert [u.end_sample for u in plain] == [u.end_sample for u in rolled]
