@@ -36,7 +36,7 @@ _FULL_SCALE_SQ = 32768.0 * 32768.0
 _MEASURE_BATCH = 64
 # The noise floor is measured on up to this much audio before an utterance; with less than
 # _MIN_FLOOR_MS of it (utterances close together) the previous floor is kept.
-_FLOOR_HISTORY_MS = 1500
+_FLOOR_HISTORY_MS = 1000
 _MIN_FLOOR_MS = 150
 # A frame is energetic when its level is this far above the noise's median plus twice the
 # noise's own upper spread (90th percentile less median): white noise frames of 10-30 ms
@@ -361,22 +361,24 @@ class Segmenter:
         self._announced = (frame + 1) * self._frame_len - self._start >= self._min_speech
 
     def _levels(
-        self, first: int, last: int, *, newest: int
+        self, first: int, last: int, *, newest: int, exact: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Frames first..last-1, still in the recent buffer whose newest frame is `newest`:
-        each one's sum of squares, and its level and difference level in dB."""
+        each one's sum of squares (exact if asked: float64 sums of squared int16 are), and
+        its level and difference level in dB."""
         recent = self._recent
         views = [recent[i - newest - 1] for i in range(first, last)]
-        samples = np.frombuffer(b"".join(views), dtype="<i2").astype(np.float64)
+        dtype = np.float64 if exact else np.float32
+        samples = np.frombuffer(b"".join(views), dtype="<i2").astype(dtype)
         frames = samples.reshape(len(views), self._frame_len)
         energy = np.einsum("ij,ij->i", frames, frames)
         step = np.diff(samples, prepend=samples[:1]).reshape(frames.shape)
         diff_energy = np.einsum("ij,ij->i", step, step)
-        scale = self._frame_len * _FULL_SCALE_SQ
+        scale = 1.0 / (self._frame_len * _FULL_SCALE_SQ)
         with np.errstate(divide="ignore"):
-            level = np.maximum(10.0 * np.log10(energy / scale), _ABSOLUTE_FLOOR_DB)
-            diff_level = np.maximum(10.0 * np.log10(diff_energy / scale), _ABSOLUTE_FLOOR_DB)
-        return energy, level, diff_level
+            levels = 10.0 * np.log10(np.stack((energy, diff_energy)) * scale)
+        np.maximum(levels, _ABSOLUTE_FLOOR_DB, out=levels)
+        return energy, levels[0], levels[1]
 
     def _onset(self, first_voiced: int, trigger: int) -> int:
         """The first energetic frame of the stretch that leads into the trigger, searched
@@ -414,7 +416,7 @@ class Segmenter:
         carried past the last voiced frame over energetic frames and the hangover, and its
         levels folded up to there."""
         last = self._last_voiced_frame + 1
-        energy, level, diff_level = self._levels(last, frame + 1, newest=frame)
+        energy, level, diff_level = self._levels(last, frame + 1, newest=frame, exact=True)
         end = last
         if self._floor is not None:
             plain, diff = self._floor
@@ -473,7 +475,8 @@ class Segmenter:
 
 def _threshold(levels: np.ndarray) -> float:
     """The level (dB) above which a frame is louder than this noise ever gets by itself."""
-    median, high = np.percentile(levels, (50, 90))
+    ranked = np.sort(levels)
+    median, high = ranked[(len(ranked) - 1) // 2], ranked[(len(ranked) - 1) * 9 // 10]
     return float(median + 2.0 * (high - median) + _ENERGY_MARGIN_DB)
 
 
