@@ -121,7 +121,7 @@ def test_any_rate_from_8_to_96_khz_is_resampled_and_segments_like_the_original(r
 
 
 def test_stereo_is_refused_naming_the_channel_choice() -> None:
-    with pytest.raises(BadInput, match=r"2 channels; choose .*left, right or mix"):
+    with pytest.raises(BadInput, match=r"2 channels, not mono; choose .*left, right or mix"):
         read_wav(FIXTURES / "stereo_16k.wav")
 
 

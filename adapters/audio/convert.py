@@ -85,7 +85,7 @@ def require_channel_choice(fmt: AudioFormat, channel: str | None) -> Channel | N
         raise BadInput(f"channel must be one of {', '.join(CHANNELS)}, got {channel!r}")
     if fmt.channels > 1 and channel is None:
         raise BadInput(
-            f"the audio has {fmt.channels} channels; choose which one to hear: "
+            f"the audio has {fmt.channels} channels, not mono; choose which one to hear: "
             "channel left, right or mix (the command line's --channel left|right|mix)"
         )
     return channel  # type: ignore[return-value]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
@@ -27,7 +28,13 @@ import webrtcvad
 
 from ...domain.errors import BadInput
 
+if TYPE_CHECKING:
+    from .silero import SileroSegmenter
+
 SUPPORTED_RATES = (8000, 16000, 32000, 48000)
+SILERO_RATES = (8000, 16000)
+# Speech detectors: webrtcvad (always there, fast) or Silero VAD (the voice-silero extra).
+VADS = ("webrtcvad", "silero")
 FRAME_MS_CHOICES = (10, 20, 30)
 SILENCE_FLOOR_DBFS = -100.0
 _FULL_SCALE_SQ = 32768.0 * 32768.0
@@ -68,9 +75,15 @@ class SegmenterConfig(msgspec.Struct, frozen=True, kw_only=True):
     min_speech_ms: int = 250
     onset_search_ms: int = 150
     hangover_ms: int = 60
+    vad: str = "webrtcvad"
 
     def __post_init__(self) -> None:
-        _require_choice("sample_rate", self.sample_rate, SUPPORTED_RATES, "Hz")
+        if self.vad not in VADS:
+            raise BadInput(
+                f"SegmenterConfig.vad must be one of {', '.join(VADS)}, got {self.vad!r}"
+            )
+        rates = SILERO_RATES if self.vad == "silero" else SUPPORTED_RATES
+        _require_choice("sample_rate", self.sample_rate, rates, "Hz", self.vad)
         _require_choice("frame_ms", self.frame_ms, FRAME_MS_CHOICES, "ms")
         _require_choice("aggressiveness", self.aggressiveness, (0, 1, 2, 3), "")
         _require_frame_multiple("padding_ms", self.padding_ms, self.frame_ms, minimum=1)
@@ -126,6 +139,15 @@ class SpeechEnded(msgspec.Struct, frozen=True, tag=True):
 
 
 SegmentEvent = SpeechStarted | SpeechEnded
+
+
+def open_segmenter(config: SegmenterConfig) -> Segmenter | SileroSegmenter:
+    """The segmenter of the configured speech detector (BadInput if Silero is not installed)."""
+    if config.vad == "silero":
+        from .silero import SileroSegmenter
+
+        return SileroSegmenter(config)
+    return Segmenter(config)
 
 
 class Segmenter:
@@ -491,12 +513,14 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _require_choice(name: str, value: object, choices: tuple[int, ...], unit: str) -> None:
+def _require_choice(
+    name: str, value: object, choices: tuple[int, ...], unit: str, vad: str = "webrtcvad"
+) -> None:
     if not _is_int(value) or value not in choices:
         allowed = ", ".join(str(c) for c in choices)
         raise BadInput(
             f"SegmenterConfig.{name} must be one of {allowed}{' ' + unit if unit else ''} "
-            f"(what webrtcvad supports), got {value!r}"
+            f"(what {vad} supports), got {value!r}"
         )
 
 
