@@ -254,7 +254,9 @@ def held_out_errors(name: str, vad: str) -> list[tuple[float, float]]:
     found = utterances(segmenter.feed(audio.pcm) + segmenter.close())
     truth = TRUTH[name]
     assert len(found) == len(truth)
-    return [(u.start_s - t["start_s"], u.end_s - t["end_s"]) for u, t in zip(found, truth, strict=True)]
+    return [
+        (u.start_s - t["start_s"], u.end_s - t["end_s"]) for u, t in zip(found, truth, strict=True)
+    ]
 
 
 @pytest.mark.parametrize("name", HELD_OUT)
