@@ -8,6 +8,10 @@ from uuid import UUID
 from ..domain.errors import BadInput
 
 
+class UsageError(BadInput):
+    """A command-line argument that cannot be used; the command exits with code 2."""
+
+
 def stream_id(text: str) -> UUID:
     """A conversation or flow id (a UUID)."""
     try:

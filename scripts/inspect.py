@@ -81,8 +81,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     watch.set_defaults(run=run_watch)
 
 
-
-
 def run_show(args: argparse.Namespace) -> int:
     """Print the state."""
     with open_engine(args.database_url) as engine:
@@ -92,8 +90,6 @@ def run_show(args: argparse.Namespace) -> int:
     else:
         print_state(state)
     return 0
-
-
 
 
 def run_log(args: argparse.Namespace) -> int:
