@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from debug_scenario import InProcess, Scenario, build_scenario
+from fake_telegram import FakeTelegram
+from fake_whatsapp import FakeWhatsApp
 from psycopg import sql
 
 from voxledger.adapters.bootstrap import open_engine
@@ -84,3 +86,23 @@ def run(
     """The voxledger command run in this process, on the test database."""
     monkeypatch.setenv("VOXLEDGER_DATABASE_URL", database_url)
     return InProcess(capsys, monkeypatch)
+
+
+@pytest.fixture
+def telegram_api() -> Iterator[FakeTelegram]:
+    """A local Telegram Bot API server on 127.0.0.1, stopped after the test."""
+    server = FakeTelegram().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def whatsapp_api() -> Iterator[FakeWhatsApp]:
+    """A local WhatsApp Cloud API (Graph API) server on 127.0.0.1, stopped after the test."""
+    server = FakeWhatsApp().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -7,7 +7,23 @@ worker decides without knowing which platform answered.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import httpx
+
 from ...domain.errors import VoxledgerError
+
+# Failures that happen before a whole request has left: the platform cannot have acted.
+_NOT_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.WriteError,
+    httpx.WriteTimeout,
+    httpx.LocalProtocolError,
+    httpx.UnsupportedProtocol,
+    httpx.ProxyError,
+)
 
 
 class DeliveryError(VoxledgerError):
@@ -54,3 +70,14 @@ class Rejected(DeliveryError):
 class OutsideServiceWindow(Rejected):
     """WhatsApp refused a free-form message: the customer last wrote more than 24 hours ago,
     so only an approved template can reach them until they write again."""
+
+
+def transport_failure(
+    call: str, exc: httpx.TransportError, redact: Callable[[str], str] = str
+) -> Transient:
+    """A failure with no answer (refused, timed out, cut off) as `Transient`, saying whether
+    the request may have reached the platform; ``redact`` hides secrets in the detail."""
+    detail = redact(str(exc)) or "no detail"
+    return Transient(
+        f"{call}: {type(exc).__name__}: {detail}", may_have_arrived=not isinstance(exc, _NOT_SENT)
+    )

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 
-from .delivery_errors import Rejected, RetryAfter, Transient
+from .delivery_errors import Rejected, RetryAfter, Transient, transport_failure
 from .telegram import InlineKeyboardMarkup, Update
 
 DEFAULT_BASE_URL = "https://api.telegram.org"
@@ -296,7 +296,7 @@ class TelegramBotApi:
                 **extra,
             )
         except httpx.TransportError as exc:
-            raise _transport_failure(method, exc) from None
+            raise transport_failure(method, exc, _redact) from None
         return _result(method, response, result_type)
 
 
@@ -365,24 +365,8 @@ def _describe(method: str, answer: _Answer | None, response: httpx.Response) -> 
     return f"{method}: HTTP {response.status_code} {response.reason_phrase}"
 
 
-def _transport_failure(method: str, exc: httpx.TransportError) -> Transient:
-    """A failure before any answer: whether the request may have reached Telegram decides
-    whether a retry risks a duplicate."""
-    not_sent = (
-        httpx.ConnectError,
-        httpx.ConnectTimeout,
-        httpx.PoolTimeout,
-        httpx.WriteError,
-        httpx.WriteTimeout,
-        httpx.LocalProtocolError,
-        httpx.UnsupportedProtocol,
-        httpx.ProxyError,
-    )
-    detail = _TOKEN_IN_PATH.sub("/bot<token>", str(exc)) or "no detail"
-    return Transient(
-        f"{method}: {type(exc).__name__}: {detail}",
-        may_have_arrived=not isinstance(exc, not_sent),
-    )
+def _redact(text: str) -> str:
+    return _TOKEN_IN_PATH.sub("/bot<token>", text)
 
 
 class _HideBotTokens(logging.Filter):
@@ -391,11 +375,10 @@ class _HideBotTokens(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and record.args:
             record.args = tuple(
-                _TOKEN_IN_PATH.sub("/bot<token>", str(arg)) if "/bot" in str(arg) else arg
-                for arg in record.args
+                _redact(str(arg)) if "/bot" in str(arg) else arg for arg in record.args
             )
         if "/bot" in str(record.msg):
-            record.msg = _TOKEN_IN_PATH.sub("/bot<token>", str(record.msg))
+            record.msg = _redact(str(record.msg))
         return True
 
 
