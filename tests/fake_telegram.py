@@ -366,6 +366,12 @@ class FakeTelegram:
         with self._lock:
             return [dict(m) for m in self._messages.get(chat_id, {}).values()]
 
+    @property
+    def long_polling(self) -> bool:
+        """Whether a getUpdates call is waiting for updates right now."""
+        with self._lock:
+            return self._poll is not None
+
     def pending_updates(self) -> list[dict[str, Any]]:
         """Updates queued and not yet confirmed by an offset."""
         with self._lock:

@@ -361,7 +361,7 @@ def _retry_after(answer: _Answer | None, response: httpx.Response) -> float:
 
 def _describe(method: str, answer: _Answer | None, response: httpx.Response) -> str:
     if answer is not None and answer.description:
-        return f"{method}: {answer.description}"
+        return f"{method}: HTTP {response.status_code}: {answer.description}"
     return f"{method}: HTTP {response.status_code} {response.reason_phrase}"
 
 
