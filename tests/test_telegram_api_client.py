@@ -430,3 +430,15 @@ def test_the_wire_format_is_plain_json(telegram: FakeTelegram) -> None:
     run(telegram, lambda bot: bot.send_message(CHAT, "héllo 👋"))
     (call,) = telegram.calls_to("sendMessage")
     assert json.dumps(call.params, ensure_ascii=False) == ('{"chat_id": 4242, "text": "héllo 👋"}')
+
+
+def test_buttons_may_be_given_as_the_bot_apis_own_json_object(telegram: FakeTelegram) -> None:
+    markup = {"inline_keyboard": [[{"text": "Docs", "url": "https://example.org/docs"}]]}
+    sent = run(
+        telegram,
+        lambda bot: bot.send_message(
+            CHAT, "Read", markup, None, {"message_id": 9, "allow_sending_without_reply": True}
+        ),
+    )
+    assert sent.text == "Read"
+    assert telegram.messages(CHAT)[0]["reply_markup"] == markup

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -31,6 +31,9 @@ DEFAULT_RETRY_AFTER = 5.0
 T = TypeVar("T")
 
 _TOKEN_IN_PATH = re.compile(r"/bot[^/\s]+")
+
+# Buttons as the typed markup the bot builds, or as the Bot API's own JSON object.
+Markup = InlineKeyboardMarkup | Mapping[str, Any]
 
 
 class User(msgspec.Struct, frozen=True):
@@ -151,10 +154,9 @@ class TelegramBotApi:
         self,
         chat_id: int | str,
         text: str,
-        *,
-        reply_markup: InlineKeyboardMarkup | None = None,
+        reply_markup: Markup | None = None,
         message_thread_id: int | None = None,
-        reply_parameters: ReplyParameters | None = None,
+        reply_parameters: ReplyParameters | Mapping[str, Any] | None = None,
         parse_mode: str | None = None,
         disable_notification: bool | None = None,
     ) -> Message:
@@ -175,8 +177,7 @@ class TelegramBotApi:
         chat_id: int | str,
         message_id: int,
         text: str,
-        *,
-        reply_markup: InlineKeyboardMarkup | None = None,
+        reply_markup: Markup | None = None,
         parse_mode: str | None = None,
     ) -> Message:
         """Replace the text (and the buttons, if given) of a message the bot sent."""
@@ -193,7 +194,7 @@ class TelegramBotApi:
         self,
         chat_id: int | str,
         message_id: int,
-        reply_markup: InlineKeyboardMarkup | None = None,
+        reply_markup: Markup | None = None,
     ) -> Message:
         """Replace a sent message's buttons; without ``reply_markup`` the buttons go away."""
         params = {"chat_id": chat_id, "message_id": message_id, "reply_markup": reply_markup}
@@ -207,7 +208,6 @@ class TelegramBotApi:
     async def answer_callback_query(
         self,
         callback_query_id: str,
-        *,
         text: str | None = None,
         show_alert: bool | None = None,
         url: str | None = None,
@@ -225,7 +225,6 @@ class TelegramBotApi:
 
     async def get_updates(
         self,
-        *,
         offset: int | None = None,
         limit: int | None = None,
         timeout: int = 0,
@@ -252,7 +251,6 @@ class TelegramBotApi:
     async def set_webhook(
         self,
         url: str,
-        *,
         secret_token: str | None = None,
         allowed_updates: Sequence[str] | None = None,
         drop_pending_updates: bool | None = None,
@@ -269,7 +267,7 @@ class TelegramBotApi:
         }
         return await self._call("setWebhook", params, bool)
 
-    async def delete_webhook(self, *, drop_pending_updates: bool | None = None) -> bool:
+    async def delete_webhook(self, drop_pending_updates: bool | None = None) -> bool:
         """Stop webhook delivery, so that `get_updates` can be used."""
         params = {"drop_pending_updates": drop_pending_updates}
         return await self._call("deleteWebhook", params, bool)
@@ -286,7 +284,13 @@ class TelegramBotApi:
         *,
         timeout: httpx.Timeout | None = None,
     ) -> T:
-        body = msgspec.json.encode({k: v for k, v in params.items() if v is not None})
+        body = msgspec.json.encode(
+            {
+                k: dict(v) if isinstance(v, Mapping) else v
+                for k, v in params.items()
+                if v is not None
+            }
+        )
         extra = {} if timeout is None else {"timeout": timeout}
         try:
             response = await self._http.post(
