@@ -496,7 +496,7 @@ class Engine:
             reason = flow.rejections[-1].reason
         prompt = None
         if flow.status is FlowStatus.ACTIVE and flow.step is not None:
-            prompt = definition.prompt(flow.step, flow.answers)
+            prompt = definition.prompt(flow.step, flow.answers, flow.mode)
             if (
                 definition.step(flow.step).kind == "confirm"
                 and flow.pending_events

@@ -77,9 +77,15 @@ def test_a_confirm_step_that_is_not_last_fails_naming_the_step():
         flow(ask("a", "confirm"), confirm(next="b"), ask("b"))
 
 
-def test_an_ask_step_without_a_field_fails_naming_the_step():
+def test_an_ask_step_without_a_field_collects_a_field_named_like_the_step():
+    nameless = flow({"name": "a", "prompt": "?"})
+    assert nameless.step("a").field == "a" and nameless.fields == ("a",)
+    assert FlowDefinition.from_mapping(nameless.to_mapping()) == nameless
+
+
+def test_an_ask_step_with_an_empty_field_fails_naming_the_step():
     with fails("step 'a': an ask step needs a field"):
-        flow({"name": "a", "prompt": "?"})
+        flow({"name": "a", "field": "", "prompt": "?"})
 
 
 def test_a_branch_on_an_unknown_mode_fails_naming_the_step_and_the_modes():
@@ -100,8 +106,8 @@ def test_a_definition_with_version_zero_fails():
 
 
 def test_an_unknown_validator_type_fails_naming_the_step_and_the_type():
-    with fails("step 'a': unknown validator type 'phone'"):
-        flow(ask("a", validator={"type": "phone"}))
+    with fails("step 'a': unknown validator type 'colour'"):
+        flow(ask("a", validator={"type": "colour"}))
 
 
 def test_a_misspelt_key_fails_naming_the_step():

@@ -64,8 +64,9 @@ def test_a_file_that_does_not_parse_fails_naming_the_file():
 
 
 def test_a_file_with_an_unknown_extension_fails_naming_the_file(tmp_path):
-    with pytest.raises(DefinitionError, match=r"flow\.yaml: .* ends in \.toml or \.json"):
-        load_definition(tmp_path / "flow.yaml")
+    ends = r"flow\.txt: .* ends in \.toml, \.json, \.yaml or \.yml"
+    with pytest.raises(DefinitionError, match=ends):
+        load_definition(tmp_path / "flow.txt")
 
 
 def test_a_missing_file_fails_naming_the_file(tmp_path):

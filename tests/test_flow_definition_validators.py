@@ -142,8 +142,8 @@ def test_build_validator_uses_a_custom_function_registered_by_name():
 
 
 def test_build_validator_with_an_unknown_type_fails_naming_the_type():
-    with pytest.raises(DefinitionError, match="unknown validator type 'phone'"):
-        build_validator({"type": "phone"})
+    with pytest.raises(DefinitionError, match="unknown validator type 'colour'"):
+        build_validator({"type": "colour"})
 
 
 def test_build_validator_with_an_unknown_parameter_fails_naming_the_type():
