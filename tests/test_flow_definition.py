@@ -125,20 +125,35 @@ def test_a_definition_built_in_python_runs_the_same_checks():
 
 def test_the_intake_path_in_design_mode_asks_the_city():
     assert INTAKE_V1.path("design") == [
-        "audio_number", "date", "employee", "place", "building_type", "zone", "city", "confirm",
+        "audio_number",
+        "date",
+        "employee",
+        "place",
+        "building_type",
+        "zone",
+        "city",
+        "confirm",
     ]
 
 
 def test_the_intake_path_in_interview_mode_asks_the_client():
     assert INTAKE_V1.path("interview") == [
-        "audio_number", "date", "employee", "place", "building_type", "zone", "client_name",
+        "audio_number",
+        "date",
+        "employee",
+        "place",
+        "building_type",
+        "zone",
+        "client_name",
         "confirm",
     ]
 
 
 def test_a_branch_by_answer_chooses_the_next_step():
-    school = {"when": [{"field": "building", "equals": "school", "goto": "pupils"}],
-              "else": "confirm"}
+    school = {
+        "when": [{"field": "building", "equals": "school", "goto": "pupils"}],
+        "else": "confirm",
+    }
     survey = flow(ask("building", school), ask("pupils", "confirm"), confirm())
     assert survey.next_step("building", None, {"building": "school"}) == "pupils"
     assert survey.next_step("building", None, {"building": "office"}) == "confirm"
@@ -147,8 +162,13 @@ def test_a_branch_by_answer_chooses_the_next_step():
 
 def test_the_first_step_can_branch_by_mode():
     start = {"when": [{"mode": "pickup", "goto": "office"}], "else": "address"}
-    parcel = flow(ask("address", "confirm"), ask("office", "confirm"), confirm(),
-                  modes=["courier", "pickup"], start=start)
+    parcel = flow(
+        ask("address", "confirm"),
+        ask("office", "confirm"),
+        confirm(),
+        modes=["courier", "pickup"],
+        start=start,
+    )
     assert parcel.first_step("pickup") == "office"
     assert parcel.first_step("courier") == "address"
     assert INTAKE_V1.first_step() == "audio_number"
@@ -178,7 +198,13 @@ def test_a_step_validates_its_answer_with_its_validator():
 
 def test_the_fields_are_listed_in_step_order():
     assert INTAKE_V1.fields == (
-        "audio_number", "date", "employee", "place", "building_type", "zone", "city",
+        "audio_number",
+        "date",
+        "employee",
+        "place",
+        "building_type",
+        "zone",
+        "city",
         "client_name",
     )
 
@@ -189,8 +215,15 @@ def test_a_prompt_fills_in_the_answers_so_far():
 
 
 def test_the_confirm_prompt_lists_every_answer_labelled_in_step_order():
-    answers = {"client_name": "ACME", "audio_number": 17, "date": "2026-11-21",
-               "employee": "Anna", "place": "Lyceum 5", "building_type": "school", "zone": "Hall"}
+    answers = {
+        "client_name": "ACME",
+        "audio_number": 17,
+        "date": "2026-11-21",
+        "employee": "Anna",
+        "place": "Lyceum 5",
+        "building_type": "school",
+        "zone": "Hall",
+    }
     assert INTAKE_V1.prompt("confirm", answers) == (
         "Please check the report for audio 17. Reply yes to save it, or no to change something."
         "\n\nAudio number: 17\nDate: 2026-11-21\nEmployee: Anna\nPlace: Lyceum 5"
@@ -199,24 +232,35 @@ def test_the_confirm_prompt_lists_every_answer_labelled_in_step_order():
 
 
 def test_the_confirm_summary_uses_a_step_label_and_shows_yes_or_no():
-    survey = FlowDefinition(name="t", version=1, steps=(
-        Step.ask("n", "How many?", integer(), "lift", label="Number of floors"),
-        Step.ask("lift", "Is there a lift?", yes_no(), "confirm"),
-        Step.confirm("confirm", "Correct?"),
-    ))
+    survey = FlowDefinition(
+        name="t",
+        version=1,
+        steps=(
+            Step.ask("n", "How many?", integer(), "lift", label="Number of floors"),
+            Step.ask("lift", "Is there a lift?", yes_no(), "confirm"),
+            Step.confirm("confirm", "Correct?"),
+        ),
+    )
     assert survey.prompt("confirm", {"n": 3, "lift": False}).splitlines()[2:] == [
-        "Number of floors: 3", "Lift: no",
+        "Number of floors: 3",
+        "Lift: no",
     ]
 
 
 def test_a_definition_built_in_python_equals_the_same_definition_from_data():
-    built = FlowDefinition(name="t", version=1, modes=("a",), steps=(
-        Step.ask("x", "x?", text(), Branch(when=(Rule(mode="a", goto="y"),), otherwise=None)),
-        Step.ask("y", "y?", text()),
-    ))
+    built = FlowDefinition(
+        name="t",
+        version=1,
+        modes=("a",),
+        steps=(
+            Step.ask("x", "x?", text(), Branch(when=(Rule(mode="a", goto="y"),), otherwise=None)),
+            Step.ask("y", "y?", text()),
+        ),
+    )
     assert built == flow(
         ask("x", {"when": [{"mode": "a", "goto": "y"}]}, validator={"type": "text"}),
-        ask("y"), modes=["a"],
+        ask("y"),
+        modes=["a"],
     )
     assert FlowDefinition.from_mapping(built.to_mapping()) == built
 

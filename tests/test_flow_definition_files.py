@@ -36,10 +36,17 @@ def test_a_json_file_loads_with_a_custom_validator():
     assert (delivery.name, delivery.version) == ("delivery", 2)
     assert delivery.validate("phone", "8 (999) 123") == "+8999123"
     assert delivery.path("pickup", {"fragile": True}) == [
-        "office", "fragile", "packing", "phone", "confirm",
+        "office",
+        "fragile",
+        "packing",
+        "phone",
+        "confirm",
     ]
     assert delivery.path("courier", {"fragile": False}) == [
-        "address", "fragile", "phone", "confirm",
+        "address",
+        "fragile",
+        "phone",
+        "confirm",
     ]
 
 
