@@ -66,16 +66,27 @@ def _edges(definition: FlowDefinition) -> list[tuple[str, str, str]]:
 
 
 def _mermaid_text(text: str) -> str:
-    """Text for inside a quoted Mermaid label: a quote, an entity (#, &), markup (<, >) or
-    markdown (`) and any unprintable character is written as its entity code (#35; for #)."""
-    return "".join(f"#{ord(c)};" if c in '"#&<>`' or not c.isprintable() else c for c in text)
+    """Text for inside a quoted Mermaid label: each character that Mermaid could read as
+    syntax, a directive (%%), an entity (#, &), markup (<, >), markdown (`) or a style (:,
+    ;) is written as its entity code (#35; for #), and so is anything unprintable and a
+    space at either end (Mermaid would trim it)."""
+    last = len(text) - 1
+    return "".join(
+        f"#{ord(c)};"
+        if c in _MERMAID_SPECIAL or not c.isprintable() or (c == " " and i in (0, last))
+        else c
+        for i, c in enumerate(text)
+    )
+
+
+_MERMAID_SPECIAL = frozenset('"#&<>`%:;')
 
 
 def to_mermaid(definition: FlowDefinition) -> str:
     """The flow as a Mermaid flowchart, top to bottom."""
-    title = "".join(c for c in f"{definition.title or definition.name}" if c.isprintable())
+    title = _mermaid_text(f"{definition.title or definition.name} v{definition.version}")
     lines = [
-        f"%% {title} v{definition.version}",
+        f"%% {title}",
         "flowchart TD",
         f'    {START}(["start"])',
     ]
@@ -95,10 +106,11 @@ def to_mermaid(definition: FlowDefinition) -> str:
 
 
 def _dot_text(text: str) -> str:
-    """A dot quoted string: backslashes (label escapes such as \\n) and quotes escaped,
-    control characters dropped."""
+    """A dot quoted string: backslashes (label escapes such as \\n), quotes and ampersands
+    (entities such as &amp;) escaped, unprintable characters dropped."""
     kept = "".join(c for c in text if c.isprintable())
-    return '"' + kept.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    escaped = kept.replace("\\", "\\\\").replace('"', '\\"').replace("&", "&amp;")
+    return f'"{escaped}"'
 
 
 def _dot_lines(lines: list[str]) -> str:

@@ -229,8 +229,9 @@ class FlowDefinition(_Data, kw_only=True):
             raise DefinitionError(*_shape_problems(cls, data, build, error)) from None
 
     def to_mapping(self) -> dict[str, Any]:
-        """The definition as plain data; `from_mapping` gives it back."""
-        return msgspec.to_builtins(self, enc_hook=_spec_of)
+        """The definition as plain data (as JSON would hold it); `from_mapping` gives it
+        back."""
+        return _plain(msgspec.to_builtins(self, enc_hook=_spec_of))
 
     def step(self, name: str) -> Step:
         """The step with this name."""
@@ -369,6 +370,15 @@ def _fill(match: re.Match[str], answers: Mapping[str, Any]) -> str:
         return match[0]
     value = answers[match[1]]
     return "" if value is None else show_answer(value)
+
+
+def _plain(value: Any) -> Any:
+    """Data with every tuple a list, as JSON, TOML and YAML files hold sequences."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _spec_of(value: Any) -> Any:
