@@ -196,12 +196,13 @@ def flow_schema() -> dict[str, Any]:
     flow["idle_timeout_s"]["anyOf"][0]["exclusiveMinimum"] = 0
     definitions["Step"]["properties"]["name"]["minLength"] = 1
     definitions["Validator"] = _validator_schema()
-    return {
+    schema = {
         "$schema": DIALECT,
         "title": "voxledger flow definition",
         "description": DESCRIPTIONS["FlowDefinition"][""],
         **generated,
     }
+    return msgspec.json.decode(msgspec.json.encode(schema))  # plain JSON data: lists, not tuples
 
 
 def _custom_types(type_: type) -> dict[str, Any]:
