@@ -288,7 +288,7 @@ def decimal(
     if places == 0:
         reason += " with no decimals"
     elif places is not None:
-        reason += f" with at most {places} decimal places"
+        reason += f" with at most {places} decimal place{'s' * (places > 1)}"
     reason += "."
 
     def check(raw: str) -> str:

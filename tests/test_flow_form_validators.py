@@ -77,7 +77,7 @@ def test_decimal_refuses_a_number_out_of_range_naming_the_range():
     between = decimal(min="0.5", max=100, places=1)
     assert between("0.5") == "0.5" and between("100") == "100.0"
     assert refusal(between, "0.4") == (
-        "Please send a number between 0.5 and 100 with at most 1 decimal places."
+        "Please send a number between 0.5 and 100 with at most 1 decimal place."
     )
     assert refusal(decimal(min=0), "-1") == "Please send a number of at least 0."
     assert refusal(decimal(max=0.1), "0.2") == "Please send a number no greater than 0.1."
