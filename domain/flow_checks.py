@@ -214,7 +214,7 @@ def _value_problems(asker: Step, shape: _Shape, place: str, rule: Rule) -> Itera
         options = validator.spec.get("options", {})
         if kind != "multiple_choice":
             yield f"{on}: contains is for a multiple_choice field, not a {kind} one"
-        elif rule.contains not in options:
+        elif not isinstance(rule.contains, str) or rule.contains not in options:
             yield f"{on}: {rule.contains!r} is not one of its options ({', '.join(options)})"
     elif rule.equals is None:
         if not asker.optional and shape.always_before(asker.name, place):

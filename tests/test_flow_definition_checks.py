@@ -2,7 +2,13 @@
 named (flow, version, step): names, prompts and their templates, branches that can never
 match, unreachable steps, dead ends, hooks."""
 
+import copy
+from pathlib import Path
+
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from voxledger.domain.errors import DefinitionError, Problem
 from voxledger.domain.flow_definition import FlowDefinition, Hook, Step
@@ -380,3 +386,74 @@ def test_a_hook_compares_by_name_so_a_definition_round_trips_through_data():
     assert definition.step("a").prompt_hook == Hook("greet", None)
     again = FlowDefinition.from_mapping(definition.to_mapping(), hooks={"greet": print})
     assert again == definition
+
+
+# --- any data at all --------------------------------------------------------------------------
+
+KEYS = [
+    "name",
+    "version",
+    "steps",
+    "next",
+    "when",
+    "else",
+    "field",
+    "equals",
+    "contains",
+    "goto",
+    "mode",
+    "hook",
+    "targets",
+    "validator",
+    "type",
+    "options",
+    "optional",
+    "kind",
+    "prompt",
+    "prompt_hook",
+    "min",
+    "max",
+    "places",
+    "start",
+    "modes",
+    "skip_words",
+]
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 10) | st.floats(allow_nan=False, width=32)
+    | st.text(max_size=6) | st.sampled_from(["rating", "confirm", "liked", "yes", "integer"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner,
+                                                                 max_size=4),
+    max_leaves=8,
+)  # fmt: skip
+SURVEY = yaml.safe_load(
+    (Path(__file__).parent / "fixtures" / "flows" / "survey.yaml").read_text(encoding="utf-8")
+)
+
+
+def places(node, at=()):
+    yield at
+    children = ()
+    if isinstance(node, dict):
+        children = node.items()
+    elif isinstance(node, list):
+        children = enumerate(node)
+    for key, child in children:
+        yield from places(child, (*at, key))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_a_definition_with_anything_anywhere_is_refused_only_with_a_definition_error(data):
+    definition = copy.deepcopy(SURVEY)
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.sampled_from(list(places(definition))[1:]))
+        parent = definition
+        for key in at[:-1]:
+            parent = parent[key]
+        parent[at[-1]] = data.draw(VALUES)
+    try:
+        compiled = FlowDefinition.from_mapping(definition)
+    except DefinitionError as refused:
+        assert refused.problems and all(p.reason for p in refused.problems)
+    else:
+        assert FlowDefinition.from_mapping(compiled.to_mapping()) == compiled
