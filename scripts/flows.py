@@ -6,9 +6,19 @@ from __future__ import annotations
 import argparse
 
 from ..adapters.bootstrap import flow_code, open_engine, open_flows
+from ..domain.errors import NotFound
 from ..domain.flow import FlowState
 from .arguments import add_flow_options, flow_options, stream_id, timestamp
-from .output import fail, print_fields, print_json, print_line, print_table, say, to_plain
+from .output import (
+    fail,
+    print_fields,
+    print_json,
+    print_line,
+    print_table,
+    say,
+    to_plain,
+    warn,
+)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -184,7 +194,12 @@ def run_flow(args: argparse.Namespace) -> int:
     """Print one run."""
     with open_engine(args.database_url, **flow_options(args)) as engine:
         state = engine.get_flow(args.flow_id, version=args.version)
-        prompt = engine.flow_prompt(args.flow_id).prompt if state.is_active else None
+        prompt = None
+        if state.is_active:
+            try:
+                prompt = engine.flow_prompt(args.flow_id).prompt
+            except NotFound as missing:  # the run is readable without its definition
+                warn(f"{missing}: its prompt is not shown; load it with --flows")
     if args.json:
         document = to_plain(state)
         document["expires_at"] = to_plain(state.expires_at)

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from voxledger.adapters.bootstrap import open_engine
 from voxledger.domain.flow_schema import flow_schema
 
 VOXLEDGER = [sys.executable, "-m", "voxledger.scripts.main"]
@@ -234,3 +235,23 @@ def test_serve_runs_a_user_flow_named_with_flow(survey_server: str) -> None:
             "Please send a whole number between 1 and 5.\nHow would you rate us, from 1 to 5?"
         )
         assert say("4") == "What did you like? (food, service, prices)"
+
+
+def test_flow_and_expire_work_on_runs_of_user_flows(cli_env, database_url, schema) -> None:
+    survey = str(FLOWS / "survey.yaml")
+    with open_engine(database_url, schema=schema, flows=[survey]) as engine:
+        cid = engine.start_conversation("test")
+        run = engine.start_flow(cid, "survey", "short").flow_id
+    shown = voxledger(cli_env, "flow", str(run), "--json", "--flows", survey)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["prompt"] == "How would you rate us, from 1 to 5?"
+    unloaded = voxledger(cli_env, "flow", str(run), "--json")
+    assert unloaded.returncode == 0 and json.loads(unloaded.stdout)["prompt"] is None
+    assert unloaded.stderr == (
+        "voxledger: note: no flow definition 'survey' v3 (registered: intake v1): its prompt "
+        "is not shown; load it with --flows\n"
+    )
+    # Expiring a run needs no definition: an idle run of any flow expires.
+    later = "2099-01-01T00:00:00+00:00"
+    expired = voxledger(cli_env, "expire", "--now", later, "--json")
+    assert json.loads(expired.stdout) == {"expired": [str(run)]}
