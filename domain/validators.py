@@ -86,6 +86,8 @@ def _spec(type_: str, **params: Any) -> dict[str, Any]:
 
 def text(*, max_length: int | None = None) -> Validator:
     """Any non-empty text, stripped of surrounding spaces, optionally at most max_length long."""
+    if max_length is not None and max_length < 1:
+        raise DefinitionError(f"text validator: max_length {max_length} is less than 1")
 
     def check(raw: str) -> str:
         value = raw.strip()
@@ -615,9 +617,11 @@ def build_validator(
     `{"type": "custom", "name": "inn"}` with `inn` in custom_validators."""
     params = dict(spec)
     type_ = params.pop("type", None)
+    if not isinstance(type_, str):
+        raise DefinitionError(f"a validator's type is a name such as 'text', not {type_!r}")
     if type_ == "custom":
         name = params.get("name")
-        if name not in (custom_validators or {}):
+        if not isinstance(name, str) or name not in (custom_validators or {}):
             raise DefinitionError(f"no custom validator named {name!r} is registered")
         return custom(name, custom_validators[name])
     if type_ not in BUILT_INS:

@@ -463,3 +463,17 @@ def test_build_validator_rebuilds_each_new_type_from_its_spec(spec):
 def test_build_validator_refuses_an_option_of_the_wrong_type_naming_it(spec, message):
     with pytest.raises(DefinitionError, match=message):
         build_validator(spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"type": ["text"]}, "a validator's type is a name such as 'text', not \\['text'\\]"),
+        ({}, "a validator's type is a name such as 'text', not None"),
+        ({"type": "custom", "name": 3}, "no custom validator named 3 is registered"),
+        ({"type": "text", "max_length": 0}, "text validator: max_length 0 is less than 1"),
+    ],
+)
+def test_a_validator_spec_that_names_no_rule_is_a_definition_error(spec, message):
+    with pytest.raises(DefinitionError, match=message):
+        build_validator(spec)
