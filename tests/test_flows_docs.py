@@ -10,6 +10,7 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -140,3 +141,10 @@ def test_every_key_and_every_validator_type_of_the_format_is_on_the_page() -> No
     assert missing == set()
     sections = set(re.findall(r"^### `(\w+)`$", page, re.MULTILINE))
     assert sections == set(VALIDATOR_TYPES)
+
+
+def test_every_complete_example_on_the_page_passes_the_json_schema() -> None:
+    checker = jsonschema.Draft202012Validator(flow_schema())
+    for info, text in blocks():
+        if info in PARSERS:
+            assert list(checker.iter_errors(PARSERS[info](text))) == []
