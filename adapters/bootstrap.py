@@ -6,13 +6,14 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import structlog
 from psycopg import sql
 
 from ..domain.engine import Engine
+from ..domain.errors import BadInput
 from ..domain.flow_definition import CustomValidators, FlowDefinition, FlowRegistry, Hooks
 from ..domain.intake import builtin_registry
 from .flow_files import FlowCode, load_code, load_flows
@@ -25,9 +26,44 @@ from .store.database import eventsourcing_settings, resolve_database_url
 _SCHEMA_LOCK = 0x766F786C  # "voxl"
 
 
+# Tests hand their clock to the processes they start through this variable: an ISO 8601
+# time at which the process's clock starts, running on at the machine's steady pace from
+# there. Meant for tests (and for replaying a day by hand); production leaves it unset.
+ENV_TEST_CLOCK = "VOXLEDGER_TEST_CLOCK"
+
+Clock = Callable[[], datetime]
+
+
 def utc_now() -> datetime:
     """The wall clock, in UTC: the Engine's default source of command times."""
     return datetime.now(UTC)
+
+
+class SteadyClock:
+    """A clock that starts at a given moment and advances with the machine's monotonic
+    clock: the same pace as real time, on whatever calendar day the caller chose."""
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise BadInput(f"{ENV_TEST_CLOCK} must carry a time zone, like 2026-11-21T14:00Z")
+        self.start = start
+        self._origin = time.monotonic()
+
+    def __call__(self) -> datetime:
+        return self.start + timedelta(seconds=time.monotonic() - self._origin)
+
+
+def system_clock() -> Clock:
+    """The clock every command of this process uses: the wall clock, unless the process was
+    started with $VOXLEDGER_TEST_CLOCK (the one place besides utc_now that decides time)."""
+    raw = os.environ.get(ENV_TEST_CLOCK)
+    if not raw:
+        return utc_now
+    try:
+        start = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise BadInput(f"{ENV_TEST_CLOCK}={raw!r} is not an ISO 8601 time") from None
+    return SteadyClock(start)
 
 
 def jittered_backoff(attempt: int) -> None:
@@ -99,17 +135,22 @@ def open_engine(
     database_url: str | None = None,
     *,
     schema: str | None = None,
-    clock: Callable[[], datetime] = utc_now,
+    clock: Clock | None = None,
     flows: FlowSource = None,
     custom_validators: CustomValidators | None = None,
     hooks: Hooks | None = None,
     code: Sequence[str] | None = None,
 ) -> Engine:
-    """A ready Engine on the given database, $VOXLEDGER_DATABASE_URL, or the embedded server,
-    running the flows `open_flows` gives for `flows`, `custom_validators`, `hooks`, `code`."""
+    """A ready Engine on the given database, $VOXLEDGER_DATABASE_URL, or the embedded server;
+    its clock is the given one, else this process's (`system_clock`). It runs the flows
+    `open_flows` gives for `flows`, `custom_validators`, `hooks` and `code`."""
     if not structlog.is_configured():
         configure_logging()
     # The definitions first: a broken flow file is reported before a database starts.
     registry = open_flows(flows, custom_validators=custom_validators, hooks=hooks, code=code)
-    store = open_store(database_url, schema=schema)
-    return Engine(store, clock, flows=registry, backoff=jittered_backoff)
+    return Engine(
+        open_store(database_url, schema=schema),
+        clock or system_clock(),
+        flows=registry,
+        backoff=jittered_backoff,
+    )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from itertools import islice
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
@@ -166,8 +166,10 @@ class ProjectionRunner:
         *,
         page_size: int = PAGE_SIZE,
         events_table: str = EVENTS_TABLE,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.pool = pool
+        self.clock = clock  # for how far behind the log is in time (status); never read here
         self.schema = schema
         self.decode = decode
         self.projections = {p.name: p for p in projections or default_projections()}
@@ -356,7 +358,9 @@ class ProjectionRunner:
                 ).format(self._tracking),
                 (list(self.projections),),
             )
-            now = datetime.now(UTC)
+            if self.clock is None:
+                raise TypeError("ProjectionRunner.status needs the clock it was built with")
+            now = self.clock()
             result = []
             for name, position, updated_at in cur.fetchall():
                 behind = 0.0

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..adapters.bootstrap import open_store
+from ..adapters.bootstrap import Clock, open_store, system_clock
 from ..adapters.store.application import EventStore
 from ..projections.queries import Projections
 from ..projections.runner import (
@@ -68,8 +68,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     rebuild.set_defaults(run=run_rebuild)
 
 
-def open_runner(store: EventStore, page_size: int = PAGE_SIZE) -> ProjectionRunner:
-    """The projection runner on the event store's database, schema and event decoder."""
+def open_runner(
+    store: EventStore, page_size: int = PAGE_SIZE, *, clock: Clock | None = None
+) -> ProjectionRunner:
+    """The projection runner on the event store's database, schema and event decoder; its
+    clock (for how far behind it is in time) is this process's unless given."""
     recorder = store.recorder
     recorder.datastore.pool.open()  # the library opens it on first use; we may come first
     return ProjectionRunner(
@@ -78,6 +81,7 @@ def open_runner(store: EventStore, page_size: int = PAGE_SIZE) -> ProjectionRunn
         store.mapper.to_domain_event,
         page_size=page_size,
         events_table=recorder.events_table_name,
+        clock=clock or system_clock(),
     )
 
 

@@ -7,10 +7,10 @@ import argparse
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from ..adapters.bootstrap import open_store
+from ..adapters.bootstrap import open_store, system_clock
 from ..domain.errors import BadInput
 from ..projections.queries import AuditEntry, Funnel, MetricsSummary, Projections
 from .arguments import stream_id, timestamp
@@ -70,7 +70,7 @@ def since(text: str) -> datetime:
     """An ISO 8601 time, or a span back from now such as 90m, 24h or 7d."""
     ago = _AGO.fullmatch(text.strip())
     if ago:
-        return datetime.now(UTC) - timedelta(**{_UNITS[ago[2]]: float(ago[1])})
+        return system_clock()() - timedelta(**{_UNITS[ago[2]]: float(ago[1])})
     try:
         return timestamp(text)
     except BadInput:

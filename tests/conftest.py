@@ -1,11 +1,22 @@
 """Real PostgreSQL for every test: the embedded server (started once) or
-VOXLEDGER_TEST_DATABASE_URL; each test gets a schema of its own, dropped afterwards."""
+VOXLEDGER_TEST_DATABASE_URL; each test gets a schema of its own, dropped afterwards.
+
+Time is an input: every test has a clock, and every process a test starts gets it through
+$VOXLEDGER_TEST_CLOCK, so the suite passes on any date. A run never hangs: processes a test
+spawns are killed in its teardown, and a watchdog turns a stuck run into a failure with
+every thread's stack (see `pytest_configure`).
+"""
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
+import subprocess
+import sys
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -13,7 +24,7 @@ import pytest
 from debug_scenario import InProcess, Scenario, build_scenario
 from psycopg import sql
 
-from voxledger.adapters.bootstrap import open_engine
+from voxledger.adapters.bootstrap import ENV_TEST_CLOCK, open_engine
 from voxledger.adapters.store.database import embedded_database_url
 from voxledger.domain.engine import Engine
 
@@ -37,13 +48,15 @@ def schema(database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def cli_env(database_url: str, schema: str) -> dict[str, str]:
-    """Environment for running the voxledger command against this test's schema."""
+def cli_env(database_url: str, schema: str, clock: StepClock) -> dict[str, str]:
+    """Environment for running the voxledger command against this test's schema, on this
+    test's clock (the process's clock starts where the test's stands, and runs on)."""
     return {
         **os.environ,
         "VOXLEDGER_DATABASE_URL": database_url,
         "VOXLEDGER_SCHEMA": schema,
         "VOXLEDGER_LOG_LEVEL": "WARNING",
+        ENV_TEST_CLOCK: clock.now.isoformat(),
     }
 
 
@@ -79,8 +92,80 @@ def scenario(engine: Engine) -> Scenario:
 
 @pytest.fixture
 def run(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, database_url: str
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    clock: StepClock,
 ) -> InProcess:
-    """The voxledger command run in this process, on the test database."""
+    """The voxledger command run in this process, on the test database and clock."""
     monkeypatch.setenv("VOXLEDGER_DATABASE_URL", database_url)
+    monkeypatch.setenv(ENV_TEST_CLOCK, clock.now.isoformat())
     return InProcess(capsys, monkeypatch)
+
+
+Spawn = Callable[..., "subprocess.Popen[str]"]
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    """`subprocess.Popen` for a test: whatever happens in the test, every process it started
+    this way is killed (with its own children) and reaped in the teardown."""
+    started: list[subprocess.Popen[str]] = []
+
+    def popen(*args: object, **kwargs: object) -> subprocess.Popen[str]:
+        kwargs.setdefault("start_new_session", True)  # its own group: killed with children
+        process: subprocess.Popen[str] = subprocess.Popen(*args, **kwargs)  # type: ignore[call-overload]
+        started.append(process)
+        return process
+
+    yield popen
+    for process in started:
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                process.kill()
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+        process.wait(timeout=30)
+
+
+# -- a run that cannot hang ---------------------------------------------------------------------
+
+# Well under CI's 90 minutes; the whole suite takes a few. 0 turns the watchdog off (debugging).
+DEADLINE_S = float(os.environ.get("VOXLEDGER_TEST_DEADLINE_S", "1500"))
+_exit_status: list[int] = [0]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Arm the watchdog: past the deadline every thread's stack is printed and the run
+    exits with a failure, wherever it is stuck (a test, a teardown, interpreter exit)."""
+    if DEADLINE_S > 0 and not hasattr(config, "workerinput"):
+        faulthandler.dump_traceback_later(DEADLINE_S, exit=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remember how the run went, for the check below."""
+    _exit_status[0] = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A thread a test left running would keep the interpreter alive after the summary:
+    give stragglers a moment, then name them with their stacks and fail at once."""
+    stragglers = [
+        t
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and not t.daemon and t.is_alive()
+    ]
+    for thread in stragglers:
+        thread.join(timeout=10 / len(stragglers))
+    stuck = [t for t in stragglers if t.is_alive()]
+    if not stuck:
+        return
+    names = ", ".join(t.name for t in stuck)
+    sys.stderr.write(f"\nFAILED: threads left running after the tests: {names}\n")
+    faulthandler.dump_traceback(sys.stderr, all_threads=True)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(_exit_status[0] or 1)

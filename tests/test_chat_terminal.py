@@ -9,6 +9,8 @@ import sys
 import threading
 import time
 
+from conftest import Spawn
+
 VOXLEDGER = [sys.executable, "-m", "voxledger.scripts.main"]
 DATE_PROMPT = "bot: When was the visit? For example 21.11.2026."
 EMPLOYEE_PROMPT = "bot: Who made the visit? Please send the employee's name."
@@ -17,8 +19,8 @@ EMPLOYEE_PROMPT = "bot: Who made the visit? Please send the employee's name."
 class Terminal:
     """`voxledger chat` with a pipe for stdin and its stdout read line by line."""
 
-    def __init__(self, env: dict[str, str], *args: str) -> None:
-        self.process = subprocess.Popen(
+    def __init__(self, spawn: Spawn, env: dict[str, str], *args: str) -> None:
+        self.process = spawn(
             [*VOXLEDGER, "chat", *args],
             env={**env, "PYTHONUNBUFFERED": "1"},
             stdin=subprocess.PIPE,
@@ -51,9 +53,9 @@ class Terminal:
 
 
 def test_a_terminal_chat_killed_and_started_again_continues_the_flow(
-    cli_env: dict[str, str],
+    cli_env: dict[str, str], spawn: Spawn
 ) -> None:
-    first = Terminal(cli_env, "--chat-id", "alice")
+    first = Terminal(spawn, cli_env, "--chat-id", "alice")
     conversation = first.expect("conversation ")
     assert first.expect("bot: ") == "bot: Audio visit report: choose interview or design."
     assert first.expect("     choices:") == "     choices: interview | design"
@@ -64,7 +66,7 @@ def test_a_terminal_chat_killed_and_started_again_continues_the_flow(
     first.process.send_signal(signal.SIGKILL)
     first.process.wait(10)
 
-    second = Terminal(cli_env, "--chat-id", "alice")
+    second = Terminal(spawn, cli_env, "--chat-id", "alice")
     assert second.expect("conversation ") == conversation  # the same one, found by chat id
     assert second.expect("bot: ") == DATE_PROMPT  # where it stands, before anything is typed
     second.type("21.11.2026")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import Spawn
 
 VOXLEDGER = [sys.executable, "-m", "voxledger.scripts.main"]
 
@@ -56,10 +57,10 @@ def test_demo_prints_the_state_where_the_data_lives_and_how_to_inspect_it(
 
 
 def test_a_demo_killed_halfway_leaves_exactly_the_committed_events(
-    cli_env: dict[str, str],
+    cli_env: dict[str, str], spawn: Spawn
 ) -> None:
     env = {**cli_env, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
+    process = spawn(
         [*VOXLEDGER, "demo", "--pause", "0.05"], env=env, stdout=subprocess.PIPE, text=True
     )
     conversation_id = process.stdout.readline().split()[1]

@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import Spawn
 from test_projections import dump, running  # the projection suite's own helpers
 
 from voxledger.domain.engine import Engine
@@ -29,8 +30,8 @@ WORKER = str(Path(__file__).parent / "workers" / "hammer.py")
 SCALE = int(os.environ.get("VOXLEDGER_TORTURE_SCALE", "1"))
 
 
-def start(env, name: str, threads: int, commands: int, conversations, flows=()):
-    return subprocess.Popen(
+def start(spawn, env, name: str, threads: int, commands: int, conversations, flows=()):
+    return spawn(
         [
             sys.executable,
             WORKER,
@@ -57,14 +58,16 @@ def logged_messages(engine: Engine, conversations) -> Counter:
 
 
 def test_many_threads_in_several_processes_lose_and_duplicate_nothing(
-    engine: Engine, cli_env: dict[str, str]
+    engine: Engine, cli_env: dict[str, str], spawn: Spawn
 ) -> None:
     conversations = [engine.start_conversation("chat") for _ in range(4)]
     flows = [
         engine.start_flow(engine.start_conversation("chat"), "intake", "design").flow_id
         for _ in range(3)
     ]
-    processes = [start(cli_env, f"p{i}", 6, 25 * SCALE, conversations, flows) for i in range(3)]
+    processes = [
+        start(spawn, cli_env, f"p{i}", 6, 25 * SCALE, conversations, flows) for i in range(3)
+    ]
     acked = []
     with running(engine):  # the projections tail the log while the writers race
         for process in processes:
@@ -87,7 +90,7 @@ def test_many_threads_in_several_processes_lose_and_duplicate_nothing(
 
 
 def test_processes_killed_at_random_points_lose_nothing_acknowledged(
-    engine: Engine, cli_env: dict[str, str]
+    engine: Engine, cli_env: dict[str, str], spawn: Spawn
 ) -> None:
     rng = random.Random(1)
     conversations = [engine.start_conversation("chat") for _ in range(3)]
@@ -98,12 +101,12 @@ def test_processes_killed_at_random_points_lose_nothing_acknowledged(
     kills = 12 * SCALE
     acked: list[str] = []
     for round_ in range(kills):
-        process = start(cli_env, f"k{round_}", 4, 40, conversations, flows)
+        process = start(spawn, cli_env, f"k{round_}", 4, 40, conversations, flows)
         time.sleep(rng.uniform(0.6, 1.4))  # starting takes ~0.5 s; then it writes
         process.send_signal(signal.SIGKILL)
         out, _ = process.communicate(timeout=60)
         acked += [line.split()[2] for line in out.splitlines() if line.startswith("message")]
-    finisher = start(cli_env, "final", 1, 1, conversations, flows)
+    finisher = start(spawn, cli_env, "final", 1, 1, conversations, flows)
     out, _ = finisher.communicate(timeout=120)
     assert finisher.returncode == 0 and out.splitlines()[-1] == "done"
     acked += [line.split()[2] for line in out.splitlines() if line.startswith("message")]

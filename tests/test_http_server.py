@@ -24,6 +24,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from voxledger.adapters.bootstrap import ENV_TEST_CLOCK
 from voxledger.adapters.chat.bot import conversation_id_for
 
 FIXTURES = Path(__file__).parent / "fixtures" / "telegram"
@@ -56,13 +57,22 @@ class Server:
                 stdout=subprocess.DEVNULL,
                 stderr=err,
             )
+        try:
+            self._wait_until_healthy()
+        except BaseException:
+            self.stop()  # never leave a half-started server behind
+            raise
+        return self
+
+    def _wait_until_healthy(self) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
+                    return
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
@@ -99,6 +109,7 @@ def server_env_fixture(database_url: str, server_schema: str) -> dict[str, str]:
         "VOXLEDGER_DATABASE_URL": database_url,
         "VOXLEDGER_SCHEMA": server_schema,
         "VOXLEDGER_LOG_LEVEL": "INFO",
+        ENV_TEST_CLOCK: "2026-11-21T14:00:00+00:00",  # the server's clock starts here
         "VOXLEDGER_TELEGRAM_SECRET": SECRET,
         "VOXLEDGER_API_TOKEN": TOKEN,
         "VOXLEDGER_MAX_BODY_BYTES": "65536",

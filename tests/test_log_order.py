@@ -79,5 +79,7 @@ def test_an_append_that_commits_late_is_not_overtaken_and_is_projected(
 
 def _started_state(store, conversation_id: uuid.UUID) -> bytes:
     """The stored payload of a real conversation start, for the raw append."""
-    started = Conversation.start("voice", at=datetime.now(UTC), conversation_id=conversation_id)
+    started = Conversation.start(
+        "voice", at=datetime(2026, 11, 21, 14, 0, tzinfo=UTC), conversation_id=conversation_id
+    )
     return store.mapper.to_stored_event(started.collect_events()[0]).state

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 import warnings
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -69,22 +70,27 @@ def test_an_exhausted_pool_gives_a_timeout_error_not_a_hang(
         release, holding = threading.Event(), threading.Barrier(free + 1)
 
         def slow_caller() -> None:
-            with datastore.get_connection():
+            with datastore.get_connection(), suppress(threading.BrokenBarrierError):
                 holding.wait()
                 release.wait()
 
-        callers = [threading.Thread(target=slow_caller) for _ in range(free)]
-        for caller in callers:
-            caller.start()
-        holding.wait()
-        engine.store.forget_cached()
-        started = time.monotonic()
-        with pytest.raises(Unavailable, match="couldn't get a connection"):
-            engine.get_conversation(cid)
-        waited = time.monotonic() - started
-        release.set()
-        for caller in callers:
-            caller.join()
+        # Daemon threads, released and joined whatever happens: a failing assertion must
+        # never leave them holding the pool and keeping the interpreter alive.
+        callers = [threading.Thread(target=slow_caller, daemon=True) for _ in range(free)]
+        try:
+            for caller in callers:
+                caller.start()
+            holding.wait(timeout=30)
+            engine.store.forget_cached()
+            started = time.monotonic()
+            with pytest.raises(Unavailable, match="couldn't get a connection"):
+                engine.get_conversation(cid)
+            waited = time.monotonic() - started
+        finally:
+            release.set()
+            holding.abort()  # a caller still waiting at the barrier gives up at once
+            for caller in callers:
+                caller.join(timeout=30)
         assert waited < 30  # a bounded wait, not a hang (the setting is 1 s)
         assert engine.get_conversation(cid).version == 1
         engine.add_message(cid, "user", "the pool has room again")

@@ -7,11 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 import pytest
+from conftest import Spawn, StepClock
 
 from voxledger.domain.engine import Engine
 
@@ -56,9 +57,9 @@ def test_project_run_once_catches_up_and_status_reports_no_lag(
 
 
 def test_project_run_follows_new_events_until_sigterm(
-    engine: Engine, cli_env: dict[str, str]
+    engine: Engine, cli_env: dict[str, str], spawn: Spawn
 ) -> None:
-    process = subprocess.Popen(
+    process = spawn(
         [*VOXLEDGER, "project", "run"],
         env={**cli_env, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
@@ -121,10 +122,10 @@ def test_conversations_lists_by_status_with_the_current_flow(
 
 
 def test_metrics_reports_totals_and_percentiles_since_a_time(
-    engine: Engine, cli_env: dict[str, str]
+    engine: Engine, cli_env: dict[str, str], clock: StepClock
 ) -> None:
     cid = engine.start_conversation("voice")
-    old = datetime.now(UTC) - timedelta(days=3)
+    old = clock.now - timedelta(days=3)
     engine.add_message(cid, "user", "long ago", at=old)
     said = engine.add_message(cid, "user", "what time is it?")
     engine.start_turn(cid, said)

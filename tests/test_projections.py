@@ -18,6 +18,7 @@ from uuid import UUID
 
 import psycopg
 import pytest
+from conftest import Spawn
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
@@ -464,12 +465,12 @@ class FailsOnce(Audit):
 
 
 def test_a_page_that_fails_leaves_no_rows_and_the_next_attempt_applies_it_once(
-    engine: Engine,
+    engine: Engine, clock: Any
 ) -> None:
     bulk_log(engine, conversations=10, rounds=6)
     store, ds = engine.store, engine.store.recorder.datastore
     failing = ProjectionRunner(
-        ds.pool, ds.schema, store.mapper.to_domain_event, [FailsOnce()], page_size=30
+        ds.pool, ds.schema, store.mapper.to_domain_event, [FailsOnce()], page_size=30, clock=clock
     )
     with failing, pytest.raises(RuntimeError, match="disk full"):
         failing.catch_up()
@@ -485,7 +486,7 @@ KILLS = 4 * int(os.environ.get("VOXLEDGER_TORTURE_SCALE", "1"))  # 13 for a 52-k
 
 @pytest.mark.concurrency
 def test_a_runner_killed_at_random_moments_and_restarted_ends_as_an_uninterrupted_run(
-    engine: Engine, database_url: str, schema: str, cli_env: dict[str, str]
+    engine: Engine, database_url: str, schema: str, cli_env: dict[str, str], spawn: Spawn
 ) -> None:
     head = bulk_log(engine)
     assert head > 3000
@@ -509,7 +510,7 @@ def test_a_runner_killed_at_random_moments_and_restarted_ends_as_an_uninterrupte
             if kills == KILLS or low >= head:
                 break
             target = low + rng.randint(1, max(1, (head - low) // (KILLS - kills + 2)))
-            process = subprocess.Popen(
+            process = spawn(
                 [*command, "--page-size", str(rng.choice([20, 50, 130]))],
                 env=cli_env,
                 stdout=subprocess.DEVNULL,
@@ -576,11 +577,13 @@ def test_a_rebuild_keeps_the_old_tables_readable_until_it_swaps_in_the_new_ones(
     readers.pool.close()
 
 
-def test_status_reports_each_position_the_head_and_how_far_behind_it_is(engine: Engine) -> None:
-    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+def test_status_reports_each_position_the_head_and_how_far_behind_it_is(
+    engine: Engine, clock: Any
+) -> None:
+    hour_ago = clock.now - timedelta(hours=1)
     cid = engine.start_conversation("voice", at=hour_ago)
     engine.add_message(cid, "user", "hello", at=hour_ago)
-    with open_runner(engine.store) as runner:
+    with open_runner(engine.store, clock=clock) as runner:
         behind = runner.status()
         assert [(s.name, s.position, s.head, s.lag) for s in behind] == [
             ("audit", 0, 2, 2),

@@ -12,6 +12,7 @@ from uuid import UUID
 import msgspec
 import psycopg
 import pytest
+from conftest import Spawn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,11 +35,11 @@ with open_engine() as engine:
 
 
 def test_a_flow_killed_halfway_resumes_at_the_right_step_in_a_new_process(
-    engine: Engine, cli_env: dict[str, str]
+    engine: Engine, cli_env: dict[str, str], spawn: Spawn
 ) -> None:
     cid = engine.start_conversation("telegram")
     flow_id = engine.start_flow(cid, "intake", "design").flow_id
-    process = subprocess.Popen(
+    process = spawn(
         [sys.executable, "-c", ANSWER_SLOWLY, str(flow_id)],
         env=cli_env,
         stdout=subprocess.PIPE,
