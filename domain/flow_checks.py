@@ -49,6 +49,7 @@ class _Shape:
             target = edge.target if edge.target in self.names else None
             (self.starts if edge.source is None else self.leads_to[edge.source]).add(target)
         self.reachable = self.reached_from(self.starts)
+        self._after: dict[str, set[str]] = {}  # step -> the steps some path visits after it
 
     def reached_from(self, starts: set[str | None], without: str | None = None) -> set[str]:
         """The steps some path from these visits (not passing through `without`)."""
@@ -61,26 +62,34 @@ class _Shape:
                 todo.extend(n for n in self.leads_to[name] if n is not None and n != without)
         return reached
 
+    def after(self, step: str) -> set[str]:
+        """The steps some path visits after this one (itself too, in a cycle)."""
+        if step not in self._after:
+            self._after[step] = self.reached_from(self.leads_to[step])
+        return self._after[step]
+
     def can_come_before(self, earlier: str, later: str) -> bool:
         """Whether a run can visit `earlier` and then, later on, `later`."""
-        return earlier in self.reachable and later in self.reached_from(self.leads_to[earlier])
+        return earlier in self.reachable and later in self.after(earlier)
 
     def always_before(self, earlier: str, later: str) -> bool:
         """Whether every run that reaches `later` has visited `earlier` (or is at it)."""
         return later not in self.reached_from(self.starts, without=earlier)
 
     def finishing(self) -> set[str]:
-        """The steps from which some path reaches the end."""
+        """The steps from which some path reaches the end: back from the end, step by step."""
+        before: dict[str | None, list[str]] = {}
+        for name, targets in self.leads_to.items():
+            for target in targets:
+                before.setdefault(target, []).append(name)
         finishing: set[str] = set()
-        while True:
-            more = {
-                name
-                for name, targets in self.leads_to.items()
-                if any(t is None or t in finishing for t in targets)
-            }
-            if more == finishing:
-                return finishing
-            finishing = more
+        todo = list(before.get(None, []))
+        while todo:
+            name = todo.pop()
+            if name not in finishing:
+                finishing.add(name)
+                todo.extend(before.get(name, []))
+        return finishing
 
 
 def _flow_problems(definition: FlowDefinition) -> Found:
@@ -247,7 +256,7 @@ def _graph_problems(definition: FlowDefinition, shape: _Shape) -> Found:
     for step in definition.steps:
         if step.name in finishing:
             continue
-        if step.name in shape.reached_from(shape.leads_to[step.name]):
+        if step.name in shape.after(step.name):
             yield step.name, "in a cycle with no exit: a dead end, no path from it reaches the end"
         else:
             yield step.name, "a dead end: every path from it runs into a cycle with no exit"

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -237,9 +238,9 @@ def test_serve_runs_a_user_flow_named_with_flow(survey_server: str) -> None:
         assert say("4") == "What did you like? (food, service, prices)"
 
 
-def test_flow_and_expire_work_on_runs_of_user_flows(cli_env, database_url, schema) -> None:
+def test_flow_and_expire_work_on_runs_of_user_flows(cli_env, database_url, schema, clock) -> None:
     survey = str(FLOWS / "survey.yaml")
-    with open_engine(database_url, schema=schema, flows=[survey]) as engine:
+    with open_engine(database_url, schema=schema, clock=clock, flows=[survey]) as engine:
         cid = engine.start_conversation("test")
         run = engine.start_flow(cid, "survey", "short").flow_id
     shown = voxledger(cli_env, "flow", str(run), "--json", "--flows", survey)
@@ -252,6 +253,6 @@ def test_flow_and_expire_work_on_runs_of_user_flows(cli_env, database_url, schem
         "is not shown; load it with --flows\n"
     )
     # Expiring a run needs no definition: an idle run of any flow expires.
-    later = "2099-01-01T00:00:00+00:00"
+    later = (clock.now + timedelta(days=1)).isoformat()
     expired = voxledger(cli_env, "expire", "--now", later, "--json")
     assert json.loads(expired.stdout) == {"expired": [str(run)]}
