@@ -7,6 +7,7 @@ import os
 
 from ..adapters.bootstrap import open_engine
 from ..adapters.logs import configure_logging
+from .arguments import add_flow_options, flow_options
 from .output import say
 
 
@@ -23,7 +24,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on")
-    serve.add_argument("--flow", default="intake", help="the flow the chat bot runs")
+    serve.add_argument(
+        "--flow", default="intake", help="the flow the chat bot runs: built-in or loaded (--flows)"
+    )
+    add_flow_options(serve)
     serve.set_defaults(run=run)
 
 
@@ -37,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.log_level is None and not os.environ.get("VOXLEDGER_LOG_LEVEL"):
         configure_logging("INFO")  # a server logs its requests unless told otherwise
     settings = Settings.from_env(args.flow)
-    with open_engine(args.database_url) as engine:
+    with open_engine(args.database_url, **flow_options(args)) as engine:
         app = create_app(engine, settings)
         say(f"voxledger: serving on http://{args.host}:{args.port} (OpenAPI at /schema)")
         # uvicorn's own logging stays unconfigured: structlog writes one line per request.
