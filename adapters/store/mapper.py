@@ -277,8 +277,17 @@ def prepare_plans() -> None:
     """Build the plan of every event class that has a stable topic (ours all do)."""
     for cls in _event_classes(DomainEvent):  # events and snapshots
         topic = cls.__dict__.get("TOPIC")
-        if isinstance(topic, str) and topic not in _PLANS:
+        if isinstance(topic, str) and topic not in _PLANS and _names(topic, cls):
             _plan(StoredEvent(UUID(int=0), 0, topic, b""))
+
+
+def _names(topic: str, cls: type) -> bool:
+    """True if the topic resolves to this very class (a class may declare a topic that is
+    registered for another, or for none)."""
+    try:
+        return resolve_topic(topic) is cls
+    except TopicError:
+        return False
 
 
 def _event_classes(root: type) -> set[type]:
