@@ -34,7 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.domain import DomainEvent, DomainEventProtocol
 from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent
-from eventsourcing.utils import TopicError, get_topic, resolve_topic
+from eventsourcing.utils import TopicError, get_topic, register_topic, resolve_topic
 
 from ...domain.errors import InvalidTransition, VoxledgerError
 from .keys import KeyRing
@@ -278,6 +278,13 @@ def prepare_plans() -> None:
     for cls in _event_classes(DomainEvent):  # events and snapshots
         topic = cls.__dict__.get("TOPIC")
         if isinstance(topic, str) and topic not in _PLANS:
+            try:
+                # A class's own TOPIC names it for good; the library only learns it when
+                # the class is first stored, which may come after this (a class defined
+                # outside our modules, whose topic names no importable place).
+                register_topic(topic, cls)
+            except TopicError:
+                continue  # another class holds that topic: planned when its events are met
             _plan(StoredEvent(UUID(int=0), 0, topic, b""))
 
 
