@@ -18,8 +18,8 @@ from ..domain.flow_definition import CustomValidators, FlowDefinition, FlowRegis
 from ..domain.intake import builtin_registry
 from .flow_files import FlowCode, load_code, load_flows
 from .logs import configure_logging
-from .store.application import EventStore
 from .store.database import eventsourcing_settings, resolve_database_url
+from .store.event_store import EventStore
 
 # Serialises schema creation across processes: two processes creating the same tables at
 # once can otherwise collide in PostgreSQL's catalogue.

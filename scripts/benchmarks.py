@@ -26,10 +26,10 @@ from eventsourcing.application import Application
 from psycopg import sql
 from psycopg.rows import tuple_row
 
+from ..adapters.async_engine import AsyncEngine
 from ..adapters.bootstrap import open_engine
-from ..adapters.store.application import fold
 from ..adapters.store.database import eventsourcing_settings
-from ..domain.async_engine import AsyncEngine
+from ..adapters.store.event_store import fold
 from ..domain.conversation import Conversation
 from ..projections.runner import PAGE_SIZE
 from .project import open_runner

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from ..adapters.bootstrap import open_store
-from ..adapters.store.application import EventStore
+from ..adapters.store.event_store import EventStore
 from .arguments import stream_id
 from .output import fail, print_json, print_table, say
 from .project import open_runner

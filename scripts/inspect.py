@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from ..adapters.bootstrap import open_engine, open_store
-from ..adapters.store.history import History, Recorded, event_data, stream_type, topics_of
+from ..adapters.debug.history import History, Recorded, event_data, stream_type, topics_of
 from ..domain.conversation import Conversation, ConversationState
 from ..domain.errors import BadInput
 from ..domain.flow import Flow

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import anyio
 
+from ..adapters.async_engine import AsyncEngine
 from ..adapters.audio.convert import CHANNELS, require_channel_choice
 from ..adapters.audio.segmenter import VADS, SegmenterConfig, SpeechEnded
 from ..adapters.audio.stream import stream_audio
 from ..adapters.audio.turns import TurnConfig
 from ..adapters.audio.wav import open_wav, stream_wav
 from ..adapters.bootstrap import open_engine
-from ..domain.async_engine import AsyncEngine
 from ..domain.errors import BadInput
 from .arguments import UsageError, stream_id, timestamp
 from .output import print_json, print_table, say, to_plain

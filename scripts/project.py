@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..adapters.bootstrap import Clock, open_store, system_clock
-from ..adapters.store.application import EventStore
+from ..adapters.store.event_store import EventStore
 from ..projections.queries import Projections
 from ..projections.runner import (
     PAGE_SIZE,

@@ -8,8 +8,8 @@ import argparse
 import msgspec
 
 from ..adapters.bootstrap import open_store
-from ..adapters.store.history import History
-from ..adapters.store.replay import Difference, Replayer, Tally
+from ..adapters.debug.history import History
+from ..adapters.debug.replay import Difference, Replayer, Tally
 from ..domain.errors import BadInput
 from .arguments import stream_id
 from .output import print_json, print_line, to_plain

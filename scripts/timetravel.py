@@ -10,11 +10,11 @@ from typing import Any
 import msgspec
 
 from ..adapters.bootstrap import open_store
-from ..adapters.store.timetravel import Found, Point, TimeTravel
+from ..adapters.debug.conditions import Condition
+from ..adapters.debug.diff import Change, diff
+from ..adapters.debug.timetravel import Found, Point, TimeTravel
 from ..domain.conversation import ConversationState
 from ..domain.flow import FlowState
-from ..domain.state_diff import Change, diff
-from ..domain.state_query import Condition
 from .arguments import stream_id, timestamp
 from .flows import print_flow
 from .inspect import print_state, state_document

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from ..adapters.bootstrap import open_store
-from ..adapters.store.history import History
-from ..adapters.store.transfer import export_lines, import_lines
+from ..adapters.debug.history import History
+from ..adapters.debug.transfer import export_lines, import_lines
 from ..domain.errors import BadInput
 from .arguments import stream_id
 from .output import print_json, print_line, print_raw_lines, to_plain

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 
+from voxledger.adapters.async_engine import AsyncEngine
 from voxledger.adapters.bootstrap import open_engine
-from voxledger.domain.async_engine import AsyncEngine
 from voxledger.domain.engine import Engine
 from voxledger.domain.errors import Expired
 from voxledger.domain.flow import FlowStatus

@@ -11,11 +11,11 @@ from pathlib import Path
 import anyio
 import pytest
 
+from voxledger.adapters.async_engine import AsyncEngine
 from voxledger.adapters.audio.segmenter import SegmenterConfig
 from voxledger.adapters.audio.stream import VoiceStream, stream_audio
 from voxledger.adapters.audio.turns import TurnConfig
 from voxledger.adapters.audio.wav import read_wav
-from voxledger.domain.async_engine import AsyncEngine
 from voxledger.domain.engine import Engine
 from voxledger.domain.errors import BadInput
 

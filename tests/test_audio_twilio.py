@@ -12,6 +12,7 @@ from uuid import UUID
 import anyio
 import pytest
 
+from voxledger.adapters.async_engine import AsyncEngine
 from voxledger.adapters.audio.codecs import mulaw_encode
 from voxledger.adapters.audio.twilio import (
     MediaStreamSession,
@@ -20,7 +21,6 @@ from voxledger.adapters.audio.twilio import (
 )
 from voxledger.adapters.audio.wav import read_wav
 from voxledger.adapters.bootstrap import open_engine
-from voxledger.domain.async_engine import AsyncEngine
 from voxledger.domain.conversation import TRANSITIONS, Conversation
 from voxledger.domain.engine import Engine
 from voxledger.domain.errors import BadInput

@@ -37,7 +37,6 @@ from litestar.params import Parameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from psycopg import Error as PsycopgError
 
-from ...domain.async_engine import AsyncEngine
 from ...domain.conversation import ConversationState
 from ...domain.engine import Engine, HistoryEntry
 from ...domain.errors import (
@@ -52,6 +51,7 @@ from ...domain.errors import (
 )
 from ...domain.flow import FlowState
 from ...projections.queries import ConversationRow, MetricsSummary, Projections
+from ..async_engine import AsyncEngine
 from . import telegram
 from .bot import ChatBot, Incoming, Reply, conversation_id_for
 

@@ -29,8 +29,8 @@ import anyio
 import anyio.to_thread
 from eventsourcing.domain import Aggregate
 
-from .engine import Engine
-from .errors import Conflict
+from ..domain.engine import Engine
+from ..domain.errors import Conflict
 
 
 class CoalescingStore(Protocol):
