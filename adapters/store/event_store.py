@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cache
@@ -22,6 +22,7 @@ from eventsourcing.persistence import (
     OperationalError,
     StoredEvent,
 )
+from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier
 
@@ -109,7 +110,11 @@ class EventStore(Application[UUID]):
 
     cache_size = 1024  # aggregates kept in memory, least recently used dropped first
 
-    def __init__(self, env: Any = None) -> None:
+    def __init__(
+        self, env: Any = None, *, key_ring: Callable[[PostgresDatastore], KeyRing] | None = None
+    ) -> None:
+        """The store the settings in ``env`` name; ``key_ring`` makes the ring of data keys
+        on its datastore (by default, one in this store's own keys table)."""
         super().__init__(env)
         # Aggregates saved by this process. A load takes one out (so no two threads ever
         # share an object) and a successful save puts it back: a command on a cached
@@ -118,12 +123,17 @@ class EventStore(Application[UUID]):
         self._cache_lock = threading.Lock()
         self._group_commit = GroupCommit(self.recorder.insert_events)
         # Each stream's key for its personal data, shared by events and snapshots.
-        self.keys = KeyRing(self.recorder.datastore, table=f"{self.name.lower()}_keys")
+        self.keys = (key_ring or self.default_key_ring)(self.recorder.datastore)
         if self.factory.env_create_table():
             self.keys.create_table()
         self.mapper.keys = self.keys  # type: ignore[attr-defined]
         assert self.snapshots is not None
         self.snapshot_writer = SnapshotWriter(self.snapshots.recorder.insert_events)
+
+    @classmethod
+    def default_key_ring(cls, datastore: PostgresDatastore) -> KeyRing:
+        """The data keys in this store's own table beside its events."""
+        return KeyRing(datastore, table=f"{cls.name.lower()}_keys")
 
     def close(self) -> None:
         """Write the snapshots still queued, then release the connections."""
