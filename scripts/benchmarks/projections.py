@@ -99,7 +99,7 @@ def projection(bench: Bench) -> Result:
             return {"events_per_s": total / (time.perf_counter() - started)}
 
     mine, reference = bench.repeat(ours), bench.repeat(raw)
-    lag = bench.live_lag()
+    lag = live_lag(bench)
     ratio = mine["catch_up_events_per_s"].median / reference["events_per_s"].median
     mine.update(lag)
     return Result(
