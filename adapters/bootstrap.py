@@ -1,37 +1,72 @@
-"""The composition root: wires the real event store and clock into a ready Engine."""
+"""The composition root: the one place that reads the environment and the wall clock, and
+that builds the real pieces (the store and its key ring, the engine, the async front, the
+projection runner and queries, the chat bot, the HTTP app). Commands, handlers and tests
+get their pieces here; tests swap them here."""
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import platformdirs
 import psycopg
 import structlog
+from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
 
 from ..domain.engine import Engine
 from ..domain.errors import BadInput
 from ..domain.flow_definition import CustomValidators, FlowDefinition, FlowRegistry, Hooks
 from ..domain.intake import builtin_registry
+from ..projections.queries import Projections
+from ..projections.runner import PAGE_SIZE, ProjectionRunner
+from .async_engine import AsyncEngine
+from .chat.bot import ChatBot
 from .flow_files import FlowCode, load_code, load_flows
+from .http.settings import (
+    DEFAULT_MAX_BODY,
+    ENV_API_TOKEN,
+    ENV_MAX_BODY,
+    ENV_TELEGRAM_SECRET,
+    Settings,
+)
 from .logs import configure_logging
-from .store.application import EventStore
-from .store.database import eventsourcing_settings, resolve_database_url
+from .services import Services
+from .store.database import Connections, embedded_database_url, eventsourcing_settings, redact
+from .store.event_store import EventStore
+from .store.keys import KeyRing
 
-# Serialises schema creation across processes: two processes creating the same tables at
-# once can otherwise collide in PostgreSQL's catalogue.
-_SCHEMA_LOCK = 0x766F786C  # "voxl"
+if TYPE_CHECKING:
+    from litestar.types import ASGIApp
 
-
+# Every variable voxledger reads, here and nowhere else.
+ENV_URL = "VOXLEDGER_DATABASE_URL"
+ENV_HOME = "VOXLEDGER_HOME"
+ENV_SCHEMA = "VOXLEDGER_SCHEMA"
+ENV_POOL_SIZE = "VOXLEDGER_POOL_SIZE"
+ENV_CONNECT_TIMEOUT = "VOXLEDGER_CONNECT_TIMEOUT"
+ENV_CREATE_TABLES = "VOXLEDGER_CREATE_TABLES"
+ENV_LOG_LEVEL = "VOXLEDGER_LOG_LEVEL"
+ENV_FLOWS = "VOXLEDGER_FLOWS"
+ENV_CODE = "VOXLEDGER_CODE"
 # Tests hand their clock to the processes they start through this variable: an ISO 8601
 # time at which the process's clock starts, running on at the machine's steady pace from
 # there. Meant for tests (and for replaying a day by hand); production leaves it unset.
 ENV_TEST_CLOCK = "VOXLEDGER_TEST_CLOCK"
 
+# Serialises schema creation across processes: two processes creating the same tables at
+# once can otherwise collide in PostgreSQL's catalogue.
+_SCHEMA_LOCK = 0x766F786C  # "voxl"
+
 Clock = Callable[[], datetime]
+
+# -- time ----------------------------------------------------------------------------------------
 
 
 def utc_now() -> datetime:
@@ -72,19 +107,89 @@ def jittered_backoff(attempt: int) -> None:
     time.sleep(random.uniform(0, 0.002 * 2**attempt))
 
 
-def open_store(database_url: str | None = None, *, schema: str | None = None) -> EventStore:
-    """The PostgreSQL event store; the schema and tables are created on first use."""
-    url = resolve_database_url(database_url)
-    schema = schema or os.environ.get("VOXLEDGER_SCHEMA") or None
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
-        exists = conn.execute(
-            "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema or "public",)
-        ).fetchone()
-        if schema and not exists:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        return EventStore(env=eventsourcing_settings(url, schema))
+# -- settings from the environment ---------------------------------------------------------------
 
+
+def start_logging(level: str | None = None, *, default: str = "WARNING") -> None:
+    """Structured logs on stderr at ``level``, else $VOXLEDGER_LOG_LEVEL, else ``default``."""
+    configure_logging(level or os.environ.get(ENV_LOG_LEVEL) or default)
+
+
+def voxledger_home() -> Path:
+    """The folder for voxledger's own data: $VOXLEDGER_HOME or the user data folder."""
+    return Path(os.environ.get(ENV_HOME) or platformdirs.user_data_dir("voxledger"))
+
+
+def resolve_database_url(database_url: str | None = None) -> str:
+    """The URL to use: the given one, else $VOXLEDGER_DATABASE_URL, else the embedded server."""
+    return database_url or os.environ.get(ENV_URL) or embedded_database_url(voxledger_home())
+
+
+def describe_database(database_url: str | None = None) -> str:
+    """Where a command's data lives, for people: the URL without its password, or the
+    embedded server's folder (which this does not start)."""
+    if database_url or os.environ.get(ENV_URL):
+        return redact(resolve_database_url(database_url))
+    return f"embedded PostgreSQL under {voxledger_home() / 'pgdata'}"
+
+
+def environment_for(database_url: str, schema: str | None = None) -> dict[str, str]:
+    """The environment for a voxledger process this one starts: this process's own, with
+    the database (and schema) the child is to use."""
+    return {**os.environ, ENV_URL: database_url, **({ENV_SCHEMA: schema} if schema else {})}
+
+
+def connections() -> Connections:
+    """$VOXLEDGER_POOL_SIZE, $VOXLEDGER_CONNECT_TIMEOUT and $VOXLEDGER_CREATE_TABLES."""
+    defaults = Connections()
+    return Connections(
+        pool_size=_positive_int(ENV_POOL_SIZE, defaults.pool_size),
+        connect_timeout_s=_positive_int(ENV_CONNECT_TIMEOUT, defaults.connect_timeout_s),
+        create_tables=_yes_or_no(ENV_CREATE_TABLES, defaults.create_tables),
+    )
+
+
+def http_settings(flow: str = "intake") -> Settings:
+    """What the HTTP server needs besides its pieces: $VOXLEDGER_TELEGRAM_SECRET,
+    $VOXLEDGER_API_TOKEN and $VOXLEDGER_MAX_BODY_BYTES."""
+    raw_limit = os.environ.get(ENV_MAX_BODY) or str(DEFAULT_MAX_BODY)
+    if not raw_limit.isdigit() or int(raw_limit) < 1:
+        raise BadInput(f"{ENV_MAX_BODY} must be a positive number of bytes, not {raw_limit!r}")
+    return Settings(
+        telegram_secret=os.environ.get(ENV_TELEGRAM_SECRET) or None,
+        api_token=os.environ.get(ENV_API_TOKEN) or None,
+        max_body_bytes=int(raw_limit),
+        flow=flow,
+    )
+
+
+def _positive_int(variable: str, default: int) -> int:
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise BadInput(f"{variable} must be a whole number above 0, not {raw!r}")
+    return int(raw)
+
+
+def _yes_or_no(variable: str, default: bool) -> bool:
+    raw = os.environ.get(variable, "").strip().lower()
+    if not raw:
+        return default
+    # The words the eventsourcing library took when it read this setting itself.
+    if raw in ("y", "yes", "t", "true", "on", "1"):
+        return True
+    if raw in ("n", "no", "f", "false", "off", "0"):
+        return False
+    raise BadInput(f"{variable} must be yes or no, not {raw!r}")
+
+
+def _paths_in(variable: str) -> list[str]:
+    """The paths an environment variable lists, separated like PATH."""
+    return [part for part in os.environ.get(variable, "").split(os.pathsep) if part]
+
+
+# -- flows ---------------------------------------------------------------------------------------
 
 FlowItem = FlowDefinition | str | os.PathLike[str]
 FlowSource = FlowRegistry | FlowItem | Iterable[FlowItem] | None
@@ -106,7 +211,7 @@ def open_flows(
     if isinstance(flows, FlowDefinition | str | os.PathLike):
         flows = [flows]
     if flows is None:
-        flows = _paths_in("VOXLEDGER_FLOWS")
+        flows = _paths_in(ENV_FLOWS)
     loaded = flow_code(code)
     custom_validators = {**loaded.validators, **(custom_validators or {})}
     hooks = {**loaded.hooks, **(hooks or {})}
@@ -123,12 +228,32 @@ def open_flows(
 def flow_code(code: Sequence[str] | None = None) -> FlowCode:
     """The custom validators and hooks of the Python modules named (by default, those
     $VOXLEDGER_CODE lists)."""
-    return load_code(_paths_in("VOXLEDGER_CODE") if code is None else code)
+    return load_code(_paths_in(ENV_CODE) if code is None else code)
 
 
-def _paths_in(variable: str) -> list[str]:
-    """The paths an environment variable lists, separated like PATH."""
-    return [part for part in os.environ.get(variable, "").split(os.pathsep) if part]
+# -- the store and the engine --------------------------------------------------------------------
+
+
+def open_store(
+    database_url: str | None = None,
+    *,
+    schema: str | None = None,
+    key_ring: Callable[[PostgresDatastore], KeyRing] | None = None,
+) -> EventStore:
+    """The PostgreSQL event store (on the given database, $VOXLEDGER_DATABASE_URL, or the
+    embedded server); the schema and tables are created on first use. ``key_ring`` makes
+    the ring of data keys on the store's datastore (the store's own table by default)."""
+    url = resolve_database_url(database_url)
+    schema = schema or os.environ.get(ENV_SCHEMA) or None
+    settings = eventsourcing_settings(url, schema, connections())
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
+        exists = conn.execute(
+            "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema or "public",)
+        ).fetchone()
+        if schema and not exists:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        return EventStore(env=settings, key_ring=key_ring)
 
 
 def open_engine(
@@ -145,12 +270,102 @@ def open_engine(
     its clock is the given one, else this process's (`system_clock`). It runs the flows
     `open_flows` gives for `flows`, `custom_validators`, `hooks` and `code`."""
     if not structlog.is_configured():
-        configure_logging()
+        start_logging()
     # The definitions first: a broken flow file is reported before a database starts.
     registry = open_flows(flows, custom_validators=custom_validators, hooks=hooks, code=code)
-    return Engine(
-        open_store(database_url, schema=schema),
-        clock or system_clock(),
-        flows=registry,
-        backoff=jittered_backoff,
+    return engine_on(open_store(database_url, schema=schema), registry, clock)
+
+
+def engine_on(store: EventStore, flows: FlowRegistry, clock: Clock | None = None) -> Engine:
+    """The Engine over a store, running these flows on this clock (else this process's)."""
+    return Engine(store, clock or system_clock(), flows=flows, backoff=jittered_backoff)
+
+
+def open_async_engine(engine: Engine, **limits: int) -> AsyncEngine:
+    """The async front of an engine: when the engine saves to an EventStore, commands on
+    the conversations it holds in memory run in the event loop and share commits.
+    ``limits``: AsyncEngine's max_threads and max_batch."""
+    store = engine.store if isinstance(engine.store, EventStore) else None
+    return AsyncEngine(engine, store, **limits)
+
+
+# -- projections ---------------------------------------------------------------------------------
+
+
+def open_runner(
+    store: EventStore, page_size: int = PAGE_SIZE, *, clock: Clock | None = None
+) -> ProjectionRunner:
+    """The projection runner on the event store's database, schema and event decoder; its
+    clock (for how far behind it is in time) is this process's unless given."""
+    recorder = store.recorder
+    recorder.datastore.pool.open()  # the library opens it on first use; we may come first
+    return ProjectionRunner(
+        recorder.datastore.pool,
+        recorder.datastore.schema,
+        store.mapper.to_domain_event,
+        page_size=page_size,
+        events_table=recorder.events_table_name,
+        clock=clock or system_clock(),
+    )
+
+
+def open_projections(store: EventStore) -> Projections:
+    """The query API over the projection tables next to the event store's log."""
+    return Projections(store.recorder.datastore.pool, store.recorder.datastore.schema)
+
+
+def catch_up(store: EventStore) -> None:
+    """Bring every projection up to the log's head in this process (how the embedded
+    default keeps its read models without a worker); cheap when they are current."""
+    with open_runner(store) as runner:
+        runner.catch_up()
+
+
+# -- everything a serving process holds ----------------------------------------------------------
+
+
+def open_services(
+    database_url: str | None = None,
+    *,
+    schema: str | None = None,
+    clock: Clock | None = None,
+    flows: FlowSource = None,
+    custom_validators: CustomValidators | None = None,
+    hooks: Hooks | None = None,
+    code: Sequence[str] | None = None,
+    store: EventStore | None = None,
+) -> Services:
+    """Every real piece on one database (arguments as for `open_engine`); a test may hand
+    in a store of its own."""
+    if not structlog.is_configured():
+        start_logging()
+    registry = open_flows(flows, custom_validators=custom_validators, hooks=hooks, code=code)
+    store = store or open_store(database_url, schema=schema)
+    clock = clock or system_clock()
+    engine = engine_on(store, registry, clock)
+    return Services(
+        store=store,
+        engine=engine,
+        async_engine=AsyncEngine(engine, store),
+        projections=open_projections(store),
+        runner=functools.partial(open_runner, store, clock=clock),
+        bot=functools.partial(ChatBot, engine),
+        clock=clock,
+    )
+
+
+def open_app(
+    services: Services,
+    settings: Settings | None = None,
+    *,
+    routes: Sequence[Any] = (),
+    dependencies: Mapping[str, Any] | None = None,
+) -> ASGIApp:
+    """The HTTP app over the services: settings from the environment unless given; other
+    routers or route handlers (and what they depend on) join the app's own."""
+    # Imported here: the web stack costs every command that does not serve its start-up.
+    from .http.app import create_app
+
+    return create_app(
+        services, settings or http_settings(), routes=routes, dependencies=dependencies
     )

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import structlog
 
 
-def configure_logging(level: str | None = None, *, json: bool | None = None) -> None:
-    """Send structured logs to stderr; JSON unless stderr is a terminal."""
-    level_name = (level or os.environ.get("VOXLEDGER_LOG_LEVEL") or "WARNING").upper()
+def configure_logging(level: str = "WARNING", *, json: bool | None = None) -> None:
+    """Send structured logs at ``level`` and above to stderr; JSON unless stderr is a
+    terminal."""
+    level_name = level.upper()
     if json is None:
         json = not sys.stderr.isatty()
     renderer = (

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -12,6 +14,32 @@ from ..domain.errors import BadInput
 
 class UsageError(BadInput):
     """A command-line argument that cannot be used; the command exits with code 2."""
+
+
+class Choices(Sequence[str]):
+    """An argument's choices, known to a module that is heavy to import: loaded when a
+    value is checked or the command's own help is shown, not for `voxledger --help`. Give
+    the argument a metavar (argparse would list the choices to make one) and name them in
+    its help with ``%(choices)s``."""
+
+    def __init__(self, load: Callable[[], Sequence[str]]) -> None:
+        self._load = load
+
+    @cached_property
+    def _names(self) -> Sequence[str]:
+        return self._load()
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._names[index]
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names
 
 
 def stream_id(text: str) -> UUID:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from ..adapters.store.database import resolve_database_url
-from .benchmarks import FULL, QUICK, Figure, run_all
+from .arguments import Choices
 from .output import print_json, print_table, say, to_plain
 
-NAMES = ("single_writer", "concurrent", "replay", "projection", "audio", "in_memory", "memory")
+if TYPE_CHECKING:
+    from .benchmarks.harness import Figure
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -20,13 +21,29 @@ def register(commands: argparse._SubParsersAction) -> None:
         "afterwards) and print medians, spread and ratios. Example: voxledger bench --quick",
     )
     bench.add_argument("--quick", action="store_true", help="small runs (about a minute)")
-    bench.add_argument("--only", action="append", choices=NAMES, help="run just these")
+    bench.add_argument(
+        "--only",
+        action="append",
+        choices=Choices(_benchmark_names),
+        metavar="NAME",
+        help="run just these: %(choices)s",
+    )
     bench.add_argument("--json", action="store_true", help="one JSON object per benchmark")
     bench.set_defaults(run=run)
 
 
+def _benchmark_names() -> list[str]:
+    from .benchmarks.suite import BENCHMARKS
+
+    return list(BENCHMARKS)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run and print."""
+    from ..adapters.bootstrap import resolve_database_url
+    from .benchmarks.harness import FULL, QUICK
+    from .benchmarks.suite import run_all
+
     results = run_all(
         resolve_database_url(args.database_url),
         QUICK if args.quick else FULL,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from typing import TYPE_CHECKING
 from uuid import uuid4
 
-from rich.markup import escape
-
-from ..adapters.bootstrap import open_engine
-from ..adapters.chat.bot import ChatBot, Incoming, Reply, conversation_id_for
 from .arguments import add_flow_options, flow_options
 from .output import say
+
+if TYPE_CHECKING:
+    from ..adapters.chat.bot import Reply
 
 CHANNEL = "terminal"
 
@@ -39,10 +39,15 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read lines until end of input, answering each."""
+    from rich.markup import escape
+
+    from ..adapters.bootstrap import open_services
+    from ..adapters.chat.bot import Incoming, conversation_id_for
+
     chat_id = args.chat_id or getpass.getuser()
     chat_key = conversation_id_for(CHANNEL, chat_id)
-    with open_engine(args.database_url, **flow_options(args)) as engine:
-        bot = ChatBot(engine, args.flow)
+    with open_services(args.database_url, **flow_options(args)) as services:
+        bot = services.bot(args.flow)
         here = bot.where(CHANNEL, chat_id)
         say(f"conversation {here.conversation_id} (chat {escape(chat_id)}); Ctrl-C to stop")
         show(here)
@@ -65,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
 def show(reply: Reply) -> None:
     """The bot's reply, and the menu's choices if it offers any."""
+    from rich.markup import escape
+
     say(escape(f"bot: {reply.text}"))
     if reply.choices:
         say(escape(f"     choices: {' | '.join(reply.choices)}"))

@@ -5,19 +5,17 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from ..adapters.bootstrap import open_engine
-from ..adapters.store.database import ENV_URL, redact, resolve_database_url, voxledger_home
-from ..domain.conversation import Conversation
-from ..domain.engine import Engine
 from .arguments import add_flow_options, flow_options
 from .flows import print_flow
 from .inspect import print_state, state_document
 from .output import print_json, print_table, say, to_plain
-from .project import catch_up, open_projections
 from .query import print_funnel, print_metrics
+
+if TYPE_CHECKING:
+    from ..domain.engine import Engine
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -38,8 +36,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the script, printing each committed step."""
+    from ..adapters.bootstrap import catch_up, open_services, resolve_database_url
+    from ..domain.conversation import Conversation
+
     url = resolve_database_url(args.database_url)
-    with open_engine(url, **flow_options(args)) as engine:
+    with open_services(url, **flow_options(args)) as services:
+        engine = services.engine
         cid = engine.start_conversation("voice", "demo-caller", {"source": "voxledger demo"})
         if not args.json:
             say(f"conversation {cid}")
@@ -52,14 +54,13 @@ def run(args: argparse.Namespace) -> int:
                 say(f"  v{engine.get_conversation(cid).version:<3} {label}")
         state = engine.get_conversation(cid)
         report = engine.get_flow(form["id"])
-        stored = engine.store.count_events(Conversation.Started)
+        stored = services.store.count_events(Conversation.Started)
         # The embedded default keeps its read models in this process: bring them up to
         # the log's head, then read this run's rows from them.
-        catch_up(engine.store)
-        projections = open_projections(engine.store)
-        row = projections.conversation(cid)
-        metrics = projections.metrics()
-        funnel = projections.funnel("intake")
+        catch_up(services.store)
+        row = services.projections.conversation(cid)
+        metrics = services.projections.metrics()
+        funnel = services.projections.funnel("intake")
     if args.json:
         print_json(
             {
@@ -74,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
             }
         )
         return 0
+    from ..adapters.bootstrap import describe_database
+
     say()
     print_state(state)
     say()
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     say()
     say(f"events stored for this conversation: {state.version}")
     say(f"conversations stored: {stored}")
-    say(f"data: {_where(args.database_url)}")
+    say(f"data: {describe_database(args.database_url)}")
     say(f"inspect it:  voxledger show {cid}")
     say(f"             voxledger log {cid}")
     say(f"             voxledger flow {report.id}")
@@ -185,11 +188,3 @@ def script(
         ("caller hangs up", lambda: engine.disconnect(cid, "caller hung up")),
         ("conversation ends", lambda: engine.end(cid, "demo finished")),
     ], flow
-
-
-def _where(database_url: str | None) -> str:
-    import os
-
-    if database_url or os.environ.get(ENV_URL):
-        return redact(resolve_database_url(database_url))
-    return f"embedded PostgreSQL under {voxledger_home() / 'pgdata'}"

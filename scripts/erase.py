@@ -8,12 +8,13 @@ projections that copy content (current state, audit) are then rebuilt from the l
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from ..adapters.bootstrap import open_store
-from ..adapters.store.application import EventStore
 from .arguments import stream_id
 from .output import fail, print_json, print_table, say
-from .project import open_runner
+
+if TYPE_CHECKING:
+    from ..adapters.store.event_store import EventStore
 
 # The projections whose rows copy personal data out of the events.
 HOLDING_CONTENT = ("current", "audit")
@@ -41,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.yes:
         fail(f"erasing {args.conversation_id} cannot be undone; run again with --yes")
         return 1
+    from ..adapters.bootstrap import open_store
+
     with open_store(args.database_url) as store:
         streams = store.erase(args.conversation_id)
         rebuilt = redact_projections(store)
@@ -56,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
 def redact_projections(store: EventStore) -> list[str]:
     """Rebuild the projections that copy personal data, so their rows read the erased
     streams as the events now do; returns their names."""
+    from ..adapters.bootstrap import open_runner
+
     with open_runner(store) as runner:
         names = [name for name in HOLDING_CONTENT if name in runner.projections]
         for name in names:

@@ -4,10 +4,9 @@ expire`: forms, their definitions and their runs."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from ..adapters.bootstrap import flow_code, open_engine, open_flows
 from ..domain.errors import NotFound
-from ..domain.flow import FlowState
 from .arguments import add_flow_options, flow_options, stream_id, timestamp
 from .output import (
     fail,
@@ -19,6 +18,9 @@ from .output import (
     to_plain,
     warn,
 )
+
+if TYPE_CHECKING:
+    from ..domain.flow import FlowState
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -111,6 +113,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_flows(args: argparse.Namespace) -> int:
     """List the definitions."""
+    from ..adapters.bootstrap import open_flows
+
     registry = open_flows(**flow_options(args))
     rows = [
         {
@@ -146,6 +150,7 @@ def run_flows(args: argparse.Namespace) -> int:
 
 def run_validate(args: argparse.Namespace) -> int:
     """Check the files; every problem on a line of its own, exit 1 on any."""
+    from ..adapters.bootstrap import flow_code
     from ..adapters.flow_files import check_files, definition_files
 
     code = flow_code(getattr(args, "code", None))
@@ -183,6 +188,7 @@ def run_schema(args: argparse.Namespace) -> int:
 
 def run_graph(args: argparse.Namespace) -> int:
     """Draw one definition."""
+    from ..adapters.bootstrap import open_flows
     from ..adapters.flow_graph import draw
 
     definition = open_flows(**flow_options(args)).get(args.name, args.version)
@@ -192,6 +198,8 @@ def run_graph(args: argparse.Namespace) -> int:
 
 def run_flow(args: argparse.Namespace) -> int:
     """Print one run."""
+    from ..adapters.bootstrap import open_engine
+
     with open_engine(args.database_url, **flow_options(args)) as engine:
         state = engine.get_flow(args.flow_id, version=args.version)
         prompt = None
@@ -238,6 +246,8 @@ def print_flow(state: FlowState, prompt: str | None) -> None:
 
 def run_expire(args: argparse.Namespace) -> int:
     """Expire what is idle."""
+    from ..adapters.bootstrap import open_engine
+
     with open_engine(args.database_url, **flow_options(args)) as engine:
         expired = engine.expire_idle(args.now, conversation_idle_s=args.conversations_idle)
     if args.json:

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..adapters.bootstrap import open_engine, open_store
-from ..adapters.store.history import History, Recorded, event_data, stream_type, topics_of
-from ..domain.conversation import Conversation, ConversationState
 from ..domain.errors import BadInput
-from ..domain.flow import Flow
 from .arguments import stream_id, timestamp
 from .output import (
     fail,
@@ -24,8 +20,9 @@ from .output import (
     to_plain,
 )
 
-# The events after which a conversation or a flow takes no more commands.
-ENDINGS = (Conversation.Ended, Flow.Completed, Flow.Cancelled, Flow.Expired)
+if TYPE_CHECKING:
+    from ..adapters.debug.history import Recorded
+    from ..domain.conversation import ConversationState
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -83,6 +80,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_show(args: argparse.Namespace) -> int:
     """Print the state."""
+    from ..adapters.bootstrap import open_engine
+
     with open_engine(args.database_url) as engine:
         state = engine.get_conversation(args.conversation_id, version=args.version)
     if args.json:
@@ -94,6 +93,9 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_log(args: argparse.Namespace) -> int:
     """Print the events as they are read."""
+    from ..adapters.bootstrap import open_store
+    from ..adapters.debug.history import History, topics_of
+
     types = [t.strip() for given in args.type or () for t in given.split(",") if t.strip()]
     with open_store(args.database_url) as store:
         history = History(store)
@@ -122,6 +124,10 @@ def run_log(args: argparse.Namespace) -> int:
 
 def run_watch(args: argparse.Namespace) -> int:
     """Follow the events until the conversation ends or time runs out."""
+    from ..adapters.bootstrap import open_store
+    from ..adapters.debug.history import History
+
+    endings = ending_events()
     deadline = time.monotonic() + args.timeout if args.timeout is not None else None
     with open_store(args.database_url) as store:
         history = History(store)
@@ -129,7 +135,7 @@ def run_watch(args: argparse.Namespace) -> int:
         streams = history.streams_of(watched)
         after = {s: 0 if args.from_start else history.last_version(s) for s in streams}
         last = history.event(watched, history.last_version(watched))
-        if args.until_ended and not args.from_start and isinstance(last, ENDINGS):
+        if args.until_ended and not args.from_start and isinstance(last, endings):
             return 0
         follow = history.follow(
             watched,
@@ -142,7 +148,7 @@ def run_watch(args: argparse.Namespace) -> int:
                 print_json_line(entry)
             else:
                 print_line(log_line(entry))
-            ended = r.event.originator_id == watched and isinstance(r.event, ENDINGS)
+            ended = r.event.originator_id == watched and isinstance(r.event, endings)
             if args.until_ended and ended:
                 return 0
     if args.until_ended:
@@ -151,8 +157,18 @@ def run_watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def ending_events() -> tuple[type, ...]:
+    """The events after which a conversation or a flow takes no more commands."""
+    from ..domain.conversation import Conversation
+    from ..domain.flow import Flow
+
+    return (Conversation.Ended, Flow.Completed, Flow.Cancelled, Flow.Expired)
+
+
 def log_entry(recorded: Recorded, *, full: bool) -> dict[str, Any]:
     """One event as the log shows it; ``full`` adds its data (for JSON)."""
+    from ..adapters.debug.history import event_data, stream_type
+
     event = recorded.event
     data = event_data(event)
     entry = {

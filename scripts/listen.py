@@ -7,17 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import anyio
-
-from ..adapters.audio.convert import CHANNELS, require_channel_choice
-from ..adapters.audio.segmenter import VADS, SegmenterConfig, SpeechEnded
-from ..adapters.audio.stream import stream_audio
-from ..adapters.audio.turns import TurnConfig
-from ..adapters.audio.wav import open_wav, stream_wav
-from ..adapters.bootstrap import open_engine
-from ..domain.async_engine import AsyncEngine
 from ..domain.errors import BadInput
-from .arguments import UsageError, stream_id, timestamp
+from .arguments import Choices, UsageError, stream_id, timestamp
 from .output import print_json, print_table, say, to_plain
 
 MAX_CHUNK_MS = 60_000
@@ -36,13 +27,24 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     listen.add_argument("file", type=Path, help="a WAV file")
     listen.add_argument("--conversation", type=stream_id, help="record into this one")
-    listen.add_argument("--vad", choices=VADS, default="webrtcvad", help="speech detector")
+    listen.add_argument(
+        "--vad",
+        choices=Choices(_speech_detectors),
+        default="webrtcvad",
+        metavar="VAD",
+        help="speech detector: %(choices)s",
+    )
     listen.add_argument("--aggressiveness", type=int, default=3, choices=range(4))
     listen.add_argument("--frame-ms", type=int, default=30, choices=(10, 20, 30))
     listen.add_argument("--chunk-ms", type=int, default=20, help="chunk size fed at a time")
     listen.add_argument("--end-of-turn-ms", type=int, default=700)
     listen.add_argument("--silence-timeout-ms", type=int, default=8000)
-    listen.add_argument("--channel", choices=CHANNELS, help="which channel of a stereo file")
+    listen.add_argument(
+        "--channel",
+        choices=Choices(_channels),
+        metavar="CHANNEL",
+        help="which channel of a stereo file: %(choices)s",
+    )
     listen.add_argument("--downmix", action="store_true", help="same as --channel mix")
     listen.add_argument("--realtime", action="store_true", help="feed at the audio's own pace")
     listen.add_argument("--started-at", type=timestamp, help="the stream's start time (ISO)")
@@ -50,8 +52,29 @@ def register(commands: argparse._SubParsersAction) -> None:
     listen.set_defaults(run=run)
 
 
+def _speech_detectors() -> tuple[str, ...]:
+    from ..adapters.audio.segmenter import VADS
+
+    return VADS
+
+
+def _channels() -> tuple[str, ...]:
+    from ..adapters.audio.convert import CHANNELS
+
+    return CHANNELS
+
+
 def run(args: argparse.Namespace) -> int:
     """Check every argument, then stream the file and print what was heard."""
+    import anyio
+
+    from ..adapters.audio.convert import require_channel_choice
+    from ..adapters.audio.segmenter import SegmenterConfig
+    from ..adapters.audio.stream import stream_audio
+    from ..adapters.audio.turns import TurnConfig
+    from ..adapters.audio.wav import open_wav, stream_wav
+    from ..adapters.bootstrap import open_async_engine, open_engine
+
     if not 1 <= args.chunk_ms <= MAX_CHUNK_MS:
         raise UsageError(f"--chunk-ms must be 1 to {MAX_CHUNK_MS} ms, got {args.chunk_ms}")
     for option in ("end_of_turn_ms", "silence_timeout_ms"):
@@ -85,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             )
             facts = anyio.run(
                 lambda: stream_audio(
-                    AsyncEngine(engine),
+                    open_async_engine(engine),
                     cid,
                     _paced(pcm_chunks, args.chunk_ms if args.realtime else 0),
                     started_at=started_at,
@@ -108,6 +131,8 @@ def _require_room(started_at: datetime, duration_s: float | None) -> None:
 
 
 async def _paced(chunks: Iterator[bytes], pause_ms: int) -> AsyncIterator[bytes]:
+    import anyio
+
     for chunk in chunks:
         if pause_ms:
             await anyio.sleep(pause_ms / 1000)
@@ -115,6 +140,8 @@ async def _paced(chunks: Iterator[bytes], pause_ms: int) -> AsyncIterator[bytes]
 
 
 def _print(args: argparse.Namespace, cid: object, facts: list) -> None:
+    from ..adapters.audio.segmenter import SpeechEnded
+
     utterances = [f.utterance for f in facts if isinstance(f, SpeechEnded)]
     if args.json:
         print_json(

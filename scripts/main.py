@@ -1,4 +1,7 @@
-"""The `voxledger` command: parse, call one command module, print, exit with a clear code."""
+"""The `voxledger` command: parse, call one command module, print, exit with a clear code.
+
+Parsing loads only the command modules' parsers: each command imports what it needs (the
+store, the web stack, audio) when it runs, so that `voxledger --help` starts at once."""
 
 from __future__ import annotations
 
@@ -7,10 +10,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-from eventsourcing.persistence import OperationalError, PersistenceError
-from psycopg import Error as PsycopgError
-
-from ..adapters.logs import configure_logging
 from ..domain.errors import Unavailable, VoxledgerError
 from . import (
     bench,
@@ -77,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        configure_logging(args.log_level)
+        from ..adapters.bootstrap import start_logging
+
+        start_logging(args.log_level)
         return int(args.run(args) or 0)
     except (Unavailable, UsageError) as e:
         fail(str(e))
@@ -85,10 +86,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VoxledgerError as e:
         fail(str(e))
         return 1
-    except (OperationalError, PsycopgError, PersistenceError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        fail(f"database unavailable: {first_line}")
-        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -96,6 +93,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         # and point stdout at nothing so the flush at exit does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except Exception as e:
+        if not database_failed(e):
+            raise
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        fail(f"database unavailable: {first_line}")
+        return 2
+
+
+def database_failed(error: Exception) -> bool:
+    """Whether an error is the database's (lost, refused, or failing), as its drivers
+    raise it; they are loaded by then, by the command that met it."""
+    from eventsourcing.persistence import OperationalError, PersistenceError
+    from psycopg import Error as PsycopgError
+
+    return isinstance(error, OperationalError | PsycopgError | PersistenceError)
 
 
 if __name__ == "__main__":

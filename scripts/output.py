@@ -5,15 +5,21 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
-from rich.text import Text
 
-console = Console(highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+@cache
+def console() -> Console:
+    """The terminal for people's output (rich is loaded on the first print, not for --help)."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
 
 
 def to_plain(value: Any) -> Any:
@@ -42,27 +48,32 @@ def print_json_line(value: Any) -> None:
 
 def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """A table for people."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=Text(title) if title else None, title_justify="left", show_lines=False)
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
         # Values are data (a user may well write "[erased]" or "[/b]"), never markup.
         table.add_row(*(Text("" if v is None else str(v)) for v in row))
-    console.print(table)
+    console().print(table)
 
 
 def print_fields(title: str | None, fields: Iterable[tuple[str, Any]]) -> None:
     """Name/value lines for one record."""
+    from rich.text import Text
+
     if title:
-        console.print(Text(title, style="bold"))
+        console().print(Text(title, style="bold"))
     for name, value in fields:
-        console.print(f"  {name:<22} {'' if value is None else value}", markup=False)
+        console().print(f"  {name:<22} {'' if value is None else value}", markup=False)
 
 
 def say(text: str = "") -> None:
     """A line of prose for people, flushed at once (progress must survive a kill)."""
-    console.print(text, markup=False)
-    console.file.flush()
+    console().print(text, markup=False)
+    console().file.flush()
 
 
 def fail(message: str) -> None:
@@ -125,6 +136,15 @@ def warn(message: str) -> None:
 @contextmanager
 def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
     """A progress bar on stderr; yields ``update(done, total)``."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

@@ -8,17 +8,13 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from ..adapters.bootstrap import Clock, open_store, system_clock
-from ..adapters.store.application import EventStore
-from ..projections.queries import Projections
-from ..projections.runner import (
-    PAGE_SIZE,
-    ProjectionRunner,
-    ProjectionStatus,
-    default_projections,
-)
+from .arguments import Choices
 from .output import print_json, print_table, progress_bar, say, to_plain
+
+if TYPE_CHECKING:
+    from ..projections.runner import ProjectionRunner, ProjectionStatus
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -44,9 +40,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--page-size",
         type=int,
-        default=PAGE_SIZE,
         metavar="N",
-        help=f"events applied per transaction (default {PAGE_SIZE})",
+        help="events applied per transaction (default: the runner's page size)",
     )
     run.set_defaults(run=run_projections)
 
@@ -63,45 +58,27 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="rebuild one projection from the whole log, readers keep the old tables meanwhile",
         description="Example: voxledger project rebuild audit",
     )
-    rebuild.add_argument("name", choices=[p.name for p in default_projections()])
+    rebuild.add_argument(
+        "name", choices=Choices(_projection_names), metavar="NAME", help="%(choices)s"
+    )
     rebuild.add_argument("--json", action="store_true", help="print the result as JSON")
     rebuild.set_defaults(run=run_rebuild)
 
 
-def open_runner(
-    store: EventStore, page_size: int = PAGE_SIZE, *, clock: Clock | None = None
-) -> ProjectionRunner:
-    """The projection runner on the event store's database, schema and event decoder; its
-    clock (for how far behind it is in time) is this process's unless given."""
-    recorder = store.recorder
-    recorder.datastore.pool.open()  # the library opens it on first use; we may come first
-    return ProjectionRunner(
-        recorder.datastore.pool,
-        recorder.datastore.schema,
-        store.mapper.to_domain_event,
-        page_size=page_size,
-        events_table=recorder.events_table_name,
-        clock=clock or system_clock(),
-    )
+def _projection_names() -> list[str]:
+    from ..projections.runner import default_projections
 
-
-def open_projections(store: EventStore) -> Projections:
-    """The query API over the projection tables next to the event store's log."""
-    return Projections(store.recorder.datastore.pool, store.recorder.datastore.schema)
-
-
-def catch_up(store: EventStore) -> None:
-    """Bring every projection up to the log's head in this process (how the embedded
-    default keeps its read models without a worker); cheap when they are current."""
-    with open_runner(store) as runner:
-        runner.catch_up()
+    return [p.name for p in default_projections()]
 
 
 @contextmanager
 def _runner(args: argparse.Namespace) -> Iterator[ProjectionRunner]:
+    from ..adapters.bootstrap import open_runner, open_store
+    from ..projections.runner import PAGE_SIZE
+
     store = open_store(args.database_url)
     try:
-        with open_runner(store, getattr(args, "page_size", PAGE_SIZE)) as runner:
+        with open_runner(store, getattr(args, "page_size", None) or PAGE_SIZE) as runner:
             runner.setup()
             yield runner
     finally:

@@ -8,14 +8,14 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..adapters.bootstrap import open_store, system_clock
 from ..domain.errors import BadInput
-from ..projections.queries import AuditEntry, Funnel, MetricsSummary, Projections
 from .arguments import stream_id, timestamp
 from .output import print_fields, print_json, print_table, to_plain, warn
-from .project import open_projections, open_runner
+
+if TYPE_CHECKING:
+    from ..projections.queries import AuditEntry, Funnel, MetricsSummary, Projections
 
 _AGO = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -70,6 +70,8 @@ def since(text: str) -> datetime:
     """An ISO 8601 time, or a span back from now such as 90m, 24h or 7d."""
     ago = _AGO.fullmatch(text.strip())
     if ago:
+        from ..adapters.bootstrap import system_clock
+
         return system_clock()() - timedelta(**{_UNITS[ago[2]]: float(ago[1])})
     try:
         return timestamp(text)
@@ -80,6 +82,8 @@ def since(text: str) -> datetime:
 @contextmanager
 def _projections(args: argparse.Namespace) -> Iterator[Projections]:
     """The query API, with a note on stderr when the projections trail the log."""
+    from ..adapters.bootstrap import open_projections, open_runner, open_store
+
     store = open_store(args.database_url)
     try:
         with open_runner(store) as runner:

@@ -4,15 +4,16 @@ and with --verify check the stored snapshots and current-state rows against them
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from ..adapters.bootstrap import open_store
-from ..adapters.store.history import History
-from ..adapters.store.replay import Difference, Replayer, Tally
 from ..domain.errors import BadInput
 from .arguments import stream_id
 from .output import print_json, print_line, to_plain
+
+if TYPE_CHECKING:
+    from ..adapters.debug.replay import Difference, Tally
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -40,6 +41,10 @@ def run_replay(args: argparse.Namespace) -> int:
     """Replay, print every difference and a summary; exit 1 on any difference."""
     if args.all == (args.stream_id is not None):
         raise BadInput("give a conversation id or --all, not both")
+    from ..adapters.bootstrap import open_store
+    from ..adapters.debug.history import History
+    from ..adapters.debug.replay import Replayer
+
     differences: list[Difference] = []
     with open_store(args.database_url) as store:
         replayer = Replayer(store)

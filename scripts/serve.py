@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from ..adapters.bootstrap import open_engine
-from ..adapters.logs import configure_logging
 from .arguments import add_flow_options, flow_options
 from .output import say
 
@@ -32,17 +29,15 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Open the engine and serve until interrupted."""
-    # Imported here: the web stack costs every other command a noticeable start-up delay.
+    """Build the services and the app, and serve until interrupted."""
     import uvicorn
 
-    from ..adapters.chat.http import Settings, create_app
+    from ..adapters.bootstrap import http_settings, open_app, open_services, start_logging
 
-    if args.log_level is None and not os.environ.get("VOXLEDGER_LOG_LEVEL"):
-        configure_logging("INFO")  # a server logs its requests unless told otherwise
-    settings = Settings.from_env(args.flow)
-    with open_engine(args.database_url, **flow_options(args)) as engine:
-        app = create_app(engine, settings)
+    start_logging(args.log_level, default="INFO")  # a server logs its requests by default
+    settings = http_settings(args.flow)
+    with open_services(args.database_url, **flow_options(args)) as services:
+        app = open_app(services, settings)
         say(f"voxledger: serving on http://{args.host}:{args.port} (OpenAPI at /schema)")
         # uvicorn's own logging stays unconfigured: structlog writes one line per request.
         uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..adapters.bootstrap import open_store
-from ..adapters.store.timetravel import Found, Point, TimeTravel
-from ..domain.conversation import ConversationState
-from ..domain.flow import FlowState
-from ..domain.state_diff import Change, diff
-from ..domain.state_query import Condition
 from .arguments import stream_id, timestamp
 from .flows import print_flow
 from .inspect import print_state, state_document
 from .output import print_json, print_line, to_plain
+
+if TYPE_CHECKING:
+    from ..adapters.debug.diff import Change
+    from ..adapters.debug.timetravel import Found, Point
+    from ..domain.conversation import ConversationState
+    from ..domain.flow import FlowState
 
 BISECT_HELP = """\
 Find the first version of a conversation (or flow) at which a condition on its state
@@ -94,6 +94,10 @@ def point(text: str) -> Point:
 
 def run_at(args: argparse.Namespace) -> int:
     """Print the state then."""
+    from ..adapters.bootstrap import open_store
+    from ..adapters.debug.timetravel import TimeTravel
+    from ..domain.conversation import ConversationState
+
     with open_store(args.database_url) as store:
         when = args.version if args.version is not None else args.time
         state = TimeTravel(store).state_at(args.stream_id, when)
@@ -108,6 +112,10 @@ def run_at(args: argparse.Namespace) -> int:
 
 def run_diff(args: argparse.Namespace) -> int:
     """Print the changes."""
+    from ..adapters.bootstrap import open_store
+    from ..adapters.debug.diff import diff
+    from ..adapters.debug.timetravel import TimeTravel
+
     with open_store(args.database_url) as store:
         travel = TimeTravel(store)
         old, new = travel.state_at(args.stream_id, args.a), travel.state_at(args.stream_id, args.b)
@@ -134,6 +142,10 @@ def run_diff(args: argparse.Namespace) -> int:
 
 def run_bisect(args: argparse.Namespace) -> int:
     """Print where the condition first holds; exit 1 if it never does."""
+    from ..adapters.bootstrap import open_store
+    from ..adapters.debug.conditions import Condition
+    from ..adapters.debug.timetravel import TimeTravel
+
     condition = Condition(args.where)
     with open_store(args.database_url) as store:
         found = TimeTravel(store).bisect(args.stream_id, condition, linear=args.linear)
@@ -146,6 +158,8 @@ def run_bisect(args: argparse.Namespace) -> int:
 
 def document(state: ConversationState | FlowState) -> dict[str, Any]:
     """The state as JSON, with its derived facts (as `show` and `flow` print them)."""
+    from ..domain.conversation import ConversationState
+
     if isinstance(state, ConversationState):
         return state_document(state)
     plain = to_plain(state)

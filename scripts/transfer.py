@@ -7,9 +7,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..adapters.bootstrap import open_store
-from ..adapters.store.history import History
-from ..adapters.store.transfer import export_lines, import_lines
 from ..domain.errors import BadInput
 from .arguments import stream_id
 from .output import print_json, print_line, print_raw_lines, to_plain
@@ -53,6 +50,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """Write the export to stdout as it is read."""
+    from ..adapters.bootstrap import open_store
+    from ..adapters.debug.history import History
+    from ..adapters.debug.transfer import export_lines
+
     with open_store(args.database_url) as store:
         print_raw_lines(export_lines(History(store), args.conversation_id, redact=args.redact))
     return 0
@@ -60,6 +61,9 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     """Check and write an export."""
+    from ..adapters.bootstrap import open_store
+    from ..adapters.debug.transfer import import_lines
+
     try:
         # Opened here to turn a missing file into one clear line; the with below closes it.
         source = sys.stdin.buffer if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115

@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 
-from voxledger.adapters.bootstrap import open_engine
-from voxledger.domain.async_engine import AsyncEngine
+from voxledger.adapters.bootstrap import open_async_engine, open_engine
 from voxledger.domain.engine import Engine
 from voxledger.domain.errors import Expired
 from voxledger.domain.flow import FlowStatus
@@ -18,7 +17,7 @@ def test_two_hundred_concurrent_commands_on_one_conversation_all_commit_in_order
     engine: Engine,
 ) -> None:
     cid = engine.start_conversation("voice")
-    aengine = AsyncEngine(engine)
+    aengine = open_async_engine(engine)
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
@@ -34,7 +33,7 @@ def test_two_hundred_concurrent_commands_on_one_conversation_all_commit_in_order
 
 def test_commands_to_different_conversations_share_commits(engine: Engine) -> None:
     ids = [engine.start_conversation("voice") for _ in range(8)]
-    aengine = AsyncEngine(engine, max_threads=8)
+    aengine = open_async_engine(engine, max_threads=8)
     commits_before = engine.store.commits
 
     async def talk(cid) -> None:
@@ -60,7 +59,7 @@ def test_a_command_that_lost_a_race_in_a_shared_commit_fails_alone_and_is_retrie
     engine: Engine, database_url: str, schema: str
 ) -> None:
     ids = [engine.start_conversation("voice") for _ in range(4)]
-    aengine = AsyncEngine(engine)
+    aengine = open_async_engine(engine)
     # Another process appends to the first conversation: this process's copy is stale, so
     # that command's save conflicts inside a commit shared with the three others.
     with open_engine(database_url, schema=schema) as other:
@@ -89,7 +88,7 @@ def test_an_expiry_found_by_a_command_is_recorded_though_the_command_is_refused(
     t0 = datetime(2026, 11, 21, 14, 0, tzinfo=UTC)
     cid = engine.start_conversation("chat", at=t0)
     reply = engine.start_flow(cid, "intake", "design", at=t0)
-    aengine = AsyncEngine(engine)
+    aengine = open_async_engine(engine)
 
     async def late_answer() -> None:
         await aengine.answer(reply.flow_id, "1042", at=t0 + timedelta(minutes=10))
@@ -102,7 +101,7 @@ def test_an_expiry_found_by_a_command_is_recorded_though_the_command_is_refused(
 
 def test_cancelled_callers_leave_no_command_half_done_and_nothing_stuck(engine: Engine) -> None:
     ids = [engine.start_conversation("voice") for _ in range(16)]
-    aengine = AsyncEngine(engine)
+    aengine = open_async_engine(engine)
 
     async def talk(cid) -> None:
         for i in range(50):
@@ -128,7 +127,7 @@ def test_cancelled_callers_leave_no_command_half_done_and_nothing_stuck(engine: 
 
 def test_an_error_reaches_the_caller_of_its_own_command_only(engine: Engine) -> None:
     cid = engine.start_conversation("voice")
-    aengine = AsyncEngine(engine)
+    aengine = open_async_engine(engine)
     results: dict[str, object] = {}
 
     async def attempt(name, coro) -> None:

@@ -15,7 +15,7 @@ from voxledger.adapters.audio.segmenter import SegmenterConfig
 from voxledger.adapters.audio.stream import VoiceStream, stream_audio
 from voxledger.adapters.audio.turns import TurnConfig
 from voxledger.adapters.audio.wav import read_wav
-from voxledger.domain.async_engine import AsyncEngine
+from voxledger.adapters.bootstrap import open_async_engine
 from voxledger.domain.engine import Engine
 from voxledger.domain.errors import BadInput
 
@@ -35,7 +35,7 @@ def listen(engine: Engine, pcm: bytes) -> tuple:
     cid = engine.start_conversation("voice", at=STARTED)
     facts = anyio.run(
         lambda: stream_audio(
-            AsyncEngine(engine), cid, chunked(pcm), started_at=STARTED, segmenter=CONFIG
+            open_async_engine(engine), cid, chunked(pcm), started_at=STARTED, segmenter=CONFIG
         )
     )
     return cid, facts
@@ -86,9 +86,9 @@ def test_speaking_over_the_assistant_interrupts_its_turn(engine: Engine) -> None
     cid = engine.start_conversation("voice", at=STARTED)
 
     async def call() -> None:
-        stream = VoiceStream(AsyncEngine(engine), cid, started_at=STARTED, segmenter=CONFIG)
+        stream = VoiceStream(open_async_engine(engine), cid, started_at=STARTED, segmenter=CONFIG)
         await stream.open()
-        await AsyncEngine(engine).start_turn(cid, at=STARTED)
+        await open_async_engine(engine).start_turn(cid, at=STARTED)
         await stream.assistant_responds()
         async for chunk in chunked(speech):
             await stream.feed(chunk)
@@ -109,14 +109,14 @@ def test_a_blip_over_the_assistant_does_not_interrupt_it(engine: Engine) -> None
 
     async def call() -> None:
         stream = VoiceStream(
-            AsyncEngine(engine),
+            open_async_engine(engine),
             cid,
             started_at=STARTED,
             segmenter=CONFIG,
             turns=TurnConfig(min_barge_in_ms=300),
         )
         await stream.open()
-        await AsyncEngine(engine).start_turn(cid, at=STARTED)
+        await open_async_engine(engine).start_turn(cid, at=STARTED)
         await stream.assistant_responds()
         async for chunk in chunked(blip):
             await stream.feed(chunk)
@@ -131,9 +131,9 @@ def test_a_rejected_chunk_records_nothing(engine: Engine, chunk, reason) -> None
     cid = engine.start_conversation("voice", at=STARTED)
 
     async def call() -> None:
-        stream = VoiceStream(AsyncEngine(engine), cid, started_at=STARTED, segmenter=CONFIG)
+        stream = VoiceStream(open_async_engine(engine), cid, started_at=STARTED, segmenter=CONFIG)
         await stream.open()
-        version = (await AsyncEngine(engine).get_conversation(cid)).version
+        version = (await open_async_engine(engine).get_conversation(cid)).version
         if reason:
             with pytest.raises(BadInput):
                 await stream.feed(chunk)
@@ -141,7 +141,7 @@ def test_a_rejected_chunk_records_nothing(engine: Engine, chunk, reason) -> None
             await stream.feed(chunk)  # half a sample waits for its other byte...
             with pytest.raises(BadInput):
                 await stream.close()  # ...and a stream cannot end on it
-        assert (await AsyncEngine(engine).get_conversation(cid)).version == version
+        assert (await open_async_engine(engine).get_conversation(cid)).version == version
 
     anyio.run(call)
 

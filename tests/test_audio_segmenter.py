@@ -18,10 +18,10 @@ from voxledger.adapters.audio.segmenter import (
     SpeechStarted,
     Utterance,
     dbfs,
-    open_segmenter,
 )
 from voxledger.adapters.audio.silero import silero_available
 from voxledger.adapters.audio.turns import TurnConfig
+from voxledger.adapters.audio.vad import open_segmenter
 from voxledger.adapters.audio.wav import read_wav
 from voxledger.domain.errors import BadInput
 

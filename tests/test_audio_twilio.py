@@ -19,8 +19,7 @@ from voxledger.adapters.audio.twilio import (
     twilio_signature,
 )
 from voxledger.adapters.audio.wav import read_wav
-from voxledger.adapters.bootstrap import open_engine
-from voxledger.domain.async_engine import AsyncEngine
+from voxledger.adapters.bootstrap import open_async_engine, open_engine
 from voxledger.domain.conversation import TRANSITIONS, Conversation
 from voxledger.domain.engine import Engine
 from voxledger.domain.errors import BadInput
@@ -100,7 +99,7 @@ async def call(
     engine: Engine, audio: bytes, *, pace_s: float = 0.0, stop: bool = True
 ) -> MediaStreamSession:
     twilio = Twilio()
-    session = MediaStreamSession(AsyncEngine(engine), started_at=STARTED)
+    session = MediaStreamSession(open_async_engine(engine), started_at=STARTED)
     assert await session.handle(twilio.connected()) == []
     assert await session.handle(twilio.start()) == []
     for chunk, payload in enumerate(frames(audio), start=1):
@@ -152,7 +151,7 @@ def test_the_same_call_paced_in_real_time_records_the_same_events(engine: Engine
 def test_a_gap_in_the_media_timestamps_is_heard_as_silence(engine: Engine) -> None:
     async def gapped() -> MediaStreamSession:
         twilio = Twilio()
-        session = MediaStreamSession(AsyncEngine(engine), started_at=STARTED)
+        session = MediaStreamSession(open_async_engine(engine), started_at=STARTED)
         await session.handle(twilio.start())
         for chunk, payload in enumerate(frames(CALLER), start=1):
             if not 100 <= chunk < 150:  # one second of messages lost
@@ -183,12 +182,12 @@ def test_the_assistant_speaks_until_twilio_echoes_its_mark_and_the_turn_complete
 ) -> None:
     async def run() -> tuple[MediaStreamSession, list[str]]:
         twilio = Twilio()
-        session = MediaStreamSession(AsyncEngine(engine), started_at=STARTED)
+        session = MediaStreamSession(open_async_engine(engine), started_at=STARTED)
         await session.handle(twilio.start())
         silence = mulaw_encode(bytes(320))
         for chunk in range(1, 11):
             await session.handle(twilio.media(chunk, silence))
-        await AsyncEngine(engine).start_turn(session.conversation_id, at=STARTED)
+        await open_async_engine(engine).start_turn(session.conversation_id, at=STARTED)
         sent = await session.speak(read_wav(FIXTURES / "speech_8k.wav").pcm[:16000])
         assert session.assistant_speaking
         name = json.loads(sent[-1])["mark"]["name"]
@@ -210,9 +209,9 @@ def test_the_caller_speaking_over_the_assistant_interrupts_it_and_clears_its_aud
 ) -> None:
     async def run() -> list[str]:
         twilio = Twilio()
-        session = MediaStreamSession(AsyncEngine(engine), started_at=STARTED)
+        session = MediaStreamSession(open_async_engine(engine), started_at=STARTED)
         await session.handle(twilio.start())
-        await AsyncEngine(engine).start_turn(session.conversation_id, at=STARTED)
+        await open_async_engine(engine).start_turn(session.conversation_id, at=STARTED)
         await session.speak(bytes(8000 * 2 * 5))  # five seconds of the assistant
         replies: list[str] = []
         for chunk, payload in enumerate(frames(CALLER[: 8000 * 3]), start=1):
@@ -245,7 +244,7 @@ def test_a_malformed_message_is_refused_and_records_nothing(
     engine: Engine, message: str, reason: str
 ) -> None:
     async def run() -> None:
-        session = MediaStreamSession(AsyncEngine(engine), started_at=STARTED)
+        session = MediaStreamSession(open_async_engine(engine), started_at=STARTED)
         with pytest.raises(BadInput, match=reason):
             await session.handle(message)
 
@@ -258,13 +257,15 @@ def test_media_out_of_order_or_for_another_stream_or_badly_encoded_is_refused(
 ) -> None:
     async def run() -> None:
         twilio = Twilio()
-        session = MediaStreamSession(AsyncEngine(engine), started_at=STARTED)
+        session = MediaStreamSession(open_async_engine(engine), started_at=STARTED)
         with pytest.raises(BadInput, match="has not started"):
             await session.handle(twilio.media(1, b"\xff" * 160))
         with pytest.raises(BadInput, match="audio/x-mulaw at 8000 Hz"):
             await session.handle(twilio.start(sampleRate=16000))
         await session.handle(twilio.start())
-        version = (await AsyncEngine(engine).get_conversation(session.conversation_id)).version
+        version = (
+            await open_async_engine(engine).get_conversation(session.conversation_id)
+        ).version
         good = json.loads(twilio.media(1, b"\xff" * 160))
         for field, value, reason in [
             ("sequenceNumber", "1", "not after"),
@@ -279,7 +280,7 @@ def test_media_out_of_order_or_for_another_stream_or_badly_encoded_is_refused(
         with pytest.raises(BadInput, match="not valid"):
             await session.handle(json.dumps(numeric))
         assert (
-            await AsyncEngine(engine).get_conversation(session.conversation_id)
+            await open_async_engine(engine).get_conversation(session.conversation_id)
         ).version == version
 
     anyio.run(run)

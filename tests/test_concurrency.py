@@ -21,9 +21,9 @@ import pytest
 from conftest import Spawn
 from test_projections import dump, running  # the projection suite's own helpers
 
+from voxledger.adapters.bootstrap import open_projections
 from voxledger.domain.engine import Engine
 from voxledger.domain.flow import FlowStatus
-from voxledger.scripts.project import open_projections
 
 pytestmark = pytest.mark.concurrency
 WORKER = str(Path(__file__).parent / "workers" / "hammer.py")

@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 from debug_scenario import VOXLEDGER, InProcess, Scenario, voxledger
 
-from voxledger.adapters.store.history import History
+from voxledger.adapters.debug.history import History
 from voxledger.domain.engine import Engine
 from voxledger.scripts.inspect import state_document
 from voxledger.scripts.output import to_plain

@@ -7,6 +7,8 @@ from uuid import uuid4
 
 import pytest
 
+from voxledger.adapters.debug.conditions import Condition, first_version
+from voxledger.adapters.debug.diff import Change, diff
 from voxledger.domain.conversation import (
     Audio,
     Connection,
@@ -18,8 +20,6 @@ from voxledger.domain.conversation import (
 )
 from voxledger.domain.errors import BadInput
 from voxledger.domain.flow import FlowState, FlowStatus
-from voxledger.domain.state_diff import Change, diff
-from voxledger.domain.state_query import Condition, first_version
 
 T = datetime(2026, 11, 21, 14, 0, tzinfo=UTC)
 

@@ -13,9 +13,9 @@ import pytest
 from debug_scenario import InProcess, Scenario, voxledger
 from psycopg import sql
 
+from voxledger.adapters.bootstrap import open_runner
 from voxledger.domain.conversation import ConversationSnapshot, Status
 from voxledger.domain.engine import Engine
-from voxledger.scripts.project import open_runner
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from voxledger.adapters.bootstrap import open_engine
-from voxledger.adapters.store.application import EventStore, fold
+from voxledger.adapters.store.event_store import EventStore, fold
 from voxledger.adapters.store.keys import KeyRing
 from voxledger.adapters.store.mapper import CorruptEvent, Erased
 from voxledger.domain.engine import Engine

@@ -24,7 +24,7 @@ from test_http_server import (  # noqa: F401  (the shared harness and its fixtur
 
 from voxledger.adapters.bootstrap import open_engine
 from voxledger.adapters.chat.bot import conversation_id_for
-from voxledger.adapters.chat.http import domain_error
+from voxledger.adapters.http.errors import domain_error
 from voxledger.domain.engine import Engine
 from voxledger.domain.errors import (
     BadInput,

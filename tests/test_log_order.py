@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
+from voxledger.adapters.bootstrap import open_runner
 from voxledger.domain.conversation import Conversation
 from voxledger.domain.engine import Engine
-from voxledger.scripts.project import open_runner
 
 
 def test_an_append_that_commits_late_is_not_overtaken_and_is_projected(

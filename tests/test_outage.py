@@ -112,7 +112,7 @@ def test_an_exhausted_pool_gives_a_timeout_error_not_a_hang(
 def test_the_projection_runner_reconnects_after_an_outage_and_misses_nothing(
     own_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from voxledger.scripts.project import open_projections, open_runner
+    from voxledger.adapters.bootstrap import open_projections, open_runner
 
     monkeypatch.setenv("VOXLEDGER_CONNECT_TIMEOUT", "1")
     with open_engine(own_server.get_uri(), schema="outage") as engine:

@@ -22,6 +22,7 @@ from conftest import Spawn
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from voxledger.adapters.bootstrap import catch_up, open_projections, open_runner
 from voxledger.domain.conversation import Conversation
 from voxledger.domain.engine import Engine
 from voxledger.domain.errors import VoxledgerError
@@ -31,7 +32,6 @@ from voxledger.projections.audit import Audit
 from voxledger.projections.metrics import BOUNDS_MS, percentile
 from voxledger.projections.queries import Projections
 from voxledger.projections.runner import ProjectionRunner, default_projections
-from voxledger.scripts.project import catch_up, open_projections, open_runner
 
 ANSWERS = {
     "audio_number": ["1042", "many", "77"],

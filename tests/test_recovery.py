@@ -173,7 +173,7 @@ def test_oversized_context_is_refused_and_the_limit_is_configurable(engine: Engi
 def test_a_nul_character_is_kept_in_the_log_and_shown_as_a_stand_in_by_the_projections(
     engine: Engine,
 ) -> None:
-    from voxledger.scripts.project import catch_up, open_projections
+    from voxledger.adapters.bootstrap import catch_up, open_projections
 
     cid = engine.start_conversation("chat", "nul\x00participant")
     reply = engine.start_flow(cid, "intake", "design")

@@ -10,8 +10,9 @@ import webrtcvad
 
 from ...domain.errors import BadInput
 from .listener import Listener
-from .segmenter import SegmenterConfig, SpeechEnded, open_segmenter
+from .segmenter import SegmenterConfig, SpeechEnded
 from .turns import TurnConfig
+from .vad import open_segmenter
 from .wav import PcmAudio
 
 

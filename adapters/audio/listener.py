@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .segmenter import SegmenterConfig, open_segmenter
+from .segmenter import SegmenterConfig
 from .turns import TurnConfig, TurnDetector, TurnEvent
+from .vad import open_segmenter
 
 
 class Listener:

@@ -20,16 +20,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
 import webrtcvad
 
 from ...domain.errors import BadInput
-
-if TYPE_CHECKING:
-    from .silero import SileroSegmenter
 
 SUPPORTED_RATES = (8000, 16000, 32000, 48000)
 SILERO_RATES = (8000, 16000)
@@ -139,15 +135,6 @@ class SpeechEnded(msgspec.Struct, frozen=True, tag=True):
 
 
 SegmentEvent = SpeechStarted | SpeechEnded
-
-
-def open_segmenter(config: SegmenterConfig) -> Segmenter | SileroSegmenter:
-    """The segmenter of the configured speech detector (BadInput if Silero is not installed)."""
-    if config.vad == "silero":
-        from .silero import SileroSegmenter
-
-        return SileroSegmenter(config)
-    return Segmenter(config)
 
 
 class Segmenter:

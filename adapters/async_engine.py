@@ -29,8 +29,8 @@ import anyio
 import anyio.to_thread
 from eventsourcing.domain import Aggregate
 
-from .engine import Engine
-from .errors import Conflict
+from ..domain.engine import Engine
+from ..domain.errors import Conflict
 
 
 class CoalescingStore(Protocol):
@@ -97,9 +97,18 @@ class _Commit:
 
 
 class AsyncEngine:
-    """Every public Engine method, as a coroutine with the same arguments."""
+    """Every public Engine method, as a coroutine with the same arguments. Given the store
+    the engine saves to (its coalescing side), commands on conversations held in memory run
+    in the loop and share commits; without it, every command runs in a thread."""
 
-    def __init__(self, engine: Engine, *, max_threads: int = 8, max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: CoalescingStore | None = None,
+        *,
+        max_threads: int = 8,
+        max_batch: int = 500,
+    ) -> None:
         self.engine = engine
         self._limiter = anyio.CapacityLimiter(max_threads)
         self._turns: dict[UUID, deque[anyio.Event]] = {}  # per busy conversation
@@ -108,10 +117,7 @@ class AsyncEngine:
         self._gathering = False
         self._writers = anyio.CapacityLimiter(4)  # batches in flight at once
         self.coalesced = 0  # commands that ran in the loop and committed in a shared commit
-        store = engine.store
-        self._store: CoalescingStore | None = (
-            store if hasattr(store, "take_cached") and hasattr(store, "save_each") else None
-        )
+        self._store = store
         # The engine as commands in the loop use it: its store is swapped per command, and
         # a save never conflicts there (the shared commit finds out, and this engine retries).
         self._in_loop = copy.copy(engine)

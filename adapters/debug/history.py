@@ -29,7 +29,7 @@ from ...domain.errors import BadInput, NotFound
 from ...domain.flow import Flow
 
 if TYPE_CHECKING:
-    from .application import EventStore
+    from ..store.event_store import EventStore
 
 PAGE_SIZE = 1000
 AGGREGATES: tuple[type[Aggregate], ...] = (Conversation, Flow)
@@ -148,16 +148,8 @@ class History:
 
     def version_at(self, stream_id: UUID, at: datetime, *, before: bool = False) -> int:
         """The stream's last version recorded at or before ``at`` (strictly before, with
-        ``before``); 0 if none. Binary search: about log2(versions) single-event reads."""
-        low, high = 0, self.last_version(stream_id)  # invariant: low qualifies, high+1 not
-        while low < high:
-            middle = (low + high + 1) // 2
-            stamp = self.event(stream_id, middle).timestamp
-            if stamp < at or (stamp == at and not before):
-                low = middle
-            else:
-                high = middle - 1
-        return low
+        ``before``); 0 if none (the store's binary search over versions)."""
+        return self.store.version_at(stream_id, at, before=before)
 
     # -- a conversation and its flows --------------------------------------------------------
 

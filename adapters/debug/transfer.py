@@ -44,9 +44,9 @@ from psycopg.rows import tuple_row
 from ...domain.conversation import Conversation
 from ...domain.errors import BadInput, Conflict
 from ...domain.flow import Flow
-from .application import EventStore
+from ..store.event_store import EventStore
+from ..store.mapper import ERASED_TEXT
 from .history import History, event_classes, plain, stream_type
-from .mapper import ERASED_TEXT
 
 FORMAT = "voxledger-export"
 FORMAT_VERSION = 1

@@ -19,8 +19,8 @@ from eventsourcing.domain import Aggregate
 from ...domain.conversation import Conversation, ConversationState
 from ...domain.errors import BadInput, NotFound
 from ...domain.flow import Flow, FlowState
-from ...domain.state_query import Condition, Roots, first_version
-from .application import EventStore
+from ..store.event_store import EventStore
+from .conditions import Condition, Roots, first_version
 from .history import History, Recorded
 
 Point = int | datetime

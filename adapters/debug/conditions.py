@@ -36,7 +36,7 @@ from uuid import UUID
 
 import msgspec
 
-from .errors import BadInput
+from ...domain.errors import BadInput
 
 _KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false", "null"})
 _TOKEN = re.compile(

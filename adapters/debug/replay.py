@@ -22,12 +22,12 @@ from psycopg.rows import dict_row
 
 from ...domain.conversation import Conversation
 from ...domain.flow import Flow
-from ...domain.state_diff import diff
 from ...projections.current import CurrentState
 from ...projections.runner import TRACKING_TABLE
-from .application import EventStore
+from ..store.event_store import EventStore
+from ..store.mapper import CorruptEvent, ErasedState
+from .diff import diff
 from .history import History, plain
-from .mapper import CorruptEvent, ErasedState
 
 _TABLES = dict(zip(("conversation", "flow"), CurrentState.tables, strict=True))
 _KEYS = {"conversation": "conversation_id", "flow": "flow_id"}

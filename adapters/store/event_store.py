@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from functools import cache
 from typing import Any, ClassVar
 from uuid import UUID
@@ -21,6 +22,7 @@ from eventsourcing.persistence import (
     OperationalError,
     StoredEvent,
 )
+from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier
 
@@ -28,7 +30,6 @@ from ...domain.conversation import Conversation
 from ...domain.errors import BadInput, Conflict, NotFound, Unavailable
 from ..logs import enabled_for
 from .group_commit import GroupCommit
-from .history import History
 from .keys import KeyRing
 from .mapper import Erased, ErasedState
 from .recorder import SnapshotRecorder
@@ -109,7 +110,11 @@ class EventStore(Application[UUID]):
 
     cache_size = 1024  # aggregates kept in memory, least recently used dropped first
 
-    def __init__(self, env: Any = None) -> None:
+    def __init__(
+        self, env: Any = None, *, key_ring: Callable[[PostgresDatastore], KeyRing] | None = None
+    ) -> None:
+        """The store the settings in ``env`` name; ``key_ring`` makes the ring of data keys
+        on its datastore (by default, one in this store's own keys table)."""
         super().__init__(env)
         # Aggregates saved by this process. A load takes one out (so no two threads ever
         # share an object) and a successful save puts it back: a command on a cached
@@ -118,12 +123,17 @@ class EventStore(Application[UUID]):
         self._cache_lock = threading.Lock()
         self._group_commit = GroupCommit(self.recorder.insert_events)
         # Each stream's key for its personal data, shared by events and snapshots.
-        self.keys = KeyRing(self.recorder.datastore, table=f"{self.name.lower()}_keys")
+        self.keys = (key_ring or self.default_key_ring)(self.recorder.datastore)
         if self.factory.env_create_table():
             self.keys.create_table()
         self.mapper.keys = self.keys  # type: ignore[attr-defined]
         assert self.snapshots is not None
         self.snapshot_writer = SnapshotWriter(self.snapshots.recorder.insert_events)
+
+    @classmethod
+    def default_key_ring(cls, datastore: PostgresDatastore) -> KeyRing:
+        """The data keys in this store's own table beside its events."""
+        return KeyRing(datastore, table=f"{cls.name.lower()}_keys")
 
     def close(self) -> None:
         """Write the snapshots still queued, then release the connections."""
@@ -328,10 +338,22 @@ class EventStore(Application[UUID]):
             raise BadInput(f"{conversation_id} is a flow; erase its conversation {owner}")
         return [e.flow_id for e in events[1:] if isinstance(e, Conversation.FlowBegan)]
 
-    def version_at(self, aggregate_id: UUID, at: Any) -> int:
-        """The aggregate's last version recorded at or before ``at`` (0 if none), found by
-        binary search over versions rather than a read of every event."""
-        return History(self).version_at(aggregate_id, at)
+    def version_at(self, aggregate_id: UUID, at: datetime, *, before: bool = False) -> int:
+        """The aggregate's last version recorded at or before ``at`` (strictly before, with
+        ``before``); 0 if none. A binary search over versions, one event read per probe: a
+        stream's times never go backwards, as its commands are saved in order with the time
+        each came with."""
+        with reachable():
+            newest = self.recorder.select_rows(aggregate_id, desc=True, limit=1)  # type: ignore[attr-defined]
+        low, high = 0, newest[0][0] if newest else 0  # invariant: low qualifies, high+1 not
+        while low < high:
+            middle = (low + high + 1) // 2
+            stamp = next(self.stream(aggregate_id, gt=middle - 1, lte=middle)).timestamp
+            if stamp < at or (stamp == at and not before):
+                low = middle
+            else:
+                high = middle - 1
+        return low
 
     def ids_of(self, created_event: type) -> Iterator[UUID]:
         """The ids of every aggregate whose first event is of this class."""

@@ -1,0 +1,109 @@
+"""The HTTP app: Telegram's webhook, the JSON API under /v1, /healthz, and its OpenAPI
+schema at /schema.
+
+Litestar decodes request bodies into msgspec Structs (validated once, at the edge) and
+documents them in the schema. Handlers get the engine, the async engine, the chat bot, the
+store and the projection queries by dependency injection, from the services the
+composition root built. Each refused request gets a 4xx JSON body ``{"error": ...,
+"detail": ...}`` and records nothing; an unexpected failure is a 500 with no internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from eventsourcing.persistence import PersistenceError
+from litestar import Litestar, Router
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ASGIApp, ControllerRouterHandler
+from psycopg import Error as PsycopgError
+
+from ...domain.errors import VoxledgerError
+from . import api, errors
+from .guards import bearer_token, telegram_secret
+from .health import healthz
+from .request_log import request_logs
+from .settings import Settings
+from .telegram import telegram_webhook
+
+if TYPE_CHECKING:
+    from ..services import Services
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    VoxledgerError: errors.domain_error,
+    HTTPException: errors.http_error,
+    UnicodeDecodeError: errors.undecodable_body,
+    errors.ProjectionsNotBuilt: errors.projections_not_built,
+    PersistenceError: errors.database_error,
+    PsycopgError: errors.database_error,
+    Exception: errors.unexpected_error,
+}
+
+
+def openapi() -> OpenAPIConfig:
+    """The schema at /schema: its title, version, and the two ways to authenticate."""
+    return OpenAPIConfig(
+        title="voxledger",
+        version="1",
+        path="/schema",
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer"),
+                "telegram": SecurityScheme(
+                    type="apiKey",
+                    name="X-Telegram-Bot-Api-Secret-Token",
+                    security_scheme_in="header",
+                ),
+            }
+        ),
+    )
+
+
+def create_app(
+    services: Services,
+    settings: Settings,
+    *,
+    routes: Sequence[ControllerRouterHandler] = (),
+    dependencies: Mapping[str, Provide] | None = None,
+) -> ASGIApp:
+    """The ASGI application over the composition root's services: routes, authentication,
+    size limit, errors, request logs. ``routes`` (routers or handlers, for instance an
+    operator console) join the app's own, with ``dependencies`` beside the services."""
+    api_router = Router(
+        path="/v1",
+        route_handlers=api.ROUTES,
+        guards=[bearer_token(settings.api_token)],
+        security=[{"bearer": []}],
+        tags=["api"],
+    )
+    webhook = Router(
+        path="/",
+        route_handlers=[telegram_webhook],
+        guards=[telegram_secret(settings.telegram_secret)],
+    )
+    bot = services.bot(settings.flow)
+    app = Litestar(
+        route_handlers=[webhook, healthz, api_router, *routes],
+        dependencies={
+            "engine": _value(services.engine),
+            "async_engine": _value(services.async_engine),
+            "bot": _value(bot),
+            "store": _value(services.store),
+            "projections": _value(services.projections),
+            **(dependencies or {}),
+        },
+        request_max_body_size=settings.max_body_bytes,
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=openapi(),
+        logging_config=None,  # structlog writes the request logs (request_log)
+    )
+    return request_logs(app)
+
+
+def _value(piece: Any) -> Provide:
+    """A dependency that is one object for the app's whole life."""
+    return Provide(lambda: piece, use_cache=True, sync_to_thread=False)

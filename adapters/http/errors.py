@@ -1,0 +1,119 @@
+"""How refusals and failures are answered: each domain error has one 4xx status, a request
+Litestar refuses names what is wrong, the database's failures are a 503, and a bug is a 500
+with no internals in it (its traceback goes to the log). Every body is an `ErrorBody`."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from ...domain.errors import (
+    BadInput,
+    Conflict,
+    DefinitionError,
+    Expired,
+    InvalidTransition,
+    NotFound,
+    ValidationFailed,
+    VoxledgerError,
+)
+from .bodies import ErrorBody
+
+log = structlog.get_logger("voxledger.http")
+
+# The most specific class first: each domain error has one status.
+STATUS_OF_ERROR: tuple[tuple[type[VoxledgerError], int], ...] = (
+    (NotFound, 404),
+    (InvalidTransition, 409),
+    (Expired, 409),
+    (Conflict, 409),
+    (ValidationFailed, 422),
+    (DefinitionError, 422),
+    (BadInput, 400),
+)
+
+
+class ProjectionsNotBuilt(Exception):
+    """The projection tables do not exist yet: no projection worker has run on this schema."""
+
+
+def domain_error(_: Request[Any, Any, Any], exc: VoxledgerError) -> Response[ErrorBody]:
+    """A refused command or query: 4xx, with the domain's own explanation."""
+    status = next((code for cls, code in STATUS_OF_ERROR if isinstance(exc, cls)), 400)
+    return _error(status, _snake(type(exc).__name__), str(exc))
+
+
+def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+    """A request refused before it reached a handler: auth, size, shape, routing."""
+    status = exc.status_code
+    if status >= 500:
+        log.error("http.error", status=status, detail=exc.detail)
+        return _error(status, "internal error", None)
+    problems = [p for p in exc.extra if isinstance(p, dict)] if isinstance(exc.extra, list) else []
+    if not problems:
+        return _error(status, HTTPStatus(status).phrase.lower(), exc.detail, exc.headers)
+    named = [_name_the_problem(p) for p in problems]
+    sources = sorted({_source(p) for p in problems})
+    detail: Any = named[0] if len(named) == 1 else named
+    return _error(status, f"invalid {' and '.join(sources)}", detail, exc.headers)
+
+
+def _source(problem: dict[str, Any]) -> str:
+    """body, query, path, header, cookie (Litestar gives an enum for some)."""
+    source = problem.get("source", "request")
+    return str(getattr(source, "value", source))
+
+
+def _name_the_problem(problem: dict[str, Any]) -> str:
+    """`body.message.chat.id: Expected `int`, got `str``: where, then what."""
+    key, message = str(problem.get("key", "")), str(problem.get("message", ""))
+    source = _source(problem)
+    if message == repr(key):  # Litestar's KeyError: the part was not sent at all
+        message = "missing"
+    where = source if key in ("", "data") else f"{source}.{key}" if source else key
+    return f"{where}: {message}" if where else message
+
+
+def undecodable_body(_: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[ErrorBody]:
+    """A body that is not UTF-8 (Litestar lets the decoder's error through)."""
+    return _error(400, "bad request", f"JSON is malformed: not UTF-8 at byte {exc.start}")
+
+
+def projections_not_built(
+    _: Request[Any, Any, Any], exc: ProjectionsNotBuilt
+) -> Response[ErrorBody]:
+    """Reads across conversations wait for the projection worker: 503, saying so."""
+    return _error(503, "projections unavailable", str(exc))
+
+
+def database_error(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    """The database is unreachable or failed: not the client's fault, so a 503."""
+    log.error("http.database_error", error=first_line(exc))
+    return _error(503, "database unavailable", None)
+
+
+def unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    """A bug: logged with its traceback, answered without internals."""
+    log.error("http.unexpected_error", exc_info=exc)
+    return _error(500, "internal error", None)
+
+
+def first_line(error: BaseException) -> str:
+    """An error's first line (its type's name if it has no message): enough for a log or a
+    health report, never a traceback."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _error(
+    status: int, error: str, detail: Any, headers: dict[str, str] | None = None
+) -> Response[ErrorBody]:
+    return Response(ErrorBody(error, detail), status_code=status, headers=headers)
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")

@@ -1,0 +1,20 @@
+"""What the HTTP server needs besides its pieces, and the variables that set it (read by the
+composition root, `bootstrap.http_settings`)."""
+
+from __future__ import annotations
+
+import msgspec
+
+ENV_TELEGRAM_SECRET = "VOXLEDGER_TELEGRAM_SECRET"
+ENV_API_TOKEN = "VOXLEDGER_API_TOKEN"
+ENV_MAX_BODY = "VOXLEDGER_MAX_BODY_BYTES"
+DEFAULT_MAX_BODY = 64 * 1024
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """The webhook's secret, the API's token, the body size limit, the chat bot's flow."""
+
+    telegram_secret: str | None = None  # None: the webhook refuses every call
+    api_token: str | None = None  # None: the /v1 API refuses every call
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    flow: str = "intake"
