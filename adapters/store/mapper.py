@@ -34,7 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.domain import DomainEvent, DomainEventProtocol
 from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent
-from eventsourcing.utils import TopicError, get_topic, register_topic, resolve_topic
+from eventsourcing.utils import TopicError, get_topic, resolve_topic
 
 from ...domain.errors import InvalidTransition, VoxledgerError
 from .keys import KeyRing
