@@ -15,8 +15,8 @@ from psycopg import sql
 from ..domain.engine import Engine
 from ..domain.errors import BadInput
 from ..domain.flow_definition import CustomValidators, FlowDefinition, FlowRegistry, Hooks
-from ..domain.intake import builtin_registry
-from .flow_files import FlowCode, load_code, load_flows
+from .chat.wording import reply_text
+from .flow_files import FlowCode, load_builtin, load_code, load_flows
 from .logs import configure_logging
 from .store.application import EventStore
 from .store.database import eventsourcing_settings, resolve_database_url
@@ -111,7 +111,7 @@ def open_flows(
     custom_validators = {**loaded.validators, **(custom_validators or {})}
     hooks = {**loaded.hooks, **(hooks or {})}
     items = list(flows)
-    registry = builtin_registry()
+    registry = FlowRegistry([load_builtin()])
     paths = [item for item in items if not isinstance(item, FlowDefinition)]
     for definition in [item for item in items if isinstance(item, FlowDefinition)]:
         registry.register(definition)
@@ -152,5 +152,6 @@ def open_engine(
         open_store(database_url, schema=schema),
         clock or system_clock(),
         flows=registry,
+        phrase=reply_text,
         backoff=jittered_backoff,
     )

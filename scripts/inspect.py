@@ -7,9 +7,10 @@ import time
 from typing import Any
 
 from ..adapters.bootstrap import open_engine, open_store
-from ..adapters.store.history import History, Recorded, event_data, stream_type, topics_of
+from ..adapters.store.history import History, topics_of
 from ..domain.conversation import Conversation, ConversationState
 from ..domain.errors import BadInput
+from ..domain.events import LoggedEvent, event_data, stream_type
 from ..domain.flow import Flow
 from .arguments import stream_id, timestamp
 from .output import (
@@ -151,7 +152,7 @@ def run_watch(args: argparse.Namespace) -> int:
     return 0
 
 
-def log_entry(recorded: Recorded, *, full: bool) -> dict[str, Any]:
+def log_entry(recorded: LoggedEvent, *, full: bool) -> dict[str, Any]:
     """One event as the log shows it; ``full`` adds its data (for JSON)."""
     event = recorded.event
     data = event_data(event)

@@ -12,12 +12,8 @@ from contextlib import contextmanager
 from ..adapters.bootstrap import Clock, open_store, system_clock
 from ..adapters.store.application import EventStore
 from ..projections.queries import Projections
-from ..projections.runner import (
-    PAGE_SIZE,
-    ProjectionRunner,
-    ProjectionStatus,
-    default_projections,
-)
+from ..projections.registry import default_projections
+from ..projections.runner import PAGE_SIZE, ProjectionRunner, ProjectionStatus
 from .output import print_json, print_table, progress_bar, say, to_plain
 
 
@@ -79,6 +75,7 @@ def open_runner(
         recorder.datastore.pool,
         recorder.datastore.schema,
         store.mapper.to_domain_event,
+        default_projections(),
         page_size=page_size,
         events_table=recorder.events_table_name,
         clock=clock or system_clock(),

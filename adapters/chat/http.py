@@ -44,7 +44,7 @@ from ...domain.errors import (
     BadInput,
     Conflict,
     DefinitionError,
-    Expired,
+    FlowExpired,
     InvalidTransition,
     NotFound,
     ValidationFailed,
@@ -66,7 +66,7 @@ DEFAULT_MAX_BODY = 64 * 1024
 STATUS_OF_ERROR: tuple[tuple[type[VoxledgerError], int], ...] = (
     (NotFound, 404),
     (InvalidTransition, 409),
-    (Expired, 409),
+    (FlowExpired, 409),
     (Conflict, 409),
     (ValidationFailed, 422),
     (DefinitionError, 422),
