@@ -1,5 +1,6 @@
-"""What every recorded event carries besides its own data, and the one way each part of the
-code reads an event: its own fields, the kind of stream it belongs to, its place in the log.
+"""What every recorded event carries besides its own data; how an aggregate records an event
+from its own fields; and the one way the rest of the code reads events: what one says, the
+kind of stream it belongs to, its place in the log, which events change a status.
 
 An event's metadata says where it sits (its stream, version and time; a stream's first
 event also names its aggregate's topic); its own fields say what happened.
@@ -80,8 +81,11 @@ def data_of(event_class: type, *values: Any) -> dict[str, Any]:
 
 def trigger(aggregate: Aggregate, event_class: type, *values: Any, at: datetime) -> None:
     """Record an event on an aggregate at a time, from the values of its own fields in the
-    order its class declares them."""
-    aggregate.trigger_event(event_class, timestamp=at, **data_of(event_class, *values))
+    order its class declares them: built, applied and kept pending, as the library's
+    ``trigger_event`` does (an event built from values in order costs less than by name)."""
+    event = event_class(aggregate.id, aggregate.version + 1, at, *values)
+    event.mutate(aggregate)
+    aggregate.pending_events.append(event)
 
 
 def status_events(aggregate: type) -> frozenset[type]:
