@@ -82,7 +82,9 @@ def data_of(event_class: type, *values: Any) -> dict[str, Any]:
 def trigger(aggregate: Aggregate, event_class: type, *values: Any, at: datetime) -> None:
     """Record an event on an aggregate at a time, from the values of its own fields in the
     order its class declares them: built, applied and kept pending, as the library's
-    ``trigger_event`` does (an event built from values in order costs less than by name)."""
+    ``trigger_event`` does (an event built from values in order costs less than by name).
+    Not for a stream's first event, which the aggregate's ``_create`` records."""
+    # An event's fields begin with its stream, version and time (the library's DomainEvent).
     event = event_class(aggregate.id, aggregate.version + 1, at, *values)
     event.mutate(aggregate)
     aggregate.pending_events.append(event)
