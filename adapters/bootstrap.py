@@ -23,12 +23,13 @@ from psycopg import sql
 from ..domain.engine import Engine
 from ..domain.errors import BadInput
 from ..domain.flow_definition import CustomValidators, FlowDefinition, FlowRegistry, Hooks
-from ..domain.intake import builtin_registry
 from ..projections.queries import Projections
+from ..projections.registry import default_projections
 from ..projections.runner import PAGE_SIZE, ProjectionRunner
 from .async_engine import AsyncEngine
 from .chat.bot import ChatBot
-from .flow_files import FlowCode, load_code, load_flows
+from .chat.wording import reply_text
+from .flow_files import FlowCode, load_builtin, load_code, load_flows
 from .http.settings import (
     DEFAULT_MAX_BODY,
     ENV_API_TOKEN,
@@ -216,7 +217,7 @@ def open_flows(
     custom_validators = {**loaded.validators, **(custom_validators or {})}
     hooks = {**loaded.hooks, **(hooks or {})}
     items = list(flows)
-    registry = builtin_registry()
+    registry = FlowRegistry([load_builtin()])
     paths = [item for item in items if not isinstance(item, FlowDefinition)]
     for definition in [item for item in items if isinstance(item, FlowDefinition)]:
         registry.register(definition)
@@ -278,7 +279,9 @@ def open_engine(
 
 def engine_on(store: EventStore, flows: FlowRegistry, clock: Clock | None = None) -> Engine:
     """The Engine over a store, running these flows on this clock (else this process's)."""
-    return Engine(store, clock or system_clock(), flows=flows, backoff=jittered_backoff)
+    return Engine(
+        store, clock or system_clock(), flows=flows, phrase=reply_text, backoff=jittered_backoff
+    )
 
 
 def open_async_engine(engine: Engine, **limits: int) -> AsyncEngine:
@@ -303,6 +306,7 @@ def open_runner(
         recorder.datastore.pool,
         recorder.datastore.schema,
         store.mapper.to_domain_event,
+        default_projections(),
         page_size=page_size,
         events_table=recorder.events_table_name,
         clock=clock or system_clock(),

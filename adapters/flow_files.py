@@ -19,7 +19,8 @@ import yaml
 
 from .. import domain
 from ..domain.errors import BadInput, DefinitionError, Problem
-from ..domain.flow_definition import CustomValidators, FlowDefinition, Hooks
+from ..domain.flow_definition import FlowDefinition
+from ..domain.flow_steps import CustomValidators, Hooks
 
 SUFFIXES = (".toml", ".json", ".yaml", ".yml")
 

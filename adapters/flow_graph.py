@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..domain.flow_definition import Edge, FlowDefinition, Step
+from ..domain.flow_definition import FlowDefinition
+from ..domain.flow_steps import Edge, Step
 
 START = "flow_start"  # node ids of our own: a step's name can be anything
 END = "flow_end"

@@ -1,195 +1,52 @@
 """The Conversation aggregate: one chat or voice session, every change a recorded event.
 
-Command methods guard, then trigger one event; an event's ``apply`` only assigns. Times come
-in with each command (``at``), so replaying the events always rebuilds the same state.
+Each event class declares its fields once; a command guards, then records its event with
+the values of those fields (`trigger`). An event's ``apply`` only assigns, and each event
+says which status it leaves the conversation in (`status_after`), for the aggregate and the
+read models alike. Times come in with each command (``at``), so replaying the events always
+rebuilds the same state. The values it holds are in conversation_values.py.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
 import msgspec
 from eventsourcing.domain import Aggregate
-from eventsourcing.utils import register_topic
 
+from .conversation_snapshot import ConversationSnapshot
+from .conversation_values import (
+    TRANSITIONS,
+    Audio,
+    Connection,
+    ConversationState,
+    Message,
+    Role,
+    Status,
+    Turn,
+    Usage,
+)
 from .errors import InvalidTransition, NotFound, ValidationFailed
+from .events import data_of, status_events, trigger
 
-
-class Status(StrEnum):
-    """Where a conversation is in its lifecycle."""
-
-    IDLE = "idle"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    LISTENING = "listening"
-    PROCESSING = "processing"
-    RESPONDING = "responding"
-    DISCONNECTED = "disconnected"
-    ENDED = "ended"
-    ERROR = "error"
-
-
-S = Status
-# The one place the lifecycle is written down: from a status, the statuses it may move to.
-TRANSITIONS: dict[Status, frozenset[Status]] = {
-    S.IDLE: frozenset({S.CONNECTING, S.CONNECTED, S.PROCESSING, S.ENDED, S.ERROR}),
-    S.CONNECTING: frozenset({S.CONNECTED, S.DISCONNECTED, S.ENDED, S.ERROR}),
-    S.CONNECTED: frozenset({S.LISTENING, S.PROCESSING, S.DISCONNECTED, S.ENDED, S.ERROR}),
-    S.LISTENING: frozenset({S.CONNECTED, S.PROCESSING, S.DISCONNECTED, S.ENDED, S.ERROR}),
-    S.PROCESSING: frozenset(
-        {S.RESPONDING, S.IDLE, S.CONNECTED, S.LISTENING, S.DISCONNECTED, S.ENDED, S.ERROR}
-    ),
-    S.RESPONDING: frozenset({S.IDLE, S.CONNECTED, S.LISTENING, S.DISCONNECTED, S.ENDED, S.ERROR}),
-    S.DISCONNECTED: frozenset({S.CONNECTING, S.CONNECTED, S.ENDED, S.ERROR}),
-    S.ERROR: frozenset({S.CONNECTING, S.CONNECTED, S.DISCONNECTED, S.ENDED}),
-    S.ENDED: frozenset(),
-}
-INACTIVE = frozenset({S.DISCONNECTED, S.ENDED, S.ERROR})
-
-
-class Role(StrEnum):
-    """Who said a message."""
-
-    USER = "user"
-    ASSISTANT = "assistant"
-    SYSTEM = "system"
-
-
-class Message(msgspec.Struct, frozen=True):
-    """One message of the conversation, as said by the user, the assistant or the system."""
-
-    id: str
-    role: Role
-    content: str
-    at: datetime
-    metadata: dict[str, Any] = {}
-    audio_duration_s: float | None = None
-    complete: bool = True
-    interrupted: bool = False
-
-
-class Turn(msgspec.Struct, frozen=True):
-    """One exchange: the user speaks or writes, the assistant answers."""
-
-    id: str
-    started_at: datetime
-    user_message_id: str | None = None
-    assistant_message_id: str | None = None
-    completed_at: datetime | None = None
-    interrupted_at: datetime | None = None
-    duration_ms: float | None = None
-
-    @property
-    def is_active(self) -> bool:
-        """True while the turn is neither completed nor interrupted."""
-        return self.completed_at is None and self.interrupted_at is None
-
-
-class Connection(msgspec.Struct, frozen=True):
-    """Facts about the transport the conversation runs over."""
-
-    provider: str | None = None
-    connection_id: str | None = None
-    connected_at: datetime | None = None
-    latency_ms: float | None = None
-    messages_sent: int = 0
-    messages_received: int = 0
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    last_error: str | None = None
-    error_count: int = 0
-    reconnect_count: int = 0
-
-
-class Audio(msgspec.Struct, frozen=True):
-    """Facts about the audio channel of a voice conversation."""
-
-    listening: bool = False
-    playing: bool = False
-    speech_active: bool = False
-    last_speech_at: datetime | None = None
-    silence_s: float = 0.0
-    input_level_db: float | None = None
-    output_level_db: float | None = None
-    latency_ms: float | None = None
-
-
-class Usage(msgspec.Struct, frozen=True):
-    """Counters and costs accumulated over the conversation."""
-
-    turns: int = 0
-    messages: int = 0
-    response_time_ms_total: float = 0.0
-    response_time_ms_min: float | None = None
-    response_time_ms_max: float | None = None
-    interruptions: int = 0
-    silences: int = 0
-    audio_seconds: float = 0.0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost: float = 0.0
-
-    @property
-    def response_time_ms_avg(self) -> float | None:
-        """Mean response time of completed turns, or None before the first one."""
-        return self.response_time_ms_total / self.turns if self.turns else None
-
-
-class ConversationState(msgspec.Struct, frozen=True):
-    """An immutable picture of a conversation at one version."""
-
-    id: UUID
-    version: int
-    status: Status
-    channel: str
-    participant: str | None
-    started_at: datetime
-    updated_at: datetime
-    connection: Connection
-    audio: Audio
-    usage: Usage
-    messages: tuple[Message, ...]
-    turns: tuple[Turn, ...]
-    current_turn_id: str | None
-    context: dict[str, Any]
-    metadata: dict[str, Any]
-    ended_at: datetime | None = None
-    end_reason: str | None = None
-    active_flow_id: UUID | None = None
-
-    @property
-    def is_active(self) -> bool:
-        """True unless the conversation is disconnected, ended or failed."""
-        return self.status not in INACTIVE
-
-    @property
-    def last_user_message(self) -> Message | None:
-        """The most recent message the user sent, if any."""
-        return next((m for m in reversed(self.messages) if m.role is Role.USER), None)
-
-    @property
-    def current_turn(self) -> Turn | None:
-        """The turn in progress, if any."""
-        if self.current_turn_id is None:
-            return None
-        return next(t for t in reversed(self.turns) if t.id == self.current_turn_id)
-
-    @property
-    def current_turn_active(self) -> bool:
-        """True while a turn is in progress."""
-        return self.current_turn_id is not None
+replace = msgspec.structs.replace
 
 
 class Conversation(Aggregate):
     """A chat or voice conversation: its lifecycle, messages, turns, audio and usage."""
 
     TOPIC = "voxledger:Conversation"
+    Snapshot = ConversationSnapshot
 
     class Event(Aggregate.Event):
         TOPIC = "voxledger:Conversation.Event"
+
+        def status_after(self, status: Status) -> Status:
+            """The conversation's status after this event (most leave it as it was). The
+            status may come as its text value, as the read models keep it."""
+            return status
 
     class Started(Aggregate.Created):
         TOPIC = "voxledger:Conversation.Started"
@@ -197,6 +54,9 @@ class Conversation(Aggregate):
         channel: str
         participant: str | None
         metadata: dict[str, Any]
+
+        def status_after(self, status: Status | None) -> Status:
+            return Status.IDLE
 
     def __init__(self, channel: str, participant: str | None, metadata: dict[str, Any]):
         self.channel = channel
@@ -228,14 +88,8 @@ class Conversation(Aggregate):
         """Open a new conversation on a channel (telegram, voice, terminal...)."""
         if not channel.strip():
             raise ValidationFailed("a conversation needs a channel name")
-        return cls._create(
-            cls.Started,
-            id=conversation_id,
-            channel=channel,
-            participant=participant,
-            metadata=dict(metadata or {}),
-            timestamp=at,
-        )
+        data = data_of(cls.Started, channel, participant, dict(metadata or {}))
+        return cls._create(cls.Started, id=conversation_id, timestamp=at, **data)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -259,14 +113,17 @@ class Conversation(Aggregate):
         TOPIC = "voxledger:Conversation.ConnectionOpening"
         provider: str
 
+        def status_after(self, status: Status) -> Status:
+            return Status.CONNECTING
+
         def apply(self, c: Conversation) -> None:
-            c.status = Status.CONNECTING
-            c.connection = msgspec.structs.replace(c.connection, provider=self.provider)
+            c.status = self.status_after(c.status)
+            c.connection = replace(c.connection, provider=self.provider)
 
     def begin_connecting(self, provider: str, *, at: datetime) -> None:
         """The transport starts to connect."""
         self._require(Status.CONNECTING)
-        self.trigger_event(self.ConnectionOpening, provider=provider, timestamp=at)
+        trigger(self, self.ConnectionOpening, provider, at=at)
 
     class Connected(Event):
         TOPIC = "voxledger:Conversation.Connected"
@@ -275,9 +132,12 @@ class Conversation(Aggregate):
         latency_ms: float | None
         reconnect: bool
 
+        def status_after(self, status: Status) -> Status:
+            return Status.CONNECTED
+
         def apply(self, c: Conversation) -> None:
-            c.status = Status.CONNECTED
-            c.connection = msgspec.structs.replace(
+            c.status = self.status_after(c.status)
+            c.connection = replace(
                 c.connection,
                 provider=self.provider,
                 connection_id=self.connection_id,
@@ -297,41 +157,39 @@ class Conversation(Aggregate):
         """The transport is up; a connection after an earlier one counts as a reconnect."""
         self._require(Status.CONNECTED)
         _require_non_negative(latency_ms=latency_ms)
-        self.trigger_event(
-            self.Connected,
-            provider=provider,
-            connection_id=connection_id,
-            latency_ms=latency_ms,
-            reconnect=self.connection.connected_at is not None,
-            timestamp=at,
-        )
+        reconnect = self.connection.connected_at is not None
+        trigger(self, self.Connected, provider, connection_id, latency_ms, reconnect, at=at)
 
     class Disconnected(Event):
         TOPIC = "voxledger:Conversation.Disconnected"
         reason: str
 
+        def status_after(self, status: Status) -> Status:
+            return Status.DISCONNECTED
+
         def apply(self, c: Conversation) -> None:
             c._abandon_turn(self.timestamp)
-            c.status = Status.DISCONNECTED
-            c.audio = msgspec.structs.replace(
-                c.audio, listening=False, playing=False, speech_active=False
-            )
+            c.status = self.status_after(c.status)
+            c.audio = replace(c.audio, listening=False, playing=False, speech_active=False)
 
     def disconnect(self, reason: str = "", *, at: datetime) -> None:
         """The transport went away; the conversation may reconnect later."""
         self._require(Status.DISCONNECTED)
-        self.trigger_event(self.Disconnected, reason=reason, timestamp=at)
+        trigger(self, self.Disconnected, reason, at=at)
 
     class ErrorRecorded(Event):
         TOPIC = "voxledger:Conversation.ErrorRecorded"
         error: str
         fatal: bool
 
+        def status_after(self, status: Status) -> Status:
+            return Status.ERROR if self.fatal else status
+
         def apply(self, c: Conversation) -> None:
             if self.fatal:
                 c._abandon_turn(self.timestamp)
-                c.status = Status.ERROR
-            c.connection = msgspec.structs.replace(
+            c.status = self.status_after(c.status)
+            c.connection = replace(
                 c.connection, last_error=self.error, error_count=c.connection.error_count + 1
             )
 
@@ -341,7 +199,7 @@ class Conversation(Aggregate):
             self._require(Status.ERROR)
         else:
             self._require_open()
-        self.trigger_event(self.ErrorRecorded, error=error, fatal=fatal, timestamp=at)
+        trigger(self, self.ErrorRecorded, error, fatal, at=at)
 
     class TrafficRecorded(Event):
         TOPIC = "voxledger:Conversation.TrafficRecorded"
@@ -352,7 +210,7 @@ class Conversation(Aggregate):
 
         def apply(self, c: Conversation) -> None:
             k = c.connection
-            c.connection = msgspec.structs.replace(
+            c.connection = replace(
                 k,
                 messages_sent=k.messages_sent + self.messages_sent,
                 messages_received=k.messages_received + self.messages_received,
@@ -371,28 +229,19 @@ class Conversation(Aggregate):
     ) -> None:
         """Count what went over the transport since the last count."""
         self._require_open()
-        _require_non_negative(
-            messages_sent=messages_sent,
-            messages_received=messages_received,
-            bytes_sent=bytes_sent,
-            bytes_received=bytes_received,
-        )
-        self.trigger_event(
-            self.TrafficRecorded,
-            messages_sent=messages_sent,
-            messages_received=messages_received,
-            bytes_sent=bytes_sent,
-            bytes_received=bytes_received,
-            timestamp=at,
-        )
+        counts = (messages_sent, messages_received, bytes_sent, bytes_received)
+        _require_non_negative(**data_of(self.TrafficRecorded, *counts))
+        trigger(self, self.TrafficRecorded, *counts, at=at)
 
     class ListeningStarted(Event):
         TOPIC = "voxledger:Conversation.ListeningStarted"
 
+        def status_after(self, status: Status) -> Status:
+            return Status.LISTENING if status == Status.CONNECTED else status
+
         def apply(self, c: Conversation) -> None:
-            if c.status is Status.CONNECTED:
-                c.status = Status.LISTENING
-            c.audio = msgspec.structs.replace(c.audio, listening=True)
+            c.status = self.status_after(c.status)
+            c.audio = replace(c.audio, listening=True)
 
     def listen(self, *, at: datetime) -> None:
         """The microphone opens: the conversation listens for the user."""
@@ -400,39 +249,54 @@ class Conversation(Aggregate):
             raise InvalidTransition(f"conversation {self.id} is already listening")
         if self.status not in (Status.PROCESSING, Status.RESPONDING):
             self._require(Status.LISTENING)
-        self.trigger_event(self.ListeningStarted, timestamp=at)
+        trigger(self, self.ListeningStarted, at=at)
 
     class ListeningStopped(Event):
         TOPIC = "voxledger:Conversation.ListeningStopped"
 
+        def status_after(self, status: Status) -> Status:
+            return Status.CONNECTED if status == Status.LISTENING else status
+
         def apply(self, c: Conversation) -> None:
-            if c.status is Status.LISTENING:
-                c.status = Status.CONNECTED
-            c.audio = msgspec.structs.replace(c.audio, listening=False, speech_active=False)
+            c.status = self.status_after(c.status)
+            c.audio = replace(c.audio, listening=False, speech_active=False)
 
     def stop_listening(self, *, at: datetime) -> None:
         """The microphone closes."""
         if not self.audio.listening:
             raise InvalidTransition(f"conversation {self.id} is not listening")
-        self.trigger_event(self.ListeningStopped, timestamp=at)
+        trigger(self, self.ListeningStopped, at=at)
 
     class Ended(Event):
         TOPIC = "voxledger:Conversation.Ended"
         reason: str
 
+        def status_after(self, status: Status) -> Status:
+            return Status.ENDED
+
         def apply(self, c: Conversation) -> None:
-            c.status = Status.ENDED
+            c.status = self.status_after(c.status)
             c.ended_at = self.timestamp
             c.end_reason = self.reason
             c._abandon_turn(self.timestamp)
-            c.audio = msgspec.structs.replace(
-                c.audio, listening=False, playing=False, speech_active=False
-            )
+            c.audio = replace(c.audio, listening=False, playing=False, speech_active=False)
 
     def end(self, reason: str = "", *, at: datetime) -> None:
         """Close the conversation for good; it takes no more commands."""
         self._require(Status.ENDED)
-        self.trigger_event(self.Ended, reason=reason, timestamp=at)
+        trigger(self, self.Ended, reason, at=at)
+
+    def end_idle(self, limit_s: float, *, at: datetime) -> None:
+        """End a conversation that has been idle longer than ``limit_s`` seconds at ``at``."""
+        if not self.is_idle_at(at, limit_s):
+            raise InvalidTransition(f"conversation {self.id} is not idle past {limit_s:g} s")
+        idle_s = (at - self.modified_on).total_seconds()
+        self.end(f"expired after {idle_s:.0f} s idle", at=at)
+
+    def is_idle_at(self, at: datetime, limit_s: float) -> bool:
+        """True if the conversation has not ended and nothing happened in it for longer
+        than ``limit_s`` seconds before ``at``."""
+        return self.status is not Status.ENDED and (at - self.modified_on).total_seconds() > limit_s
 
     # -- messages and turns ----------------------------------------------------------------
 
@@ -459,7 +323,7 @@ class Conversation(Aggregate):
                     complete=self.complete,
                 )
             )
-            c.usage = msgspec.structs.replace(c.usage, messages=c.usage.messages + 1)
+            c.usage = replace(c.usage, messages=c.usage.messages + 1)
             if self.role == Role.ASSISTANT and c.current_turn_id is not None:
                 turn = c._turn(c.current_turn_id)
                 if turn.assistant_message_id is None:
@@ -485,16 +349,9 @@ class Conversation(Aggregate):
         if self.has_message(message_id):
             raise ValidationFailed(f"message {message_id!r} is already recorded")
         _require_non_negative(audio_duration_s=audio_duration_s)
-        self.trigger_event(
-            self.MessageAdded,
-            message_id=message_id,
-            role=str(role),
-            content=content,
-            metadata=dict(metadata or {}),
-            audio_duration_s=audio_duration_s,
-            complete=complete,
-            timestamp=at,
-        )
+        metadata = dict(metadata or {})
+        said = (message_id, str(role), content, metadata, audio_duration_s, complete)
+        trigger(self, self.MessageAdded, *said, at=at)
 
     class MessageCompleted(Event):
         TOPIC = "voxledger:Conversation.MessageCompleted"
@@ -506,7 +363,7 @@ class Conversation(Aggregate):
             i = c._message_index(self.message_id)
             m = c.messages[i]
             content = m.content if self.content is None else self.content
-            c.messages[i] = msgspec.structs.replace(m, complete=True, content=content)
+            c.messages[i] = replace(m, complete=True, content=content)
 
     def complete_message(
         self, message_id: str, content: str | None = None, *, at: datetime
@@ -515,9 +372,7 @@ class Conversation(Aggregate):
         self._require_open()
         if self.messages[self._message_index(message_id)].complete:
             raise InvalidTransition(f"message {message_id!r} is already complete")
-        self.trigger_event(
-            self.MessageCompleted, message_id=message_id, content=content, timestamp=at
-        )
+        trigger(self, self.MessageCompleted, message_id, content, at=at)
 
     def has_message(self, message_id: str) -> bool:
         """True if a message with this id is recorded."""
@@ -534,8 +389,11 @@ class Conversation(Aggregate):
         turn_id: str
         user_message_id: str | None
 
+        def status_after(self, status: Status) -> Status:
+            return Status.PROCESSING
+
         def apply(self, c: Conversation) -> None:
-            c.status = Status.PROCESSING
+            c.status = self.status_after(c.status)
             c.turns.append(
                 Turn(
                     id=self.turn_id, started_at=self.timestamp, user_message_id=self.user_message_id
@@ -554,30 +412,33 @@ class Conversation(Aggregate):
             raise ValidationFailed(f"turn {turn_id!r} is already recorded")
         if user_message_id is not None:
             self._message_index(user_message_id)
-        self.trigger_event(
-            self.TurnStarted, turn_id=turn_id, user_message_id=user_message_id, timestamp=at
-        )
+        trigger(self, self.TurnStarted, turn_id, user_message_id, at=at)
 
     class ResponseStarted(Event):
         TOPIC = "voxledger:Conversation.ResponseStarted"
         turn_id: str
 
+        def status_after(self, status: Status) -> Status:
+            return Status.RESPONDING
+
         def apply(self, c: Conversation) -> None:
-            c.status = Status.RESPONDING
-            c.audio = msgspec.structs.replace(c.audio, playing=True)
+            c.status = self.status_after(c.status)
+            c.audio = replace(c.audio, playing=True)
 
     def start_response(self, *, at: datetime) -> None:
         """The assistant starts answering (speaking, or streaming text)."""
         self._require(Status.RESPONDING)
-        turn_id = self._active_turn_id()
-        self.trigger_event(self.ResponseStarted, turn_id=turn_id, timestamp=at)
+        trigger(self, self.ResponseStarted, self._active_turn_id(), at=at)
 
     class TurnCompleted(Event):
         TOPIC = "voxledger:Conversation.TurnCompleted"
         turn_id: str
         assistant_message_id: str | None
         duration_ms: float
-        status: str
+        status: str  # where the conversation rests afterwards
+
+        def status_after(self, status: Status) -> Status:
+            return Status(self.status)
 
         def apply(self, c: Conversation) -> None:
             turn = c._close_turn(
@@ -585,10 +446,10 @@ class Conversation(Aggregate):
             )
             if self.assistant_message_id is not None:
                 c._replace_turn(turn.id, assistant_message_id=self.assistant_message_id)
-            c.status = Status(self.status)
+            c.status = self.status_after(c.status)
             u = c.usage
             low, high = u.response_time_ms_min, u.response_time_ms_max
-            c.usage = msgspec.structs.replace(
+            c.usage = replace(
                 u,
                 turns=u.turns + 1,
                 response_time_ms_total=u.response_time_ms_total + self.duration_ms,
@@ -608,37 +469,32 @@ class Conversation(Aggregate):
         resting = self._resting_status()
         self._require(resting)
         duration_ms = max(0.0, (at - turn.started_at).total_seconds() * 1000)
-        self.trigger_event(
-            self.TurnCompleted,
-            turn_id=turn.id,
-            assistant_message_id=assistant_message_id,
-            duration_ms=duration_ms,
-            status=str(resting),
-            timestamp=at,
-        )
+        done = (turn.id, assistant_message_id, duration_ms, str(resting))
+        trigger(self, self.TurnCompleted, *done, at=at)
 
     class TurnInterrupted(Event):
         TOPIC = "voxledger:Conversation.TurnInterrupted"
         turn_id: str
         reason: str
-        status: str
+        status: str  # where the conversation rests afterwards
+
+        def status_after(self, status: Status) -> Status:
+            return Status(self.status)
 
         def apply(self, c: Conversation) -> None:
             turn = c._close_turn(self.turn_id, interrupted_at=self.timestamp)
             if turn.assistant_message_id is not None:
                 i = c._message_index(turn.assistant_message_id)
-                c.messages[i] = msgspec.structs.replace(c.messages[i], interrupted=True)
-            c.status = Status(self.status)
-            c.usage = msgspec.structs.replace(c.usage, interruptions=c.usage.interruptions + 1)
+                c.messages[i] = replace(c.messages[i], interrupted=True)
+            c.status = self.status_after(c.status)
+            c.usage = replace(c.usage, interruptions=c.usage.interruptions + 1)
 
     def interrupt_turn(self, reason: str = "barge-in", *, at: datetime) -> None:
         """The user cut the assistant off (barge-in) or the turn was abandoned."""
         turn_id = self._active_turn_id()
         resting = self._resting_status()
         self._require(resting)
-        self.trigger_event(
-            self.TurnInterrupted, turn_id=turn_id, reason=reason, status=str(resting), timestamp=at
-        )
+        trigger(self, self.TurnInterrupted, turn_id, reason, str(resting), at=at)
 
     def _active_turn_id(self) -> str:
         if self.current_turn_id is None:
@@ -651,13 +507,13 @@ class Conversation(Aggregate):
     def _replace_turn(self, turn_id: str, **changes: Any) -> Turn:
         for i in range(len(self.turns) - 1, -1, -1):
             if self.turns[i].id == turn_id:
-                self.turns[i] = msgspec.structs.replace(self.turns[i], **changes)
+                self.turns[i] = replace(self.turns[i], **changes)
                 return self.turns[i]
         raise NotFound(f"conversation {self.id} has no turn {turn_id!r}")
 
     def _close_turn(self, turn_id: str, **changes: Any) -> Turn:
         self.current_turn_id = None
-        self.audio = msgspec.structs.replace(self.audio, playing=False)
+        self.audio = replace(self.audio, playing=False)
         return self._replace_turn(turn_id, **changes)
 
     def _abandon_turn(self, at: datetime) -> None:
@@ -671,14 +527,14 @@ class Conversation(Aggregate):
         TOPIC = "voxledger:Conversation.SpeechStarted"
 
         def apply(self, c: Conversation) -> None:
-            c.audio = msgspec.structs.replace(c.audio, speech_active=True, silence_s=0.0)
+            c.audio = replace(c.audio, speech_active=True, silence_s=0.0)
 
     def record_speech_started(self, *, at: datetime) -> None:
         """The user started speaking."""
         self._require_listening()
         if self.audio.speech_active:
             raise InvalidTransition(f"speech is already active in conversation {self.id}")
-        self.trigger_event(self.SpeechStarted, timestamp=at)
+        trigger(self, self.SpeechStarted, at=at)
 
     class SpeechEnded(Event):
         TOPIC = "voxledger:Conversation.SpeechEnded"
@@ -687,15 +543,13 @@ class Conversation(Aggregate):
         mean_dbfs: float | None
 
         def apply(self, c: Conversation) -> None:
-            c.audio = msgspec.structs.replace(
+            c.audio = replace(
                 c.audio,
                 speech_active=False,
                 last_speech_at=self.timestamp,
                 input_level_db=self.mean_dbfs,
             )
-            c.usage = msgspec.structs.replace(
-                c.usage, audio_seconds=c.usage.audio_seconds + self.duration_s
-            )
+            c.usage = replace(c.usage, audio_seconds=c.usage.audio_seconds + self.duration_s)
 
     def record_speech_ended(
         self,
@@ -709,13 +563,7 @@ class Conversation(Aggregate):
         if not self.audio.speech_active:
             raise InvalidTransition(f"no speech is active in conversation {self.id}")
         _require_non_negative(duration_s=duration_s)
-        self.trigger_event(
-            self.SpeechEnded,
-            duration_s=duration_s,
-            peak_dbfs=peak_dbfs,
-            mean_dbfs=mean_dbfs,
-            timestamp=at,
-        )
+        trigger(self, self.SpeechEnded, duration_s, peak_dbfs, mean_dbfs, at=at)
 
     class UserTurnEnded(Event):
         TOPIC = "voxledger:Conversation.UserTurnEnded"
@@ -727,21 +575,21 @@ class Conversation(Aggregate):
         if self.audio.speech_active:
             raise InvalidTransition(f"the user is still speaking in conversation {self.id}")
         _require_non_negative(utterances=utterances)
-        self.trigger_event(self.UserTurnEnded, utterances=utterances, timestamp=at)
+        trigger(self, self.UserTurnEnded, utterances, at=at)
 
     class SilenceDetected(Event):
         TOPIC = "voxledger:Conversation.SilenceDetected"
         silence_s: float
 
         def apply(self, c: Conversation) -> None:
-            c.audio = msgspec.structs.replace(c.audio, silence_s=self.silence_s)
-            c.usage = msgspec.structs.replace(c.usage, silences=c.usage.silences + 1)
+            c.audio = replace(c.audio, silence_s=self.silence_s)
+            c.usage = replace(c.usage, silences=c.usage.silences + 1)
 
     def record_silence(self, silence_s: float, *, at: datetime) -> None:
         """The user has said nothing for a while although the conversation listens."""
         self._require_listening()
         _require_non_negative(silence_s=silence_s)
-        self.trigger_event(self.SilenceDetected, silence_s=silence_s, timestamp=at)
+        trigger(self, self.SilenceDetected, silence_s, at=at)
 
     class LevelsRecorded(Event):
         TOPIC = "voxledger:Conversation.LevelsRecorded"
@@ -751,7 +599,7 @@ class Conversation(Aggregate):
 
         def apply(self, c: Conversation) -> None:
             a = c.audio
-            c.audio = msgspec.structs.replace(
+            c.audio = replace(
                 a,
                 input_level_db=a.input_level_db
                 if self.input_level_db is None
@@ -773,13 +621,7 @@ class Conversation(Aggregate):
         """Audio levels (dBFS) and latency measured by the audio pipeline."""
         self._require_open()
         _require_non_negative(latency_ms=latency_ms)
-        self.trigger_event(
-            self.LevelsRecorded,
-            input_level_db=input_level_db,
-            output_level_db=output_level_db,
-            latency_ms=latency_ms,
-            timestamp=at,
-        )
+        trigger(self, self.LevelsRecorded, input_level_db, output_level_db, latency_ms, at=at)
 
     def _require_listening(self) -> None:
         self._require_open()
@@ -797,7 +639,7 @@ class Conversation(Aggregate):
 
         def apply(self, c: Conversation) -> None:
             u = c.usage
-            c.usage = msgspec.structs.replace(
+            c.usage = replace(
                 u,
                 tokens_in=u.tokens_in + self.tokens_in,
                 tokens_out=u.tokens_out + self.tokens_out,
@@ -816,17 +658,9 @@ class Conversation(Aggregate):
     ) -> None:
         """Tokens, estimated cost and synthesised audio spent by the assistant."""
         self._require_open()
-        _require_non_negative(
-            tokens_in=tokens_in, tokens_out=tokens_out, cost=cost, audio_seconds=audio_seconds
-        )
-        self.trigger_event(
-            self.UsageRecorded,
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            cost=cost,
-            audio_seconds=audio_seconds,
-            timestamp=at,
-        )
+        spent = (tokens_in, tokens_out, cost, audio_seconds)
+        _require_non_negative(**data_of(self.UsageRecorded, *spent))
+        trigger(self, self.UsageRecorded, *spent, at=at)
 
     class ContextUpdated(Event):
         TOPIC = "voxledger:Conversation.ContextUpdated"
@@ -853,7 +687,7 @@ class Conversation(Aggregate):
             raise ValidationFailed("a context update needs values or keys to remove")
         if set(values) & set(removed):
             raise ValidationFailed("a context key cannot be set and removed at once")
-        self.trigger_event(self.ContextUpdated, values=values, removed=removed, timestamp=at)
+        trigger(self, self.ContextUpdated, values, removed, at=at)
 
     # -- flows ---------------------------------------------------------------------------------
 
@@ -873,7 +707,7 @@ class Conversation(Aggregate):
                 f"flow {self.active_flow_id} is still running in conversation {self.id}; "
                 "finish or cancel it first"
             )
-        self.trigger_event(self.FlowBegan, flow_id=flow_id, definition=definition, timestamp=at)
+        trigger(self, self.FlowBegan, flow_id, definition, at=at)
 
     class FlowFinished(Event):
         TOPIC = "voxledger:Conversation.FlowFinished"
@@ -887,7 +721,7 @@ class Conversation(Aggregate):
         """The conversation's form completed, was cancelled or expired."""
         if self.active_flow_id != flow_id:
             raise InvalidTransition(f"flow {flow_id} is not running in conversation {self.id}")
-        self.trigger_event(self.FlowFinished, flow_id=flow_id, outcome=outcome, timestamp=at)
+        trigger(self, self.FlowFinished, flow_id, outcome, at=at)
 
     # -- the state as a value ----------------------------------------------------------------
 
@@ -932,31 +766,9 @@ class Conversation(Aggregate):
         return c
 
 
-class ConversationSnapshot(Aggregate.Snapshot):
-    """A conversation's whole state at one version, so long streams load fast."""
-
-    TOPIC = "voxledger:Conversation.Snapshot"
-    PERSONAL = ("state",)  # the whole state: messages, context, participant
-    state: ConversationState  # type: ignore[assignment]
-
-    @classmethod
-    def take(cls, aggregate: Conversation) -> ConversationSnapshot:  # type: ignore[override]
-        """Snapshot the conversation as it is now."""
-        return cls(
-            originator_id=aggregate.id,
-            originator_version=aggregate.version,
-            timestamp=aggregate.modified_on,
-            topic=cls.TOPIC,
-            state=aggregate.state(),
-        )
-
-    def mutate(self, _: None) -> Conversation:  # type: ignore[override]
-        """Rebuild the conversation from the snapshot."""
-        return Conversation.from_state(self.state)
-
-
-Conversation.Snapshot = ConversationSnapshot  # type: ignore[misc]
-register_topic(ConversationSnapshot.TOPIC, ConversationSnapshot)
+# The events that may leave the conversation in another status than it was in (read models
+# follow the status through these alone).
+STATUS_EVENTS = status_events(Conversation)
 
 
 def _require_non_negative(**values: float | None) -> None:

@@ -25,8 +25,8 @@ class Conflict(VoxledgerError):
     """A concurrent writer won every retry; the command was not recorded."""
 
 
-class Expired(VoxledgerError):
-    """The flow or conversation expired after being idle; it takes no more commands."""
+class FlowExpired(VoxledgerError):
+    """The flow run expired after being idle; it takes no more commands."""
 
 
 class BadInput(VoxledgerError):

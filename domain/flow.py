@@ -15,7 +15,8 @@ from uuid import UUID
 import msgspec
 from eventsourcing.domain import Aggregate
 
-from .errors import Expired, InvalidTransition, ValidationFailed
+from .errors import FlowExpired, InvalidTransition, ValidationFailed
+from .events import data_of, status_events, trigger
 from .flow_definition import FlowDefinition
 
 
@@ -76,6 +77,11 @@ class Flow(Aggregate):
     class Event(Aggregate.Event):
         TOPIC = "voxledger:Flow.Event"
 
+        def status_after(self, status: FlowStatus) -> FlowStatus:
+            """The run's status after this event (all but the end leave it as it was). The
+            status may come as its text value, as the read models keep it."""
+            return status
+
     class Started(Aggregate.Created):
         TOPIC = "voxledger:Flow.Started"
         conversation_id: UUID
@@ -84,6 +90,9 @@ class Flow(Aggregate):
         mode: str | None
         step: str
         idle_timeout_s: float | None
+
+        def status_after(self, status: FlowStatus | None) -> FlowStatus:
+            return FlowStatus.ACTIVE
 
     def __init__(
         self,
@@ -121,17 +130,16 @@ class Flow(Aggregate):
             raise ValidationFailed(
                 f"flow {definition.name!r} needs a mode: one of {', '.join(definition.modes)}"
             )
-        return cls._create(
+        data = data_of(
             cls.Started,
-            id=flow_id,
-            conversation_id=conversation_id,
-            definition=definition.name,
-            definition_version=definition.version,
-            mode=mode,
-            step=definition.first_step(mode),
-            idle_timeout_s=definition.idle_timeout_s,
-            timestamp=at,
+            conversation_id,
+            definition.name,
+            definition.version,
+            mode,
+            definition.first_step(mode),
+            definition.idle_timeout_s,
         )
+        return cls._create(cls.Started, id=flow_id, timestamp=at, **data)
 
     # -- answering ---------------------------------------------------------------------------
 
@@ -196,37 +204,22 @@ class Flow(Aggregate):
         try:
             value = definition.validate(step_name, raw)
         except ValidationFailed as refused:
-            self.trigger_event(
-                self.AnswerRejected, step=step_name, raw=raw, reason=str(refused), timestamp=at
-            )
+            trigger(self, self.AnswerRejected, step_name, raw, str(refused), at=at)
             return False
         if step.kind == "confirm":
             if value:
                 self.confirm(definition, at=at)
             else:
-                self.trigger_event(self.ConfirmationDeclined, step=step_name, timestamp=at)
+                trigger(self, self.ConfirmationDeclined, step_name, at=at)
             return True
         assert step.field is not None  # an ask step always has one (checked at load)
         answers = {**self.answers, step.field: value}
         if self.editing is not None:
-            self.trigger_event(
-                self.FieldEdited,
-                step=step_name,
-                field=step.field,
-                previous=self.answers.get(step.field),
-                value=value,
-                next_step=self._after_edit(definition, answers),
-                timestamp=at,
-            )
+            previous, then = self.answers.get(step.field), self._after_edit(definition, answers)
+            trigger(self, self.FieldEdited, step_name, step.field, previous, value, then, at=at)
         else:
-            self.trigger_event(
-                self.AnswerAccepted,
-                step=step_name,
-                field=step.field,
-                value=value,
-                next_step=definition.next_step(step_name, self.mode, answers),
-                timestamp=at,
-            )
+            then = definition.next_step(step_name, self.mode, answers)
+            trigger(self, self.AnswerAccepted, step_name, step.field, value, then, at=at)
         if self.step is None:
             self._complete(at)
         return True
@@ -259,13 +252,7 @@ class Flow(Aggregate):
             known = ", ".join(self.answers) or "none yet"
             raise ValidationFailed(f"no answer to edit for {field!r} (answered: {known})")
         step = next(s.name for s in definition.steps if s.field == field)
-        self.trigger_event(
-            self.EditRequested,
-            field=field,
-            step=step,
-            return_to=self.editing or current,
-            timestamp=at,
-        )
+        trigger(self, self.EditRequested, field, step, self.editing or current, at=at)
 
     class AnswerWithdrawn(Event):
         TOPIC = "voxledger:Flow.AnswerWithdrawn"
@@ -288,13 +275,7 @@ class Flow(Aggregate):
         step = self.trail[-1]
         field = definition.step(step).field
         assert field is not None
-        self.trigger_event(
-            self.AnswerWithdrawn,
-            step=step,
-            field=field,
-            previous=self.answers.get(field),
-            timestamp=at,
-        )
+        trigger(self, self.AnswerWithdrawn, step, field, self.answers.get(field), at=at)
 
     # -- the end -------------------------------------------------------------------------------
 
@@ -306,8 +287,11 @@ class Flow(Aggregate):
         PERSONAL = ("data",)
         data: dict[str, Any]
 
+        def status_after(self, status: FlowStatus) -> FlowStatus:
+            return FlowStatus.COMPLETED
+
         def apply(self, f: Flow) -> None:
-            f.status = FlowStatus.COMPLETED
+            f.status = self.status_after(f.status)
             f.step = None
             f.editing = None
 
@@ -316,32 +300,37 @@ class Flow(Aggregate):
         step = self._require_step()
         if definition.step(step).kind != "confirm":
             raise InvalidTransition(f"flow {self.id} is at step {step!r}, not at the confirmation")
-        self.trigger_event(self.Confirmed, timestamp=at)
+        trigger(self, self.Confirmed, at=at)
         self._complete(at)
 
     def _complete(self, at: datetime) -> None:
-        self.trigger_event(self.Completed, data=dict(self.answers), timestamp=at)
+        trigger(self, self.Completed, dict(self.answers), at=at)
 
     class Cancelled(Event):
         TOPIC = "voxledger:Flow.Cancelled"
         step: str | None
         reason: str
 
+        def status_after(self, status: FlowStatus) -> FlowStatus:
+            return FlowStatus.CANCELLED
+
         def apply(self, f: Flow) -> None:
-            f.status = FlowStatus.CANCELLED
+            f.status = self.status_after(f.status)
 
     def cancel(self, reason: str = "", *, at: datetime) -> None:
         """The user gave up; the run ends where it was."""
-        step = self._require_step()
-        self.trigger_event(self.Cancelled, step=step, reason=reason, timestamp=at)
+        trigger(self, self.Cancelled, self._require_step(), reason, at=at)
 
     class Expired(Event):
         TOPIC = "voxledger:Flow.Expired"
         step: str | None
         idle_s: float
 
+        def status_after(self, status: FlowStatus) -> FlowStatus:
+            return FlowStatus.EXPIRED
+
         def apply(self, f: Flow) -> None:
-            f.status = FlowStatus.EXPIRED
+            f.status = self.status_after(f.status)
 
     def expire(self, *, at: datetime) -> None:
         """End a run that has been idle longer than its definition allows."""
@@ -349,7 +338,7 @@ class Flow(Aggregate):
         if not self.is_idle_at(at):
             raise InvalidTransition(f"flow {self.id} is not idle past its timeout")
         idle_s = (at - self.modified_on).total_seconds()
-        self.trigger_event(self.Expired, step=step, idle_s=idle_s, timestamp=at)
+        trigger(self, self.Expired, step, idle_s, at=at)
 
     def is_idle_at(self, at: datetime) -> bool:
         """True if the run is active and has been idle longer than its timeout at ``at``."""
@@ -361,7 +350,7 @@ class Flow(Aggregate):
 
     def _require_step(self) -> str:
         if self.status is FlowStatus.EXPIRED:
-            raise Expired(f"flow {self.id} expired after being idle; start it again")
+            raise FlowExpired(f"flow {self.id} expired after being idle; start it again")
         if self.status is not FlowStatus.ACTIVE or self.step is None:
             raise InvalidTransition(f"flow {self.id} is {self.status}; it takes no more commands")
         return self.step
@@ -386,3 +375,7 @@ class Flow(Aggregate):
             updated_at=self.modified_on,
             idle_timeout_s=self.idle_timeout_s,
         )
+
+
+# The events that may end a run (read models follow its status through these alone).
+STATUS_EVENTS = status_events(Flow)

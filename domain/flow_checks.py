@@ -5,13 +5,38 @@ and the shape of the flow (unreachable steps, dead ends). Pure."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import Problem, ValidationFailed
-from .flow_definition import TEMPLATE, Branch, FlowDefinition, Next, Rule, Step
+from .flow_steps import TEMPLATE, Branch, Edge, Next, Rule, Step
 from .validators import Unbuildable, Validator, answer_text
 
 Found = Iterator[tuple[str | None, str]]  # (the step, None for the flow; the reason)
+
+
+class FlowDefinition(Protocol):
+    """What the checks read of a flow definition (flow_definition.py's, which runs them
+    when it is built)."""
+
+    name: str
+    version: int
+    modes: tuple[str, ...]
+    idle_timeout_s: float | None
+    skip_words: tuple[str, ...]
+    steps: tuple[Step, ...]
+
+    @property
+    def entry(self) -> Next:
+        """How a run starts."""
+        ...
+
+    def edges(self) -> list[Edge]:
+        """Every way a run can move."""
+        ...
+
+    def step(self, name: str) -> Step:
+        """The step with this name."""
+        ...
 
 
 def problems_of(definition: FlowDefinition) -> list[Problem]:

@@ -8,7 +8,8 @@ from typing import Any
 
 import msgspec
 
-from .flow_definition import FlowDefinition, Hook
+from .flow_definition import FlowDefinition
+from .flow_steps import Hook
 from .validators import Validator
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"

@@ -8,7 +8,7 @@ so a rebuild derives exactly the same trail.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import UUID
 
@@ -16,11 +16,12 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from ..domain.conversation import Conversation
+from ..domain.conversation import STATUS_EVENTS, Conversation
+from ..domain.events import event_data, stream_type
+from ..domain.flow import STATUS_EVENTS as FLOW_STATUS_EVENTS
 from ..domain.flow import Flow
 from .batch import copy_rows, upsert
-from .current import STATUS_EVENTS, status_after
-from .runner import LogEntry, StreamCache, Tables, continued, stream_type
+from .projection import Page, StreamCache, Tables, continued, status_text
 
 C = Conversation
 Facts = dict[str, Any]
@@ -159,7 +160,6 @@ FLOW_FACTS: dict[type, Callable[[Any, Facts], Facts]] = {
         "definition": e.definition,
         "definition_version": e.definition_version,
         "mode": e.mode,
-        "status": "active",
         "step": e.step,
     },
     Flow.AnswerAccepted: lambda e, f: {field_fact(e.field): _plain(e.value), "step": e.next_step},
@@ -174,9 +174,7 @@ FLOW_FACTS: dict[type, Callable[[Any, Facts], Facts]] = {
         "step": e.step,
         "return_to": None,
     },
-    Flow.Completed: lambda e, f: {"status": "completed", "step": None, "return_to": None},
-    Flow.Cancelled: lambda e, f: {"status": "cancelled"},
-    Flow.Expired: lambda e, f: {"status": "expired"},
+    Flow.Completed: lambda e, f: {"step": None, "return_to": None},
 }
 
 
@@ -188,9 +186,11 @@ def _plain(value: Any) -> Any:
 def _with_status(
     facts_of: Callable[[Any, Facts], Facts] | None,
 ) -> Callable[[Any, Facts], Facts]:
+    """An event's facts and, besides them, the status it leaves its stream in."""
+
     def new_facts(e: Any, facts: Facts) -> Facts:
         new = facts_of(e, facts) if facts_of else {}
-        new["status"] = status_after(facts.get("status"), e)
+        new["status"] = status_text(e, facts.get("status"))
         return new
 
     return new_facts
@@ -199,8 +199,9 @@ def _with_status(
 # Every event class -> the facts it sets (name -> new value as JSON, None: no longer set).
 NEW_FACTS: dict[type, Callable[[Any, Facts], Facts]] = {
     **CONVERSATION_FACTS,
-    **{cls: _with_status(CONVERSATION_FACTS.get(cls)) for cls in STATUS_EVENTS},
     **FLOW_FACTS,
+    **{cls: _with_status(CONVERSATION_FACTS.get(cls)) for cls in STATUS_EVENTS},
+    **{cls: _with_status(FLOW_FACTS.get(cls)) for cls in FLOW_STATUS_EVENTS},
 }
 
 
@@ -305,11 +306,8 @@ def summary(e: Any) -> str:
     describe = SUMMARIES.get(type(e))
     if describe is not None:
         return describe(e)
-    data = {k: v for k, v in vars(e).items() if k not in _META}
+    data = event_data(e)
     return " ".join([type(e).__name__, *(f"{k}={_show(v)}" for k, v in data.items())])
-
-
-_META = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
 
 
 class Audit:
@@ -330,7 +328,7 @@ class Audit:
         """Drop the facts kept in memory."""
         self._streams.clear()
 
-    def apply(self, cur: psycopg.Cursor[Any], t: Tables, page: Sequence[LogEntry]) -> None:
+    def apply(self, cur: psycopg.Cursor[Any], t: Tables, page: Page) -> None:
         """Append the page's rows (COPY) and store the facts of the streams it touched."""
         events = [e for _, e in page]
         streams = self._streams.get(continued(events), lambda ids: _load_facts(cur, t, ids))

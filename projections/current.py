@@ -7,7 +7,7 @@ it changed go back in one upsert per table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -18,10 +18,12 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 
-from ..domain.conversation import Conversation, Status
+from ..domain.conversation import STATUS_EVENTS, Conversation
+from ..domain.events import stream_type
+from ..domain.flow import STATUS_EVENTS as FLOW_STATUS_EVENTS
 from ..domain.flow import Flow, FlowStatus
 from .batch import upsert
-from .runner import LogEntry, StreamCache, Tables, continued, stream_type
+from .projection import Page, StreamCache, Tables, continued, status_text
 
 C = Conversation
 Fold = Callable[[dict[str, Any] | None, Any], dict[str, Any] | None]
@@ -68,6 +70,8 @@ DDL = (
         version bigint NOT NULL)""",
     "CREATE INDEX ON {current_conversations} (status, last_activity)",
     "CREATE INDEX ON {current_conversations} (last_activity)",
+    # The expiry sweep's: conversations that have not ended, by how long they have idled.
+    "CREATE INDEX ON {current_conversations} (last_activity) WHERE status <> 'ended'",
     """CREATE TABLE {current_flows} (
         flow_id uuid PRIMARY KEY,
         conversation_id uuid NOT NULL,
@@ -105,44 +109,6 @@ FLOWS_CONFLICT = """ON CONFLICT (flow_id) DO UPDATE SET
     updated_at = excluded.updated_at, expires_at = excluded.expires_at,
     version = excluded.version"""
 
-# Events that put the conversation in one status whatever it was in.
-_STATUS_SET_BY = {
-    C.Started: Status.IDLE.value,
-    C.ConnectionOpening: Status.CONNECTING.value,
-    C.Connected: Status.CONNECTED.value,
-    C.Disconnected: Status.DISCONNECTED.value,
-    C.TurnStarted: Status.PROCESSING.value,
-    C.ResponseStarted: Status.RESPONDING.value,
-    C.Ended: Status.ENDED.value,
-}
-
-
-# Events whose effect on the status depends on the event or on the status before it.
-_STATUS_RULES: dict[type, Callable[[str | None, Any], str | None]] = {
-    C.TurnCompleted: lambda status, e: e.status,
-    C.TurnInterrupted: lambda status, e: e.status,
-    C.ErrorRecorded: lambda status, e: Status.ERROR.value if e.fatal else status,
-    C.ListeningStarted: lambda status, e: (
-        Status.LISTENING.value if status == Status.CONNECTED else status
-    ),
-    C.ListeningStopped: lambda status, e: (
-        Status.CONNECTED.value if status == Status.LISTENING else status
-    ),
-}
-
-# Every event that may leave the conversation in another status than it was in.
-STATUS_EVENTS = frozenset(_STATUS_SET_BY) | frozenset(_STATUS_RULES)
-
-
-def status_after(status: str | None, event: Any) -> str | None:
-    """The conversation's status after one of its events (the aggregate's own rule; only
-    the events of ``STATUS_EVENTS`` change it)."""
-    kind = type(event)
-    if kind in _STATUS_SET_BY:
-        return _STATUS_SET_BY[kind]
-    rule = _STATUS_RULES.get(kind)
-    return status if rule is None else rule(status, event)
-
 
 def fold_conversation(row: dict[str, Any] | None, e: Any) -> dict[str, Any] | None:
     """The conversation row after one of its events (None until it has started)."""
@@ -160,7 +126,7 @@ def fold_conversation(row: dict[str, Any] | None, e: Any) -> dict[str, Any] | No
     if row is None:
         return None
     if kind in STATUS_EVENTS:
-        row["status"] = status_after(row["status"], e)
+        row["status"] = status_text(e, row["status"])
     row["last_activity"] = e.timestamp
     row["version"] = e.originator_version
     if kind is C.MessageAdded:
@@ -172,13 +138,6 @@ def fold_conversation(row: dict[str, Any] | None, e: Any) -> dict[str, Any] | No
     elif kind is C.FlowFinished:
         row["active_flow_id"] = None
     return row
-
-
-_FINAL_STATUS = {
-    Flow.Completed: FlowStatus.COMPLETED.value,
-    Flow.Cancelled: FlowStatus.CANCELLED.value,
-    Flow.Expired: FlowStatus.EXPIRED.value,
-}
 
 
 def fold_flow(row: dict[str, Any] | None, e: Any) -> dict[str, Any] | None:
@@ -194,12 +153,15 @@ def fold_flow(row: dict[str, Any] | None, e: Any) -> dict[str, Any] | None:
             mode=e.mode,
             current_step=e.step,
             fields={},
-            status=FlowStatus.ACTIVE.value,
             started_at=e.timestamp,
             idle_timeout_s=e.idle_timeout_s,
         )
     if row is None:
         return None
+    if kind in FLOW_STATUS_EVENTS:
+        row["status"] = status_text(e, row["status"])
+        if kind is Flow.Completed:  # a cancelled or expired run keeps the step it was on
+            row["current_step"] = None
     if kind is Flow.AnswerAccepted or kind is Flow.FieldEdited:
         row["fields"][e.field] = e.value
         row["current_step"] = e.next_step
@@ -208,10 +170,6 @@ def fold_flow(row: dict[str, Any] | None, e: Any) -> dict[str, Any] | None:
     elif kind is Flow.AnswerWithdrawn:
         row["fields"].pop(e.field, None)
         row["current_step"] = e.step
-    elif kind in _FINAL_STATUS:
-        row["status"] = _FINAL_STATUS[kind]
-        if kind is Flow.Completed:  # a cancelled or expired run keeps the step it was on
-            row["current_step"] = None
     row["updated_at"] = e.timestamp
     row["version"] = e.originator_version
     timeout = row["idle_timeout_s"]
@@ -238,7 +196,7 @@ class CurrentState:
         self._conversations: StreamCache[dict[str, Any]] = StreamCache()
         self._flows: StreamCache[dict[str, Any]] = StreamCache()
 
-    def apply(self, cur: psycopg.Cursor[Any], t: Tables, page: Sequence[LogEntry]) -> None:
+    def apply(self, cur: psycopg.Cursor[Any], t: Tables, page: Page) -> None:
         """Fold the page into the rows it touches and upsert them."""
         conversations, flows = [], []
         for entry in page:

@@ -19,9 +19,10 @@ import psycopg
 from psycopg import sql
 
 from ..domain.conversation import Conversation
+from ..domain.events import stream_type
 from ..domain.flow import Flow
 from .batch import upsert
-from .runner import LogEntry, StreamCache, Tables, continued, stream_type
+from .projection import Page, StreamCache, Tables, continued
 
 C = Conversation
 
@@ -282,7 +283,7 @@ class Metrics:
         """Drop the runs kept in memory."""
         self._runs.clear()
 
-    def apply(self, cur: psycopg.Cursor[Any], t: Tables, page: Sequence[LogEntry]) -> None:
+    def apply(self, cur: psycopg.Cursor[Any], t: Tables, page: Page) -> None:
         """Add up the page in memory, then add it to the stored counters."""
         hours: dict[tuple[UUID, int], HourTotals] = {}
         flow_events = [e.event for e in page if stream_type(e.event) == "flow"]

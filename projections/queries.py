@@ -20,7 +20,8 @@ from psycopg_pool import ConnectionPool
 
 from ..domain.errors import NotFound
 from .metrics import percentile
-from .runner import TRACKING_TABLE, default_projections
+from .registry import default_projections
+from .runner import TRACKING_TABLE
 
 
 class ConversationRow(msgspec.Struct, frozen=True):
@@ -181,6 +182,31 @@ class Projections:
             limit=limit,
         )
         return [FlowRow(**row) for row in rows]
+
+    def due_flows(self, at: datetime, limit: int | None = None) -> list[FlowRow]:
+        """Active runs whose idle timeout has passed at ``at``, the longest overdue first:
+        what an expiry sweep has to look at (read through the index on ``expires_at``)."""
+        rows = self._rows(
+            "SELECT * FROM {current_flows} WHERE expires_at < %(at)s "
+            "ORDER BY expires_at, flow_id LIMIT %(limit)s",
+            at=at,
+            limit=limit,
+        )
+        return [FlowRow(**row) for row in rows]
+
+    def idle_conversations(
+        self, since: datetime, limit: int | None = None
+    ) -> list[ConversationRow]:
+        """Conversations not ended with nothing recorded since ``since``, the longest idle
+        first: what an expiry sweep has to look at."""
+        rows = self._rows(
+            "SELECT * FROM {current_conversations} "
+            "WHERE status <> 'ended' AND last_activity < %(since)s "
+            "ORDER BY last_activity, conversation_id LIMIT %(limit)s",
+            since=since,
+            limit=limit,
+        )
+        return [ConversationRow(**row) for row in rows]
 
     def metrics(self, since: datetime | None = None) -> MetricsSummary:
         """Totals, and response-time percentiles, from the hour that holds ``since`` on."""

@@ -12,13 +12,10 @@ can rebuild one projection from zero into shadow tables while readers keep the o
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from functools import cache
-from itertools import islice
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
-from uuid import UUID
+from typing import Any
 
 import msgspec
 import psycopg
@@ -29,6 +26,8 @@ from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
 
 from ..domain.errors import Conflict, NotFound
+from ..domain.events import LoggedEvent
+from .projection import Page, Projection, Tables
 
 log = structlog.get_logger("voxledger.projections")
 
@@ -42,91 +41,12 @@ PAGE_SIZE = 5000
 # Serialises table creation across processes (catalogue races) and names rebuild locks.
 _SETUP_LOCK = 0x766F7870  # "voxp"
 
-T = TypeVar("T")
-Tables = Mapping[str, sql.Identifier]
 Decode = Callable[[StoredEvent], Any]
 Progress = Callable[[int, int], None]
 # A projection's tracking row as last written: its position and the time of the write.
 Stamp = tuple[int, datetime | None]
-
-
-class LogEntry(NamedTuple):
-    """One decoded event and its position (notification id) in the log."""
-
-    position: int
-    event: Any
-
-
-def stream_type(event: Any) -> str:
-    """The kind of stream an event belongs to: "conversation" or "flow"."""
-    return _stream_type(type(event))
-
-
-@cache
-def _stream_type(cls: type) -> str:
-    # Event classes are nested in their aggregate: Conversation.Started, Flow.AnswerAccepted.
-    return cls.__qualname__.partition(".")[0].lower()
-
-
-class Projection(Protocol):
-    """A read model: its tables, how to create them, how to apply a page of events."""
-
-    name: str
-    tables: tuple[str, ...]
-
-    def create(self, cur: psycopg.Cursor[Any], t: Tables) -> None:
-        """Create the tables under the names given (live or shadow)."""
-        ...
-
-    def apply(self, cur: psycopg.Cursor[Any], t: Tables, page: Sequence[LogEntry]) -> None:
-        """Write the effect of a page of events, in the caller's transaction."""
-        ...
-
-    def forget(self) -> None:
-        """Drop whatever it keeps in memory between pages (its tables changed elsewhere)."""
-        ...
-
-
-def continued(events: Sequence[Any]) -> list[UUID]:
-    """The streams of these events (in log order) that began before them: those whose
-    state must come from memory or from the tables."""
-    first = {e.originator_id: e.originator_version for e in reversed(events)}
-    return [stream for stream, version in first.items() if version > 1]
-
-
 # Pages read for the projections standing at each position: the projections, the page.
-Pages = dict[int, tuple[list[Projection], list[LogEntry]]]
-
-
-class StreamCache(Generic[T]):
-    """The state of recently touched streams, kept between pages so that a page need not
-    read back what the previous one wrote. Valid only while the same projection object has
-    written every page since: the runner makes it ``forget()`` otherwise."""
-
-    def __init__(self, limit: int = 20_000) -> None:
-        self.limit = limit
-        self.rows: dict[UUID, T] = {}
-
-    def get(
-        self, ids: Iterable[UUID], load: Callable[[list[UUID]], dict[UUID, T]]
-    ) -> dict[UUID, T]:
-        """The state of every stream, with those not in memory loaded from ``ids``; the
-        caller updates the returned mapping in place."""
-        missing = [i for i in ids if i not in self.rows]
-        if missing:
-            self.rows.update(load(missing))
-        return self.rows
-
-    def trim(self) -> None:
-        """Keep at most ``limit`` streams: the longest held go first."""
-        excess = len(self.rows) - self.limit
-        if excess > 0:
-            for key in list(islice(self.rows, excess)):
-                del self.rows[key]
-
-    def clear(self) -> None:
-        """Forget every stream."""
-        self.rows.clear()
+Pages = dict[int, tuple[list[Projection], list[LoggedEvent]]]
 
 
 class ProjectionStatus(msgspec.Struct, frozen=True):
@@ -140,21 +60,12 @@ class ProjectionStatus(msgspec.Struct, frozen=True):
     updated_at: datetime | None
 
 
-def default_projections() -> list[Projection]:
-    """The current-state, metrics and audit projections."""
-    # Imported here: those modules import this one for LogEntry and StreamCache.
-    from .audit import Audit
-    from .current import CurrentState
-    from .metrics import Metrics
-
-    return [CurrentState(), Metrics(), Audit()]
-
-
 class ProjectionRunner:
     """Keeps projections current from the event log: catch-up, tailing, rebuild, status.
 
     ``pool`` gives connections to the database of the events (autocommit mode is set on
-    each connection taken); ``decode`` turns a stored event into a domain event.
+    each connection taken); ``decode`` turns a stored event into a domain event;
+    ``projections`` are those to keep (registry.py's `default_projections` lists ours).
     """
 
     def __init__(
@@ -162,7 +73,7 @@ class ProjectionRunner:
         pool: ConnectionPool[Any],
         schema: str,
         decode: Decode,
-        projections: Sequence[Projection] | None = None,
+        projections: Sequence[Projection],
         *,
         page_size: int = PAGE_SIZE,
         events_table: str = EVENTS_TABLE,
@@ -172,7 +83,7 @@ class ProjectionRunner:
         self.clock = clock  # for how far behind the log is in time (status); never read here
         self.schema = schema
         self.decode = decode
-        self.projections = {p.name: p for p in projections or default_projections()}
+        self.projections = {p.name: p for p in projections}
         self.page_size = page_size
         self.channel = events_table.replace(".", "_")
         self.projected_channel = projected_channel(schema)
@@ -426,7 +337,7 @@ class ProjectionRunner:
             }
         return {start: (group, page) for start, (group, page) in pages.items() if page}
 
-    def _read(self, conn: psycopg.Connection[Any], after: int, limit: int) -> list[LogEntry]:
+    def _read(self, conn: psycopg.Connection[Any], after: int, limit: int) -> list[LoggedEvent]:
         with _cursor(conn, binary=True) as cur:
             rows = cur.execute(
                 sql.SQL(
@@ -436,7 +347,7 @@ class ProjectionRunner:
                 (after, limit),
             ).fetchall()
         decode = self.decode
-        return [LogEntry(n, decode(StoredEvent(i, v, t, s))) for n, i, v, t, s in rows]
+        return [LoggedEvent(n, decode(StoredEvent(i, v, t, s))) for n, i, v, t, s in rows]
 
     def _head(self, conn: psycopg.Connection[Any]) -> int:
         with _cursor(conn) as cur:
@@ -445,9 +356,7 @@ class ProjectionRunner:
             ).fetchone()
         return (row[0] if row else None) or 0
 
-    def _apply(
-        self, group: list[Projection], start: int, page: Sequence[LogEntry]
-    ) -> dict[str, int]:
+    def _apply(self, group: list[Projection], start: int, page: Page) -> dict[str, int]:
         """Apply a page to the projections standing at ``start`` and move their positions,
         in one transaction; where each of them stands afterwards."""
         at: dict[str, int] = {}

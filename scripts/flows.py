@@ -4,6 +4,7 @@ expire`: forms, their definitions and their runs."""
 from __future__ import annotations
 
 import argparse
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from ..domain.errors import NotFound
@@ -96,7 +97,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     expire = commands.add_parser(
         "expire",
         help="expire flows idle past their timeout (and idle conversations)",
-        description="Record an expiry for every flow idle longer than its definition allows. "
+        description="Record an expiry for every flow idle longer than its definition allows "
+        "(the current-state projection, caught up first, says which are due). "
         "Example: voxledger expire --conversations-idle 86400",
     )
     expire.add_argument("--now", type=timestamp, help="the time to judge idleness at (ISO 8601)")
@@ -245,11 +247,23 @@ def print_flow(state: FlowState, prompt: str | None) -> None:
 
 
 def run_expire(args: argparse.Namespace) -> int:
-    """Expire what is idle."""
-    from ..adapters.bootstrap import open_engine
+    """Expire what is idle: the current-state projection, caught up first, says what is due,
+    and each of those judges its own idleness (the sweep costs what is due, not what exists)."""
+    from ..adapters.bootstrap import catch_up, open_engine, open_projections
 
     with open_engine(args.database_url, **flow_options(args)) as engine:
-        expired = engine.expire_idle(args.now, conversation_idle_s=args.conversations_idle)
+        catch_up(engine.store)
+        due = open_projections(engine.store)
+        now = args.now or engine.clock()
+        idle_s = args.conversations_idle
+        conversations = None
+        if idle_s is not None:
+            since = now - timedelta(seconds=idle_s)
+            conversations = [row.conversation_id for row in due.idle_conversations(since)]
+        flows = [row.flow_id for row in due.due_flows(now)]
+        expired = engine.expire_idle(
+            now, conversation_idle_s=idle_s, flows=flows, conversations=conversations
+        )
     if args.json:
         print_json({"expired": [str(i) for i in expired]})
     else:

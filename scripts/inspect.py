@@ -21,8 +21,8 @@ from .output import (
 )
 
 if TYPE_CHECKING:
-    from ..adapters.debug.history import Recorded
     from ..domain.conversation import ConversationState
+    from ..domain.events import LoggedEvent
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -165,9 +165,9 @@ def ending_events() -> tuple[type, ...]:
     return (Conversation.Ended, Flow.Completed, Flow.Cancelled, Flow.Expired)
 
 
-def log_entry(recorded: Recorded, *, full: bool) -> dict[str, Any]:
+def log_entry(recorded: LoggedEvent, *, full: bool) -> dict[str, Any]:
     """One event as the log shows it; ``full`` adds its data (for JSON)."""
-    from ..adapters.debug.history import event_data, stream_type
+    from ..domain.events import event_data, stream_type
 
     event = recorded.event
     data = event_data(event)

@@ -66,7 +66,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _projection_names() -> list[str]:
-    from ..projections.runner import default_projections
+    from ..projections.registry import default_projections
 
     return [p.name for p in default_projections()]
 

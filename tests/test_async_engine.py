@@ -9,7 +9,7 @@ import pytest
 
 from voxledger.adapters.bootstrap import open_async_engine, open_engine
 from voxledger.domain.engine import Engine
-from voxledger.domain.errors import Expired
+from voxledger.domain.errors import FlowExpired
 from voxledger.domain.flow import FlowStatus
 
 
@@ -93,7 +93,7 @@ def test_an_expiry_found_by_a_command_is_recorded_though_the_command_is_refused(
     async def late_answer() -> None:
         await aengine.answer(reply.flow_id, "1042", at=t0 + timedelta(minutes=10))
 
-    with pytest.raises(Expired):
+    with pytest.raises(FlowExpired):
         anyio.run(late_answer)
     assert engine.get_flow(reply.flow_id).status is FlowStatus.EXPIRED
     assert engine.get_conversation(cid).active_flow_id is None

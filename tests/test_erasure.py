@@ -23,6 +23,7 @@ from voxledger.adapters.store.mapper import CorruptEvent, Erased
 from voxledger.domain.engine import Engine
 from voxledger.domain.errors import BadInput, InvalidTransition, NotFound
 from voxledger.domain.flow import FlowStatus
+from voxledger.projections.registry import default_projections
 from voxledger.projections.runner import ProjectionRunner
 
 VOXLEDGER = [sys.executable, "-m", "voxledger.scripts.main"]
@@ -90,7 +91,8 @@ def projected(engine: Engine, database_url: str, schema: str) -> Iterator[Projec
     store = engine.store
     assert isinstance(store, EventStore)
     datastore = store.recorder.datastore
-    with ProjectionRunner(datastore.pool, schema, store.mapper.to_domain_event) as runner:
+    decode = store.mapper.to_domain_event
+    with ProjectionRunner(datastore.pool, schema, decode, default_projections()) as runner:
         yield runner
 
 

@@ -6,12 +6,13 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from builtin_flows import INTAKE_V1
 
 from voxledger.domain.engine import Engine, FlowReply
-from voxledger.domain.errors import Conflict, Expired, InvalidTransition, ValidationFailed
+from voxledger.domain.errors import Conflict, FlowExpired, InvalidTransition, ValidationFailed
 from voxledger.domain.flow import FlowStatus
-from voxledger.domain.flow_definition import FlowDefinition, Step
-from voxledger.domain.intake import INTAKE_V1
+from voxledger.domain.flow_definition import FlowDefinition
+from voxledger.domain.flow_steps import Step
 from voxledger.domain.validators import integer, text
 
 ANSWERS = {
@@ -202,7 +203,7 @@ def test_a_flow_idle_past_its_timeout_expires_and_refuses_answers(engine: Engine
     assert engine.get_flow(busy.flow_id).status is FlowStatus.ACTIVE
     assert engine.get_conversation(cid).active_flow_id is None
     version = engine.get_flow(idle.flow_id).version
-    with pytest.raises(Expired):
+    with pytest.raises(FlowExpired):
         engine.answer(idle.flow_id, "1042", at=t0 + timedelta(minutes=7))
     assert engine.get_flow(idle.flow_id).version == version
 
@@ -210,7 +211,7 @@ def test_a_flow_idle_past_its_timeout_expires_and_refuses_answers(engine: Engine
 def test_answering_a_flow_that_went_idle_expires_it_instead(engine: Engine) -> None:
     t0 = datetime(2026, 11, 21, 14, 0, tzinfo=UTC)
     reply = engine.start_flow(engine.start_conversation("chat", at=t0), "intake", "design", at=t0)
-    with pytest.raises(Expired):
+    with pytest.raises(FlowExpired):
         engine.answer(reply.flow_id, "1042", at=t0 + timedelta(minutes=10))
     state = engine.get_flow(reply.flow_id)
     assert state.status is FlowStatus.EXPIRED and "audio_number" not in state.answers
@@ -224,6 +225,54 @@ def test_idle_conversations_are_ended_by_the_sweep(engine: Engine) -> None:
     assert expired == [old]
     assert engine.get_conversation(old).status == "ended"
     assert engine.get_conversation(fresh).status == "idle"
+
+
+def test_expiring_one_run_expires_it_once_and_only_when_it_is_idle(engine: Engine) -> None:
+    t0 = datetime(2026, 11, 21, 14, 0, tzinfo=UTC)
+    cid = engine.start_conversation("chat", at=t0)
+    reply = engine.start_flow(cid, "intake", "design", at=t0)
+    assert engine.expire_flow(reply.flow_id, at=t0 + timedelta(minutes=5)) is False  # 300 s
+    assert engine.get_flow(reply.flow_id).status is FlowStatus.ACTIVE
+    assert engine.expire_flow(reply.flow_id, at=t0 + timedelta(minutes=6)) is True
+    assert engine.get_conversation(cid).active_flow_id is None
+    version = engine.get_flow(reply.flow_id).version
+    assert engine.expire_flow(reply.flow_id, at=t0 + timedelta(minutes=7)) is False
+    assert engine.get_flow(reply.flow_id).version == version  # nothing more recorded
+
+
+def test_the_sweep_looks_only_at_the_candidates_it_is_given(engine: Engine) -> None:
+    t0 = datetime(2026, 11, 21, 14, 0, tzinfo=UTC)
+    idle = engine.start_flow(engine.start_conversation("chat", at=t0), "intake", "design", at=t0)
+    old = engine.start_conversation("chat", at=t0)
+    later = t0 + timedelta(days=2)
+    assert engine.expire_idle(later, conversation_idle_s=86_400, flows=[], conversations=[]) == []
+    assert engine.get_flow(idle.flow_id).status is FlowStatus.ACTIVE
+    swept = engine.expire_idle(
+        later, conversation_idle_s=86_400, flows=[idle.flow_id], conversations=[old]
+    )
+    assert swept == [idle.flow_id, old]
+    assert engine.get_conversation(old).end_reason == "expired after 172800 s idle"
+
+
+def test_a_conversation_ends_for_idleness_only_past_the_limit(engine: Engine) -> None:
+    t0 = datetime(2026, 11, 21, 14, 0, tzinfo=UTC)
+    cid = engine.start_conversation("chat", at=t0)
+    assert not engine.end_idle_conversation(cid, 3600, at=t0 + timedelta(seconds=3600))
+    assert engine.end_idle_conversation(cid, 3600, at=t0 + timedelta(seconds=3601))
+    assert not engine.end_idle_conversation(cid, 3600, at=t0 + timedelta(days=9))  # ended
+
+
+def test_an_engine_without_a_wording_records_the_flows_own_words(engine: Engine) -> None:
+    plain = Engine(engine.store, engine.clock, flows=engine.flows)
+    cid = plain.start_conversation("api")
+    reply = plain.start_flow(cid, "intake", "interview")
+    plain.answer(reply.flow_id, "seven", message_id="m1", record_messages=True)
+    plain.cancel(reply.flow_id)
+    said = {m.id: m.content for m in plain.get_conversation(cid).messages}
+    assert said["m1:reply"] == (
+        "Please send a whole number between 1 and 99999.\n"
+        "What is the number of the audio recording?"
+    )
 
 
 def test_an_answer_with_its_messages_is_one_atomic_save(engine: Engine) -> None:

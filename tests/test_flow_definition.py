@@ -1,10 +1,11 @@
 """Specifications of flow definitions: checks at load time, branching, paths and prompts."""
 
 import pytest
+from builtin_flows import INTAKE_V1, builtin_registry
 
 from voxledger.domain.errors import DefinitionError, NotFound, ValidationFailed
-from voxledger.domain.flow_definition import Branch, FlowDefinition, FlowRegistry, Rule, Step
-from voxledger.domain.intake import INTAKE_V1, builtin_registry
+from voxledger.domain.flow_definition import FlowDefinition, FlowRegistry
+from voxledger.domain.flow_steps import Branch, Rule, Step
 from voxledger.domain.validators import integer, text, yes_no
 
 

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voxledger.domain.errors import DefinitionError, Problem
-from voxledger.domain.flow_definition import FlowDefinition, Hook, Step
+from voxledger.domain.flow_definition import FlowDefinition
+from voxledger.domain.flow_steps import Hook, Step
 from voxledger.domain.validators import text
 
 

@@ -6,11 +6,11 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from builtin_flows import INTAKE_V1
 
 from voxledger.adapters.flow_files import load_builtin, load_definition
 from voxledger.domain.errors import DefinitionError
 from voxledger.domain.flow_definition import FlowDefinition
-from voxledger.domain.intake import INTAKE_V1
 
 FLOWS = Path(__file__).parent / "fixtures" / "flows"
 
@@ -20,8 +20,14 @@ def phone(raw: str) -> str:
     return "+" + digits
 
 
-def test_the_packaged_intake_file_gives_the_built_in_definition():
-    assert load_builtin("intake.toml") == INTAKE_V1
+def test_the_packaged_intake_file_is_the_built_in_audio_visit_report_in_two_modes():
+    intake = load_builtin("intake.toml")
+    assert (intake.name, intake.version, intake.title) == ("intake", 1, "Audio visit report")
+    assert intake.modes == ("interview", "design") and intake.idle_timeout_s == 300.0
+    assert [step.name for step in intake.steps] == [
+        "audio_number", "date", "employee", "place", "building_type", "zone", "city",
+        "client_name", "confirm",
+    ]  # fmt: skip
 
 
 def test_a_toml_file_loads_from_a_path(tmp_path):

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from builtin_flows import INTAKE_V1
 
 from voxledger.adapters.bootstrap import open_engine, open_flows
 from voxledger.adapters.flow_files import check_files, load_code, load_definition, load_flows
 from voxledger.domain.errors import BadInput, DefinitionError
 from voxledger.domain.flow_definition import FlowRegistry
-from voxledger.domain.intake import INTAKE_V1
 
 FLOWS = Path(__file__).parent / "fixtures" / "flows"
 

@@ -12,11 +12,11 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
+from builtin_flows import INTAKE_V1
 
 from voxledger.adapters.flow_files import load_definition
 from voxledger.adapters.flow_graph import END, START, condition, draw, step_label
 from voxledger.domain.flow_definition import FlowDefinition
-from voxledger.domain.intake import INTAKE_V1
 
 FLOWS = Path(__file__).parent / "fixtures" / "flows"
 MERMAID = Path(__file__).parent / "mermaid"

@@ -11,10 +11,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from builtin_flows import INTAKE_V1
 
 from voxledger.domain.flow_definition import FlowDefinition
 from voxledger.domain.flow_schema import DIALECT, VALIDATOR_TYPES, flow_schema
-from voxledger.domain.intake import INTAKE_V1
 from voxledger.domain.validators import BUILT_INS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -29,11 +29,12 @@ from voxledger.domain.engine import Engine
 from voxledger.domain.errors import (
     BadInput,
     Conflict,
-    Expired,
+    FlowExpired,
     InvalidTransition,
     NotFound,
     ValidationFailed,
 )
+from voxledger.projections.registry import default_projections
 from voxledger.projections.runner import ProjectionRunner
 
 
@@ -189,7 +190,7 @@ def test_a_malformed_message_is_a_400_naming_the_field_and_records_nothing(
     [
         (NotFound("x"), 404),
         (InvalidTransition("x"), 409),
-        (Expired("x"), 409),
+        (FlowExpired("x"), 409),
         (Conflict("x"), 409),
         (ValidationFailed("x"), 422),
         (BadInput("x"), 400),
@@ -207,7 +208,8 @@ def test_listing_metrics_and_health_come_from_the_projections(
     conversation_id = start(client, chat_id="listed")
     say(client, conversation_id, "interview")
     datastore = engine.store.recorder.datastore  # type: ignore[attr-defined]
-    runner = ProjectionRunner(datastore.pool, server_schema, engine.store.mapper.to_domain_event)  # type: ignore[attr-defined]
+    decode = engine.store.mapper.to_domain_event  # type: ignore[attr-defined]
+    runner = ProjectionRunner(datastore.pool, server_schema, decode, default_projections())
     runner.catch_up()
 
     listed = client.get("/v1/conversations", params={"limit": 1000}, headers=AUTH).json()

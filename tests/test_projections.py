@@ -18,6 +18,7 @@ from uuid import UUID
 
 import psycopg
 import pytest
+from builtin_flows import INTAKE_V1
 from conftest import Spawn
 from psycopg import sql
 from psycopg_pool import ConnectionPool
@@ -27,11 +28,11 @@ from voxledger.domain.conversation import Conversation
 from voxledger.domain.engine import Engine
 from voxledger.domain.errors import VoxledgerError
 from voxledger.domain.flow import Flow, FlowStatus
-from voxledger.domain.intake import INTAKE_V1
 from voxledger.projections.audit import Audit
 from voxledger.projections.metrics import BOUNDS_MS, percentile
 from voxledger.projections.queries import Projections
-from voxledger.projections.runner import ProjectionRunner, default_projections
+from voxledger.projections.registry import default_projections
+from voxledger.projections.runner import ProjectionRunner
 
 ANSWERS = {
     "audio_number": ["1042", "many", "77"],
@@ -411,6 +412,26 @@ def test_the_funnel_counts_runs_reaching_each_step_rejections_and_where_runs_wer
     assert steps["employee"] == (1, 0, 0) and steps["confirm"] == (1, 0, 0)
     assert "client_name" not in steps  # design mode asks for the city instead
     assert [s.step for s in funnel.steps][:3] == ["audio_number", "date", "employee"]
+
+
+def test_the_sweep_reads_what_is_due_from_the_current_state(engine: Engine, clock: Any) -> None:
+    start = clock.now
+    idle = engine.start_flow(engine.start_conversation("chat"), "intake", "design")
+    busy = engine.start_flow(engine.start_conversation("chat"), "intake", "design")
+    done = engine.start_flow(engine.start_conversation("chat"), "intake", "design")
+    engine.cancel(done.flow_id, at=start + timedelta(minutes=1))
+    engine.answer(busy.flow_id, "7", at=start + timedelta(minutes=4))
+    ended = engine.start_conversation("chat", at=start + timedelta(minutes=4))
+    engine.end(ended, at=start + timedelta(minutes=4))
+    catch_up(engine.store)
+    projections = open_projections(engine.store)
+    at = start + timedelta(minutes=6)
+    assert [row.flow_id for row in projections.due_flows(at)] == [idle.flow_id]
+    assert projections.due_flows(start + timedelta(minutes=5)) == []
+    quiet = {row.conversation_id for row in projections.idle_conversations(at)}
+    assert ended not in quiet  # ended: nothing left to end
+    assert engine.get_flow(done.flow_id).conversation_id in quiet
+    assert len(projections.idle_conversations(at, limit=1)) == 1
 
 
 def test_the_funnel_of_a_flow_never_run_is_not_found(engine: Engine) -> None:

@@ -12,6 +12,7 @@ from uuid import UUID
 import msgspec
 import psycopg
 import pytest
+from builtin_flows import INTAKE_V1
 from conftest import Spawn
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +20,6 @@ from hypothesis import strategies as st
 from voxledger.adapters.store.mapper import CorruptEvent, MsgspecMapper
 from voxledger.domain.engine import Engine
 from voxledger.domain.errors import ValidationFailed
-from voxledger.domain.intake import INTAKE_V1
 
 ANSWER_SLOWLY = """
 import sys, time, uuid

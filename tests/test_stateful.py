@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
+from builtin_flows import INTAKE_V1
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -21,7 +22,6 @@ from voxledger.domain.conversation import Conversation
 from voxledger.domain.engine import Engine
 from voxledger.domain.errors import VoxledgerError
 from voxledger.domain.flow import Flow
-from voxledger.domain.intake import INTAKE_V1
 
 T0 = datetime(2026, 11, 21, 14, 0, tzinfo=UTC)
 SETTINGS = settings(

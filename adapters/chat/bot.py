@@ -28,7 +28,7 @@ from ...domain.engine import Engine
 from ...domain.errors import (
     BadInput,
     Conflict,
-    Expired,
+    FlowExpired,
     InvalidTransition,
     NotFound,
     ValidationFailed,
@@ -36,12 +36,12 @@ from ...domain.errors import (
 )
 from ...domain.flow import FlowStatus
 from ...domain.flow_definition import FlowDefinition, show_answer
+from .wording import EXPIRED, reply_text
 
 # Fixed for good: changing it would orphan every chat's conversation.
 CHAT_NAMESPACE = UUID("53444f8a-73fa-4e34-9f76-c48946e69f20")
 
 COMMANDS = "Commands: /start, /cancel, /back (undo the last answer), /edit FIELD, /status."
-EXPIRED = "This form expired after a long pause. Send /start to begin again."
 
 
 def conversation_id_for(channel: str, chat_id: str, generation: int = 1) -> UUID:
@@ -202,14 +202,14 @@ class ChatBot:
                     record_messages=True,
                     at=message.at,
                 )
-            except Expired:
+            except FlowExpired:
                 # The engine recorded the expiry instead; tell the user, and record that.
                 return self._exchange(state, message, lambda: Outcome(EXPIRED, self._modes))
             active = answered.status is FlowStatus.ACTIVE
             return Reply(
                 conversation_id=state.id,
                 message_id=message.message_id,
-                text=answered.text,
+                text=reply_text(answered),
                 flow_id=flow_id if active else None,
             )
         return self._exchange(state, message, lambda: self._act(state, command, message))
@@ -229,7 +229,7 @@ class ChatBot:
     def _refusal_as_reply(self, state: ConversationState, act: Callable[[], Outcome]) -> Outcome:
         try:
             return act()
-        except Expired:
+        except FlowExpired:
             return Outcome(EXPIRED, self._modes)
         except VoxledgerError as refused:
             # Anything else the engine refused: say why, then where the chat stands.
@@ -298,14 +298,15 @@ class ChatBot:
             known = name in ("cancel", "back", "edit", "status")
             return self._menu("No form is in progress." if known else f"Unknown command /{name}.")
         if name == "cancel":
-            return Outcome(self.engine.cancel(flow_id, "/cancel", at=at).text, self._modes)
+            cancelled = self.engine.cancel(flow_id, "/cancel", at=at)
+            return Outcome(reply_text(cancelled), self._modes)
         if name == "back":
             return self._undo(flow_id, at)
         if name == "edit":
             return self._edit(flow_id, argument, at)
         if name == "status":
             return self._status(flow_id)
-        prompt = self.engine.flow_prompt(flow_id).text
+        prompt = reply_text(self.engine.flow_prompt(flow_id))
         return Outcome(f"Unknown command /{name}. {COMMANDS}\n{prompt}", (), flow_id)
 
     def _start(self, state: ConversationState, argument: str, at: datetime | None) -> Outcome:
@@ -326,7 +327,7 @@ class ChatBot:
     def _choose(self, state: ConversationState, text: str, at: datetime | None) -> Outcome:
         """A menu button: start the flow in that mode, unless one is already running."""
         if state.active_flow_id is not None:
-            prompt = self.engine.flow_prompt(state.active_flow_id).text
+            prompt = reply_text(self.engine.flow_prompt(state.active_flow_id))
             note = "A form is already in progress (send /start to begin again)."
             return Outcome(f"{note}\n{prompt}", (), state.active_flow_id)
         mode = self._mode_named(text)
@@ -338,27 +339,27 @@ class ChatBot:
         self, conversation_id: UUID, mode: str | None, at: datetime | None, prefix: str = ""
     ) -> Outcome:
         started = self.engine.start_flow(conversation_id, self.flow, mode, at=at)
-        return Outcome(_lines(prefix, started.text), (), started.flow_id)
+        return Outcome(_lines(prefix, reply_text(started)), (), started.flow_id)
 
     def _stop(self, flow_id: UUID, reason: str, at: datetime | None) -> None:
         # Expired or not active: it ended on its own meanwhile, nothing left to stop.
-        with suppress(Expired, InvalidTransition):
+        with suppress(FlowExpired, InvalidTransition):
             self.engine.cancel(flow_id, reason, at=at)
 
     def _undo(self, flow_id: UUID, at: datetime | None) -> Outcome:
         try:
-            return Outcome(self.engine.undo(flow_id, at=at).text, (), flow_id)
+            return Outcome(reply_text(self.engine.undo(flow_id, at=at)), (), flow_id)
         except InvalidTransition:
-            prompt = self.engine.flow_prompt(flow_id).text
+            prompt = reply_text(self.engine.flow_prompt(flow_id))
             return Outcome(f"Nothing to undo: this is the first question.\n{prompt}", (), flow_id)
 
     def _edit(self, flow_id: UUID, field: str, at: datetime | None) -> Outcome:
         if not field:
             answered = ", ".join(self.engine.get_flow(flow_id).answers)
-            prompt = self.engine.flow_prompt(flow_id).text
+            prompt = reply_text(self.engine.flow_prompt(flow_id))
             ask = f"Send /edit and a field: {answered}." if answered else "Nothing to edit yet."
             return Outcome(f"{ask}\n{prompt}", (), flow_id)
-        return Outcome(self.engine.edit(flow_id, field, at=at).text, (), flow_id)
+        return Outcome(reply_text(self.engine.edit(flow_id, field, at=at)), (), flow_id)
 
     def _status(self, flow_id: UUID) -> Outcome:
         flow = self.engine.get_flow(flow_id)
@@ -366,14 +367,15 @@ class ChatBot:
         mode = f" ({flow.mode} mode)" if flow.mode else ""
         answers = flow.answers.items()
         answered = ", ".join(f"{k}: {show_answer(v)}" for k, v in answers) or "nothing yet"
-        prompt = self.engine.flow_prompt(flow_id).text
+        prompt = reply_text(self.engine.flow_prompt(flow_id))
         text = f"{title}{mode}, at step {flow.step}.\nAnswered: {answered}.\n{prompt}"
         return Outcome(text, (), flow_id)
 
     def _where(self, state: ConversationState) -> Outcome:
         if state.active_flow_id is None:
             return self._menu()
-        return Outcome(self.engine.flow_prompt(state.active_flow_id).text, (), state.active_flow_id)
+        flow_id = state.active_flow_id
+        return Outcome(reply_text(self.engine.flow_prompt(flow_id)), (), flow_id)
 
     def _menu(self, prefix: str = "") -> Outcome:
         title = self.definition.title or self.definition.name

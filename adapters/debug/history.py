@@ -26,6 +26,7 @@ from psycopg.rows import tuple_row
 
 from ...domain.conversation import Conversation
 from ...domain.errors import BadInput, NotFound
+from ...domain.events import LoggedEvent, stream_type
 from ...domain.flow import Flow
 
 if TYPE_CHECKING:
@@ -33,16 +34,6 @@ if TYPE_CHECKING:
 
 PAGE_SIZE = 1000
 AGGREGATES: tuple[type[Aggregate], ...] = (Conversation, Flow)
-# Event fields that say where an event sits rather than what happened.
-_META = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
-
-
-class Recorded(NamedTuple):
-    """One event as stored and decoded, and its position (notification id) in the log."""
-
-    position: int
-    event: Any
-    stored: StoredEvent
 
 
 class FlowBegun(NamedTuple):
@@ -51,16 +42,6 @@ class FlowBegun(NamedTuple):
     version: int
     at: datetime
     flow_id: UUID
-
-
-def stream_type(event: Any) -> str:
-    """The kind of stream an event belongs to: "conversation" or "flow"."""
-    return type(event).__qualname__.partition(".")[0].lower()
-
-
-def event_data(event: Any) -> dict[str, Any]:
-    """What an event says, without its stream, version and time."""
-    return {k: v for k, v in vars(event).items() if k not in _META}
 
 
 @cache
@@ -114,13 +95,13 @@ class History:
         after: int = 0,
         upto: int | None = None,
         topics: Sequence[str] | None = None,
-    ) -> Iterator[Recorded]:
+    ) -> Iterator[LoggedEvent]:
         """The stream's events after version ``after`` (up to ``upto``), a page at a time."""
         while True:
             page = self._page(stream_id, after, upto, topics)
             # Decoded one at a time, so an event the code cannot read fails at its place.
             for position, stored in page:
-                yield Recorded(position, self._decode(stored), stored)
+                yield LoggedEvent(position, self._decode(stored))
             if len(page) < self.page_size:
                 return
             after = page[-1][1].originator_version
@@ -174,7 +155,7 @@ class History:
         after: Mapping[UUID, int] | None = None,
         upto: Mapping[UUID, int] | None = None,
         topics: Sequence[str] | None = None,
-    ) -> Iterator[Recorded]:
+    ) -> Iterator[LoggedEvent]:
         """The events of several streams in one sequence, by time and then position in the
         log; one page per stream in memory at a time."""
         after, upto = after or {}, upto or {}
@@ -191,7 +172,7 @@ class History:
         after: Mapping[UUID, int],
         until: Callable[[], bool],
         poll_s: float = 0.2,
-    ) -> Iterator[Recorded]:
+    ) -> Iterator[LoggedEvent]:
         """Events of a conversation and its flows as they are appended, after the versions
         given, until ``until()`` is true. Woken by the store's NOTIFY on every append, and
         reading at least every ``poll_s`` seconds in case a notification is missed."""

@@ -18,10 +18,11 @@ from eventsourcing.domain import Aggregate
 
 from ...domain.conversation import Conversation, ConversationState
 from ...domain.errors import BadInput, NotFound
+from ...domain.events import LoggedEvent
 from ...domain.flow import Flow, FlowState
 from ..store.event_store import EventStore
 from .conditions import Condition, Roots, first_version
-from .history import History, Recorded
+from .history import History
 
 Point = int | datetime
 STATE_TYPES: dict[type[Aggregate], type[msgspec.Struct]] = {
@@ -184,7 +185,7 @@ class Live:
 class _Follower:
     """A flow folded forward in time as a scan of its conversation moves on."""
 
-    def __init__(self, events: Iterator[Recorded]) -> None:
+    def __init__(self, events: Iterator[LoggedEvent]) -> None:
         self.events = events
         self.aggregate: Any = None
         self.next = next(events, None)
