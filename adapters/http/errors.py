@@ -15,7 +15,7 @@ from ...domain.errors import (
     BadInput,
     Conflict,
     DefinitionError,
-    Expired,
+    FlowExpired,
     InvalidTransition,
     NotFound,
     ValidationFailed,
@@ -29,7 +29,7 @@ log = structlog.get_logger("voxledger.http")
 STATUS_OF_ERROR: tuple[tuple[type[VoxledgerError], int], ...] = (
     (NotFound, 404),
     (InvalidTransition, 409),
-    (Expired, 409),
+    (FlowExpired, 409),
     (Conflict, 409),
     (ValidationFailed, 422),
     (DefinitionError, 422),
