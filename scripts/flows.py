@@ -48,8 +48,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     expire.set_defaults(run=run_expire)
 
 
-
-
 def run_flows(args: argparse.Namespace) -> int:
     """List the definitions."""
     registry = builtin_registry()

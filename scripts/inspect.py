@@ -8,6 +8,7 @@ from typing import Any
 
 from ..adapters.bootstrap import open_engine, open_store
 from ..adapters.store.history import History, Recorded, event_data, stream_type, topics_of
+from ..adapters.store.timetravel import state_document
 from ..domain.conversation import Conversation, ConversationState
 from ..domain.errors import BadInput
 from ..domain.flow import Flow
@@ -81,8 +82,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     watch.set_defaults(run=run_watch)
 
 
-
-
 def run_show(args: argparse.Namespace) -> int:
     """Print the state."""
     with open_engine(args.database_url) as engine:
@@ -92,8 +91,6 @@ def run_show(args: argparse.Namespace) -> int:
     else:
         print_state(state)
     return 0
-
-
 
 
 def run_log(args: argparse.Namespace) -> int:
@@ -182,15 +179,6 @@ def log_line(entry: dict[str, Any]) -> str:
     return (
         f"{time_text}  {stream:<13} v{entry['version']:<6} {entry['type']:<20} {entry['summary']}"
     )
-
-
-def state_document(state: ConversationState) -> dict:
-    """The state as JSON, with the derived facts included."""
-    document = to_plain(state)
-    document["is_active"] = state.is_active
-    document["current_turn_active"] = state.current_turn_active
-    document["usage"]["response_time_ms_avg"] = state.usage.response_time_ms_avg
-    return document
 
 
 def print_state(state: ConversationState) -> None:

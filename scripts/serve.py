@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import threading
+from types import FrameType
 
 from ..adapters.bootstrap import open_engine
 from ..adapters.logs import configure_logging
@@ -18,7 +20,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Serve the chat bot over HTTP. POST /telegram/webhook takes Telegram "
         "updates (secret: $VOXLEDGER_TELEGRAM_SECRET); /v1 is the JSON API (bearer token: "
         "$VOXLEDGER_API_TOKEN); /schema is its OpenAPI document; request bodies are limited "
-        "to $VOXLEDGER_MAX_BODY_BYTES (default 65536). "
+        "to $VOXLEDGER_MAX_BODY_BYTES (default 65536); /console is the operator console "
+        "(sign in with the API token). "
         "Example: voxledger serve --host 127.0.0.1 --port 8080",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -37,9 +40,22 @@ def run(args: argparse.Namespace) -> int:
     if args.log_level is None and not os.environ.get("VOXLEDGER_LOG_LEVEL"):
         configure_logging("INFO")  # a server logs its requests unless told otherwise
     settings = Settings.from_env(args.flow)
+    closing = threading.Event()
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            closing.set()  # live console tails end, so they do not hold the shutdown up
+            super().handle_exit(sig, frame)
+
     with open_engine(args.database_url) as engine:
-        app = create_app(engine, settings)
-        say(f"voxledger: serving on http://{args.host}:{args.port} (OpenAPI at /schema)")
+        app = create_app(engine, settings, closing=closing)
+        say(
+            f"voxledger: serving on http://{args.host}:{args.port} "
+            f"(console at /console, OpenAPI at /schema)"
+        )
         # uvicorn's own logging stays unconfigured: structlog writes one line per request.
-        uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+        config = uvicorn.Config(
+            app, host=args.host, port=args.port, log_config=None, access_log=False
+        )
+        Server(config).run()
     return 0

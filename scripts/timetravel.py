@@ -10,14 +10,13 @@ from typing import Any
 import msgspec
 
 from ..adapters.bootstrap import open_store
-from ..adapters.store.timetravel import Found, Point, TimeTravel
+from ..adapters.store.timetravel import Found, Point, TimeTravel, document
 from ..domain.conversation import ConversationState
-from ..domain.flow import FlowState
 from ..domain.state_diff import Change, diff
 from ..domain.state_query import Condition
 from .arguments import stream_id, timestamp
 from .flows import print_flow
-from .inspect import print_state, state_document
+from .inspect import print_state
 from .output import print_json, print_line, to_plain
 
 BISECT_HELP = """\
@@ -142,16 +141,6 @@ def run_bisect(args: argparse.Namespace) -> int:
     else:
         print_line(found_line(found))
     return 0 if found.version is not None else 1
-
-
-def document(state: ConversationState | FlowState) -> dict[str, Any]:
-    """The state as JSON, with its derived facts (as `show` and `flow` print them)."""
-    if isinstance(state, ConversationState):
-        return state_document(state)
-    plain = to_plain(state)
-    plain["is_active"] = state.is_active
-    plain["expires_at"] = to_plain(state.expires_at)
-    return plain
 
 
 def change_line(change: Change) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -52,6 +53,7 @@ from ...domain.errors import (
 )
 from ...domain.flow import FlowState
 from ...projections.queries import ConversationRow, MetricsSummary, Projections
+from ..console import console_router
 from . import telegram
 from .bot import ChatBot, Incoming, Reply, conversation_id_for
 
@@ -196,8 +198,11 @@ def services(request: Request[Any, Any, Any]) -> Services:
     return request.app.state["services"]
 
 
-def create_app(engine: Engine, settings: Settings) -> ASGIApp:
-    """The ASGI application: routes, authentication, size limit, errors, request logs."""
+def create_app(
+    engine: Engine, settings: Settings, *, closing: threading.Event | None = None
+) -> ASGIApp:
+    """The ASGI application: routes, authentication, size limit, errors, request logs, and
+    the operator console (its live tails end when ``closing`` is set)."""
     api = Router(
         path="/v1",
         route_handlers=[
@@ -214,7 +219,12 @@ def create_app(engine: Engine, settings: Settings) -> ASGIApp:
         tags=["api"],
     )
     app = Litestar(
-        route_handlers=[telegram_webhook, healthz, api],
+        route_handlers=[
+            telegram_webhook,
+            healthz,
+            api,
+            console_router(engine, settings.api_token, closing=closing),
+        ],
         state=State({"services": Services(engine, settings)}),
         request_max_body_size=settings.max_body_bytes,
         exception_handlers={

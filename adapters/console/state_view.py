@@ -1,0 +1,98 @@
+"""A state's JSON document (what `voxledger at --json` prints) laid out for a page: the plain
+facts first, then groups of facts, lists of records as tables, and every value a leaf that
+names its path in the document, so what a page shows can be read back and compared.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from .rendering import ERASED
+
+
+class Leaf(msgspec.Struct, frozen=True):
+    """One value: its dotted path in the document and how to show it."""
+
+    path: str
+    name: str
+    kind: str  # text, erased, num, bool, null, time, json
+    text: str
+    at: datetime | None = None
+
+
+class Table(msgspec.Struct, frozen=True):
+    """A list of records (messages, turns, rejected answers): one row each."""
+
+    path: str
+    name: str
+    columns: list[str]
+    rows: list[list[Leaf | None]]
+
+
+class Group(msgspec.Struct, frozen=True):
+    """A record or map of values (connection, usage, answers, context)."""
+
+    path: str
+    name: str
+    items: list[Any]  # Leaf, Table or Group
+
+
+def layout(document: dict[str, Any], path: str = "") -> Group:
+    """The document as one group: its plain values first, in the document's order, then
+    its groups and tables."""
+    items = [_node(_join(path, key), key, value) for key, value in document.items()]
+    plain = [item for item in items if isinstance(item, Leaf)]
+    nested = [item for item in items if not isinstance(item, Leaf)]
+    return Group(path, path.rpartition(".")[2], plain + nested)
+
+
+def leaf(path: str, name: str, value: Any) -> Leaf:
+    """A value as shown: text verbatim, numbers and empty collections as JSON writes them,
+    null as a dash, moments as times."""
+    if value is None:
+        return Leaf(path, name, "null", "—")
+    if isinstance(value, bool):
+        return Leaf(path, name, "bool", "true" if value else "false")
+    if isinstance(value, (int, float)):
+        return Leaf(path, name, "num", msgspec.json.encode(value).decode())
+    if isinstance(value, str):
+        if value == ERASED:
+            return Leaf(path, name, "erased", value)
+        moment = _moment(name, value)
+        if moment is not None:
+            return Leaf(path, name, "time", value, moment)
+        return Leaf(path, name, "text", value)
+    return Leaf(path, name, "json", msgspec.json.encode(value).decode())
+
+
+def _node(path: str, name: str, value: Any) -> Leaf | Table | Group:
+    if isinstance(value, dict) and value:
+        return Group(path, name, [_node(_join(path, k), k, v) for k, v in value.items()])
+    if isinstance(value, list) and value:
+        if all(isinstance(item, dict) for item in value):
+            columns = list(dict.fromkeys(key for item in value for key in item))
+            rows = [
+                [leaf(_join(_join(path, i), c), c, item[c]) if c in item else None for c in columns]
+                for i, item in enumerate(value)
+            ]
+            return Table(path, name, columns, rows)
+        return Group(path, name, [_node(_join(path, i), str(i), v) for i, v in enumerate(value)])
+    return leaf(path, name, value)
+
+
+def _moment(name: str, value: str) -> datetime | None:
+    """A time field's value (named ``at`` or ``*_at``) as a moment; None for other text."""
+    if name != "at" and not name.endswith("_at"):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
