@@ -33,11 +33,13 @@ class Table(msgspec.Struct, frozen=True):
 
 
 class Group(msgspec.Struct, frozen=True):
-    """A record or map of values (connection, usage, answers, context)."""
+    """A record or map of values (connection, usage, answers, context), or a list of
+    values that are not all records (``listed``: its items are named by their places)."""
 
     path: str
     name: str
     items: list[Any]  # Leaf, Table or Group
+    listed: bool = False
 
 
 def layout(document: dict[str, Any], path: str = "") -> Group:
@@ -79,7 +81,8 @@ def _node(path: str, name: str, value: Any) -> Leaf | Table | Group:
                 for i, item in enumerate(value)
             ]
             return Table(path, name, columns, rows)
-        return Group(path, name, [_node(_join(path, i), str(i), v) for i, v in enumerate(value)])
+        items = [_node(_join(path, i), str(i), v) for i, v in enumerate(value)]
+        return Group(path, name, items, listed=True)
     return leaf(path, name, value)
 
 
