@@ -90,7 +90,8 @@
   });
 
   // On arrival, the event travelled to is in view (and focused when the link said so).
-  if (timeline) {
+  // After the load: the browser's own move to the #fragment comes first.
+  function arrive() {
     var target = location.hash ? document.getElementById(location.hash.slice(1)) : null;
     var row = (target && timeline.contains(target)) ? target : timeline.querySelector("tr.selected");
     if (row) {
@@ -98,6 +99,10 @@
       var own = row.querySelector("a.travel");
       if (target && own) { own.focus({ preventScroll: true }); }
     }
+  }
+  if (timeline) {
+    if (document.readyState === "complete") { arrive(); }
+    else { window.addEventListener("load", function () { setTimeout(arrive, 0); }); }
   }
 
   // -- travelling with the slider -------------------------------------------------------------
