@@ -374,6 +374,14 @@ class Projections:
             older=True if before else more,
         )
 
+    def statuses(self) -> dict[str, int]:
+        """How many conversations are in each status now."""
+        rows = self._rows(
+            "SELECT status, count(*) AS n FROM {current_conversations} GROUP BY status "
+            "ORDER BY status"
+        )
+        return {row["status"]: row["n"] for row in rows}
+
     def channels(self) -> list[str]:
         """The channels conversations came in on, by name."""
         rows = self._rows(

@@ -172,10 +172,25 @@ def browser(server: Server) -> Iterator[httpx.Client]:
         yield client
 
 
+class Command:
+    """The voxledger command run in this process on the server's schema: its JSON, or its
+    exit code and output (``raw``)."""
+
+    def __init__(self, run: InProcess, schema: str) -> None:
+        self.run, self.schema = run, schema
+
+    def __call__(self, *args: str) -> Any:
+        return self.run.json(self.schema, *args)
+
+    def raw(self, *args: str) -> tuple[int, Any]:
+        code, out = self.run(self.schema, *args, "--json")
+        return code, json.loads(out)
+
+
 @pytest.fixture
-def run(run: InProcess, server_schema: str) -> Any:
+def run(run: InProcess, server_schema: str) -> Command:
     """The voxledger command in this process, on the server's schema."""
-    return lambda *args: run.json(server_schema, *args)
+    return Command(run, server_schema)
 
 
 def page_of(client: httpx.Client, path: str, **params: Any) -> str:
@@ -354,6 +369,47 @@ def test_travelling_to_a_flow_event_shows_the_flow_at_that_version(
         assert shown_values(html, 'data-state="flow"') == expected
         row = re.search(rf'<tr id="e-{s.flow_id}-{version}" class="([^"]*)"', html)
         assert row and "selected" in row[1].split()
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        'flow.step == "place"',
+        "usage.messages >= 7",
+        'status == "ended"',
+        'flow.answers.city == "Berlin"',
+        'status == "error"',  # never
+    ],
+)
+def test_finding_the_first_version_where_a_condition_holds_travels_where_bisect_says(
+    browser: httpx.Client, built: tuple[Engine, Scenario], run: Any, condition: str
+) -> None:
+    _, s = built
+    cid = str(s.conversation_id)
+    page = page_of(browser, f"{CONSOLE}/conversations/{cid}", where=condition)
+    _, bisected = run.raw("bisect", cid, "--where", condition, "--linear")
+    if bisected["version"] is None:
+        assert 'data-found="none"' in page
+        assert f'data-version="{max(s.conversations)}"' in page  # stays at the latest
+    else:
+        assert f'data-found="{bisected["version"]}"' in page
+        version = re.search(r'id="conversation"[^>]*data-version="(\d+)"', page)
+        assert version and int(version[1]) == bisected["version"]
+
+
+def test_a_condition_that_cannot_be_read_says_why(
+    browser: httpx.Client, built: tuple[Engine, Scenario]
+) -> None:
+    _, s = built
+    for condition, says in [
+        ("status ==", "bad condition at column"),
+        ("usage.nothing > 1", "unknown field"),
+    ]:
+        response = browser.get(
+            f"{CONSOLE}/conversations/{s.conversation_id}", params={"where": condition}
+        )
+        assert response.status_code == 400
+        assert says in unescape(response.text)
 
 
 def test_a_flow_id_leads_to_its_conversation_with_the_flow_chosen(

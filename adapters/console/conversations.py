@@ -93,6 +93,7 @@ def conversation_list(
         lag=projections.lag(),
         filters=filters,
         statuses=STATUSES,
+        counts=projections.statuses(),
         channels=projections.channels(),
         found=found,
         problem=problem,
@@ -196,9 +197,11 @@ def conversation_page(
     ds: UUID | None = None,
     a: Annotated[int | None, Parameter(ge=1)] = None,
     b: Annotated[int | None, Parameter(ge=1)] = None,
+    where: Annotated[str | None, Parameter(max_length=500)] = None,
 ) -> Response:
     """A conversation's timeline with its flows' events, its state at the version
-    travelled to (and its flow's at that moment), and the changes between two versions."""
+    travelled to (and its flow's at that moment), the changes between two versions, and
+    the first version at which a condition holds (``where``: travels there)."""
     zone = chosen_zone(request)
     sources = console.sources
     cid = conversation_id
@@ -210,6 +213,14 @@ def conversation_page(
     flows = sources.flows_of(cid)
     labels = flow_labels(flows)
     flow_ids = [f.flow_id for f in flows]
+    found, problem = None, None
+    if where and where.strip():
+        try:
+            found = sources.first_version(cid, where.strip())
+        except BadInput as error:
+            problem = str(error)
+        if found is not None and found.version is not None:
+            v, flow = found.version, None
     if flow is not None:
         if flow not in labels:
             raise BadInput(f"{flow} is not a flow of conversation {cid}")
@@ -232,6 +243,7 @@ def conversation_page(
     return page(
         request,
         "conversation.html",
+        400 if problem else 200,
         title=f"Conversation {str(cid)[:8]}",
         nav="conversations",
         zone=zone,
@@ -251,6 +263,10 @@ def conversation_page(
         compared=compared,
         tail_after=",".join(f"{s}:{n}" for s, n in latest.items()),
         at_end=final == last,
+        where=where or "",
+        found=found,
+        problem=problem,
+        flow_first=selected[0] != cid,
     )
 
 

@@ -18,13 +18,14 @@ from ...domain.engine import Engine
 from ...domain.flow import Flow
 from ...domain.flow_definition import FlowRegistry
 from ...domain.state_diff import Change, diff
+from ...domain.state_query import Condition
 from ...projections.audit import summary
 from ...projections.queries import Projections
 from ..store.application import EventStore
 from ..store.history import FlowBegun, History, Recorded, stream_type
-from ..store.timetravel import TimeTravel, document
+from ..store.timetravel import Found, TimeTravel, document
 
-__all__ = ["Change", "Entry", "FlowBegun", "Sources", "Stated"]
+__all__ = ["Change", "Entry", "FlowBegun", "Found", "Sources", "Stated"]
 
 # Events an operator looks for first: failures, and answers or turns that went wrong.
 _ALARMING = (Conversation.ErrorRecorded,)
@@ -134,6 +135,13 @@ class Sources:
         """What changed from one state to another, as `voxledger diff` lists it: every
         event moves the version and the time, so those two are left out."""
         return [c for c in diff(old, new) if c.path not in ("version", "updated_at")]
+
+    def first_version(self, stream_id: UUID, condition: str) -> Found:
+        """The first version at which a condition on the state holds (the language of
+        `voxledger bisect`), found by folding every event in order: right whether or not
+        the condition stays true once it holds. BadInput for a condition that cannot be
+        read or names a field the state does not have."""
+        return self.travel.bisect(stream_id, Condition(condition), linear=True)
 
     def newer(self, seen: dict[UUID, int]) -> list[Entry]:
         """Events appended after the versions in ``seen`` (a conversation and its flows),

@@ -94,10 +94,11 @@
   function arrive() {
     var target = location.hash ? document.getElementById(location.hash.slice(1)) : null;
     var row = (target && timeline.contains(target)) ? target : timeline.querySelector("tr.selected");
+    if (target && target === row) { window.scrollTo(0, 0); }  // the timeline scrolls, not the page
     if (row) {
       timeline.scrollTop = row.offsetTop - timeline.clientHeight / 2;
       var own = row.querySelector("a.travel");
-      if (target && own) { own.focus({ preventScroll: true }); }
+      if (target === row && own) { own.focus({ preventScroll: true }); }
     }
   }
   if (timeline) {
