@@ -210,6 +210,17 @@ def test_the_layout_puts_plain_facts_first_and_names_every_value_by_its_path() -
     assert rebuilt(shown) == document
 
 
+def test_a_long_list_of_records_shows_its_last_rows_under_their_own_places() -> None:
+    document = {"messages": [{"n": i, "text": f"m{i}"} for i in range(250)], "tags": [1, 2]}
+    shown = layout(document, rows=100)
+    (table, tags) = shown.items
+    assert isinstance(table, Table) and (table.total, table.first) == (250, 150)
+    assert len(table.rows) == 100
+    assert table.rows[0][0].path == "messages.150.n" and table.rows[-1][1].text == "m249"
+    assert isinstance(tags, Group) and [leaf.text for leaf in tags.items] == ["1", "2"]
+    assert layout(document).items[0].rows[0][0].path == "messages.0.n"  # no limit: all
+
+
 json_values = st.recursive(
     st.none()
     | st.booleans()

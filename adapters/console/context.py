@@ -42,7 +42,7 @@ def chosen_zone(request: Request[Any, Any, Any]) -> tzinfo | None:
         return zone_named(given) if given not in ("", "browser") else None
     try:
         return zone_named(request.cookies.get(TZ_COOKIE))
-    except Exception:  # a stale or hand-made cookie: fall back to the browser's zone
+    except BadInput:  # a stale or hand-made cookie: fall back to the browser's zone
         return None
 
 

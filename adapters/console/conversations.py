@@ -31,6 +31,8 @@ log = structlog.get_logger("voxledger.console")
 
 PAGE_SIZE = 50
 WINDOW = 100  # conversation versions shown each side of the one travelled to
+ROWS = 100  # the last records of a long list (messages, turns) a state shows, unless full
+CHANGES = 300  # the changes a diff lists, unless full
 TAIL_POLL_S = 0.5
 TAIL_KEEPALIVE_S = 15.0
 STATUSES = [s.value for s in Status]
@@ -184,6 +186,7 @@ class Shown(msgspec.Struct, frozen=True):
     state: Stated
     tree: Any
     changes: list[Any]
+    changes_total: int
 
 
 @get("/conversations/{conversation_id:uuid}", sync_to_thread=True, include_in_schema=False)
@@ -198,10 +201,12 @@ def conversation_page(
     a: Annotated[int | None, Parameter(ge=1)] = None,
     b: Annotated[int | None, Parameter(ge=1)] = None,
     where: Annotated[str | None, Parameter(max_length=500)] = None,
+    full: bool = False,
 ) -> Response:
     """A conversation's timeline with its flows' events, its state at the version
     travelled to (and its flow's at that moment), the changes between two versions, and
-    the first version at which a condition holds (``where``: travels there)."""
+    the first version at which a condition holds (``where``: travels there). Long lists
+    and diffs show their last records and first changes unless ``full``."""
     zone = chosen_zone(request)
     sources = console.sources
     cid = conversation_id
@@ -227,18 +232,19 @@ def conversation_page(
         fv = _in_range(fv or sources.last_version(flow), sources.last_version(flow), "fv")
         v = max(1, sources.version_at(cid, sources.event(flow, fv).at))
     v = _in_range(v or last, last, "v")
-    conversation = shown(sources, cid, v, last, "Conversation")
+    rows, changes = (None, None) if full else (ROWS, CHANGES)
+    conversation = shown(sources, cid, v, last, "Conversation", rows, changes)
     if flow is None:
         flow, fv = _flow_at(sources, conversation.state.state, flows)
     flow_shown = (
-        shown(sources, flow, fv, sources.last_version(flow), labels[flow])
+        shown(sources, flow, fv, sources.last_version(flow), labels[flow], rows, changes)
         if flow is not None and fv
         else None
     )
     first, final = max(1, v - WINDOW), min(last, v + WINDOW)
     entries = sources.window(cid, flow_ids, first, final, ends=final == last)
     selected = (flow, fv) if flow_shown and request.query_params.get("flow") else (cid, v)
-    compared = _compared(sources, cid, labels, ds, a, b)
+    compared = _compared(sources, cid, labels, ds, a, b, changes)
     latest = {cid: last, **{f: sources.last_version(f) for f in flow_ids}}
     return page(
         request,
@@ -267,11 +273,21 @@ def conversation_page(
         found=found,
         problem=problem,
         flow_first=selected[0] != cid,
+        all_rows_link=_with_full(request),
     )
 
 
-def shown(sources: Sources, stream_id: UUID, version: int, last: int, label: str) -> Shown:
-    """A stream's state at a version with the event that made it and what it changed."""
+def shown(
+    sources: Sources,
+    stream_id: UUID,
+    version: int,
+    last: int,
+    label: str,
+    rows: int | None = None,
+    most: int | None = None,
+) -> Shown:
+    """A stream's state at a version with the event that made it and what it changed
+    (lists of at most ``rows`` records, at most ``most`` changes; None: all)."""
     state = sources.state(stream_id, version)
     changes = (
         sources.changes(sources.state(stream_id, version - 1).state, state.state)
@@ -285,9 +301,16 @@ def shown(sources: Sources, stream_id: UUID, version: int, last: int, label: str
         last=last,
         entry=sources.event(stream_id, version),
         state=state,
-        tree=layout(state.document),
-        changes=[_change_view(c) for c in changes],
+        tree=layout(state.document, rows=rows),
+        changes=[_change_view(c) for c in changes[:most]],
+        changes_total=len(changes),
     )
+
+
+def _with_full(request: Request[Any, Any, Any]) -> str:
+    """This page again with every record and change."""
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != "full"]
+    return f"{request.url.path}?{urlencode([*query, ('full', 'true')])}"
 
 
 def flow_labels(flows: list[FlowBegun]) -> dict[UUID, str]:
@@ -316,6 +339,7 @@ def _compared(
     ds: UUID | None,
     a: int | None,
     b: int | None,
+    most: int | None,
 ) -> dict[str, Any] | None:
     """The changes between two chosen versions of the conversation or one of its flows."""
     if a is None or b is None:
@@ -326,6 +350,7 @@ def _compared(
     last = sources.last_version(stream)
     a, b = _in_range(a, last, "a"), _in_range(b, last, "b")
     old, new = sources.state(stream, a).state, sources.state(stream, b).state
+    changes = sources.changes(old, new)
     return {
         "stream": stream,
         "label": "Conversation" if stream == cid else labels[stream],
@@ -333,7 +358,8 @@ def _compared(
         "b": b,
         "old_at": old.updated_at,
         "new_at": new.updated_at,
-        "changes": [_change_view(c) for c in sources.changes(old, new)],
+        "changes": [_change_view(c) for c in changes[:most]],
+        "total": len(changes),
     }
 
 

@@ -24,12 +24,15 @@ class Leaf(msgspec.Struct, frozen=True):
 
 
 class Table(msgspec.Struct, frozen=True):
-    """A list of records (messages, turns, rejected answers): one row each."""
+    """A list of records (messages, turns, rejected answers): a row each, or only the
+    last rows of a long list (``first`` is the place of the first row shown)."""
 
     path: str
     name: str
     columns: list[str]
     rows: list[list[Leaf | None]]
+    total: int
+    first: int = 0
 
 
 class Group(msgspec.Struct, frozen=True):
@@ -42,10 +45,10 @@ class Group(msgspec.Struct, frozen=True):
     listed: bool = False
 
 
-def layout(document: dict[str, Any], path: str = "") -> Group:
+def layout(document: dict[str, Any], path: str = "", rows: int | None = None) -> Group:
     """The document as one group: its plain values first, in the document's order, then
-    its groups and tables."""
-    items = [_node(_join(path, key), key, value) for key, value in document.items()]
+    its groups and tables (of at most ``rows`` rows each: the last ones; None: all)."""
+    items = [_node(_join(path, key), key, value, rows) for key, value in document.items()]
     plain = [item for item in items if isinstance(item, Leaf)]
     nested = [item for item in items if not isinstance(item, Leaf)]
     return Group(path, path.rpartition(".")[2], plain + nested)
@@ -70,18 +73,21 @@ def leaf(path: str, name: str, value: Any) -> Leaf:
     return Leaf(path, name, "json", msgspec.json.encode(value).decode())
 
 
-def _node(path: str, name: str, value: Any) -> Leaf | Table | Group:
+def _node(path: str, name: str, value: Any, limit: int | None) -> Leaf | Table | Group:
     if isinstance(value, dict) and value:
-        return Group(path, name, [_node(_join(path, k), k, v) for k, v in value.items()])
+        items = [_node(_join(path, k), k, v, limit) for k, v in value.items()]
+        return Group(path, name, items)
     if isinstance(value, list) and value:
         if all(isinstance(item, dict) for item in value):
-            columns = list(dict.fromkeys(key for item in value for key in item))
+            first = max(0, len(value) - limit) if limit is not None else 0
+            shown = value[first:]
+            columns = list(dict.fromkeys(key for item in shown for key in item))
             rows = [
                 [leaf(_join(_join(path, i), c), c, item[c]) if c in item else None for c in columns]
-                for i, item in enumerate(value)
+                for i, item in enumerate(shown, start=first)
             ]
-            return Table(path, name, columns, rows)
-        items = [_node(_join(path, i), str(i), v) for i, v in enumerate(value)]
+            return Table(path, name, columns, rows, total=len(value), first=first)
+        items = [_node(_join(path, i), str(i), v, limit) for i, v in enumerate(value)]
         return Group(path, name, items, listed=True)
     return leaf(path, name, value)
 
