@@ -286,13 +286,10 @@ def test_travelling_through_the_conversation_shows_what_voxledger_at_gives(
         flow = browser.find_element(By.ID, "flow")
         assert flow.get_attribute("data-version") == str(version)
         assert shown(browser, "flow") == flattened(run("at", stream, "--version", str(version)))
-    # The event travelled to has the focus, so the keys go on from there.
-    assert (
-        browser.switch_to.active_element.find_element(By.XPATH, "./ancestor::tr").get_attribute(
-            "id"
-        )
-        == target
-    )
+    # The event travelled to gets the focus once the page has loaded: keys go on from there.
+    wait(browser, lambda d: d.switch_to.active_element.get_attribute("class") == "travel")
+    focused_row = browser.switch_to.active_element.find_element(By.XPATH, "./ancestor::tr")
+    assert focused_row.get_attribute("id") == target
 
     # [ and ] step back and forth one version.
     before = shown_version(browser)
