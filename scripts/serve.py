@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     closing = threading.Event()
 
     class Server(uvicorn.Server):
+        """uvicorn's server, telling the console's live tails when it begins to stop."""
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             closing.set()  # live console tails end, so they do not hold the shutdown up
             super().handle_exit(sig, frame)
