@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -14,6 +14,9 @@ from psycopg import sql
 
 from ..domain.engine import Engine
 from ..domain.errors import BadInput
+from ..domain.flow_definition import CustomValidators, FlowDefinition, FlowRegistry, Hooks
+from ..domain.intake import builtin_registry
+from .flow_files import FlowCode, load_code, load_flows
 from .logs import configure_logging
 from .store.application import EventStore
 from .store.database import eventsourcing_settings, resolve_database_url
@@ -83,16 +86,71 @@ def open_store(database_url: str | None = None, *, schema: str | None = None) ->
         return EventStore(env=eventsourcing_settings(url, schema))
 
 
+FlowItem = FlowDefinition | str | os.PathLike[str]
+FlowSource = FlowRegistry | FlowItem | Iterable[FlowItem] | None
+
+
+def open_flows(
+    flows: FlowSource = None,
+    *,
+    custom_validators: CustomValidators | None = None,
+    hooks: Hooks | None = None,
+    code: Sequence[str] | None = None,
+) -> FlowRegistry:
+    """The flow definitions to run: a registry as given, or the built-in ones and the
+    user's (definitions, or files and folders; without any, those $VOXLEDGER_FLOWS names).
+    Custom validators and hooks come as functions, or from the Python modules `code` (or
+    $VOXLEDGER_CODE) names."""
+    if isinstance(flows, FlowRegistry):
+        return flows
+    if isinstance(flows, FlowDefinition | str | os.PathLike):
+        flows = [flows]
+    if flows is None:
+        flows = _paths_in("VOXLEDGER_FLOWS")
+    loaded = flow_code(code)
+    custom_validators = {**loaded.validators, **(custom_validators or {})}
+    hooks = {**loaded.hooks, **(hooks or {})}
+    items = list(flows)
+    registry = builtin_registry()
+    paths = [item for item in items if not isinstance(item, FlowDefinition)]
+    for definition in [item for item in items if isinstance(item, FlowDefinition)]:
+        registry.register(definition)
+    for definition in load_flows(paths, custom_validators, hooks):
+        registry.register(definition)
+    return registry
+
+
+def flow_code(code: Sequence[str] | None = None) -> FlowCode:
+    """The custom validators and hooks of the Python modules named (by default, those
+    $VOXLEDGER_CODE lists)."""
+    return load_code(_paths_in("VOXLEDGER_CODE") if code is None else code)
+
+
+def _paths_in(variable: str) -> list[str]:
+    """The paths an environment variable lists, separated like PATH."""
+    return [part for part in os.environ.get(variable, "").split(os.pathsep) if part]
+
+
 def open_engine(
     database_url: str | None = None,
     *,
     schema: str | None = None,
     clock: Clock | None = None,
+    flows: FlowSource = None,
+    custom_validators: CustomValidators | None = None,
+    hooks: Hooks | None = None,
+    code: Sequence[str] | None = None,
 ) -> Engine:
     """A ready Engine on the given database, $VOXLEDGER_DATABASE_URL, or the embedded server;
-    its clock is the given one, else this process's (`system_clock`)."""
+    its clock is the given one, else this process's (`system_clock`). It runs the flows
+    `open_flows` gives for `flows`, `custom_validators`, `hooks` and `code`."""
     if not structlog.is_configured():
         configure_logging()
+    # The definitions first: a broken flow file is reported before a database starts.
+    registry = open_flows(flows, custom_validators=custom_validators, hooks=hooks, code=code)
     return Engine(
-        open_store(database_url, schema=schema), clock or system_clock(), backoff=jittered_backoff
+        open_store(database_url, schema=schema),
+        clock or system_clock(),
+        flows=registry,
+        backoff=jittered_backoff,
     )

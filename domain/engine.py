@@ -464,12 +464,12 @@ class Engine:
         def work() -> list[Aggregate]:
             flow = self._load(flow_id, Flow, cached=True)
             conversation = self._load(flow.conversation_id, Conversation, cached=True)
-            definition = self._definition_of(flow)
-            if flow.is_idle_at(at):
+            if flow.is_idle_at(at):  # expiring needs no definition: any run can expire
                 flow.expire(at=at)
                 conversation.finish_flow(flow.id, FlowStatus.EXPIRED, at=at)
                 outcome[:] = [None]
                 return [conversation, flow]
+            definition = self._definition_of(flow)
             if said is not None:
                 conversation.add_message(said[0], Role.USER, said[1], at=at)
             accepted = act(flow, definition, at) is not False
@@ -496,7 +496,7 @@ class Engine:
             reason = flow.rejections[-1].reason
         prompt = None
         if flow.status is FlowStatus.ACTIVE and flow.step is not None:
-            prompt = definition.prompt(flow.step, flow.answers)
+            prompt = definition.prompt(flow.step, flow.answers, flow.mode)
             if (
                 definition.step(flow.step).kind == "confirm"
                 and flow.pending_events

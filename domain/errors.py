@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 
 class VoxledgerError(Exception):
     """Root of every error voxledger raises on purpose."""
@@ -31,8 +33,39 @@ class BadInput(VoxledgerError):
     """Input that reached an adapter is malformed; it never becomes an event."""
 
 
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
+    """One thing wrong with a flow definition: the file, flow, version and step it is in
+    (each where known) and the reason. Reads as `file: flow 'x' v1: step 'y': reason`."""
+
+    reason: str
+    flow: str | None = None
+    version: int | None = None
+    step: str | None = None
+    file: str | None = None
+
+    def __str__(self) -> str:
+        parts = [self.file] if self.file else []
+        if self.flow is not None:
+            version = "" if self.version is None else f" v{self.version}"
+            parts.append(f"flow {self.flow!r}{version}")
+        if self.step is not None:
+            parts.append(f"step {self.step!r}")
+        return ": ".join([*parts, self.reason])
+
+
 class DefinitionError(VoxledgerError):
-    """A flow definition is malformed: names the step and the reason."""
+    """A flow definition is malformed: every problem found, each naming where it is (the
+    file, flow and step) and the reason, one per line."""
+
+    def __init__(self, *problems: Problem | str) -> None:
+        self.problems = tuple(p if isinstance(p, Problem) else Problem(reason=p) for p in problems)
+        super().__init__("\n".join(map(str, self.problems)))
+
+    def in_file(self, file: str) -> DefinitionError:
+        """The same problems, each naming the file they were found in."""
+        return DefinitionError(
+            *(msgspec.structs.replace(problem, file=file) for problem in self.problems)
+        )
 
 
 class Unavailable(VoxledgerError):

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from ..domain.errors import BadInput
+
+
+class UsageError(BadInput):
+    """A command-line argument that cannot be used; the command exits with code 2."""
 
 
 def stream_id(text: str) -> UUID:
@@ -25,3 +31,28 @@ def timestamp(text: str) -> datetime:
     if value.tzinfo is None:
         raise BadInput(f"{text!r} has no time zone; add +00:00 or Z")
     return value
+
+
+def add_flow_options(parser: argparse.ArgumentParser) -> None:
+    """--flows and --code: the user's flow definitions, and the Python code they name."""
+    parser.add_argument(
+        "--flows",
+        action="append",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="a flow definition file (.toml .json .yaml .yml) or a folder of them, run beside "
+        "the built-in flows; repeatable (default: $VOXLEDGER_FLOWS)",
+    )
+    parser.add_argument(
+        "--code",
+        action="append",
+        metavar="MODULE",
+        default=argparse.SUPPRESS,
+        help="a .py file or module whose VALIDATORS and HOOKS the flows name; repeatable "
+        "(default: $VOXLEDGER_CODE)",
+    )
+
+
+def flow_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments `open_engine` and `open_flows` take from --flows and --code."""
+    return {"flows": getattr(args, "flows", None), "code": getattr(args, "code", None)}

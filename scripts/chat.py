@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from ..adapters.bootstrap import open_engine
 from ..adapters.chat.bot import ChatBot, Incoming, Reply, conversation_id_for
+from .arguments import add_flow_options, flow_options
 from .output import say
 
 CHANNEL = "terminal"
@@ -26,10 +27,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "Stop with Ctrl-C and run it again: the conversation continues where it was. "
         "Example: voxledger chat --chat-id alice",
     )
-    chat.add_argument("--flow", default="intake", help="the flow definition to run")
+    chat.add_argument(
+        "--flow", default="intake", help="the flow to run: a built-in or loaded one (--flows)"
+    )
     chat.add_argument(
         "--chat-id", default=None, help="which conversation to continue (default: your user name)"
     )
+    add_flow_options(chat)
     chat.set_defaults(run=run)
 
 
@@ -37,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     """Read lines until end of input, answering each."""
     chat_id = args.chat_id or getpass.getuser()
     chat_key = conversation_id_for(CHANNEL, chat_id)
-    with open_engine(args.database_url) as engine:
+    with open_engine(args.database_url, **flow_options(args)) as engine:
         bot = ChatBot(engine, args.flow)
         here = bot.where(CHANNEL, chat_id)
         say(f"conversation {here.conversation_id} (chat {escape(chat_id)}); Ctrl-C to stop")

@@ -12,6 +12,7 @@ from ..adapters.bootstrap import open_engine
 from ..adapters.store.database import ENV_URL, redact, resolve_database_url, voxledger_home
 from ..domain.conversation import Conversation
 from ..domain.engine import Engine
+from .arguments import add_flow_options, flow_options
 from .flows import print_flow
 from .inspect import print_state, state_document
 from .output import print_json, print_table, say, to_plain
@@ -31,13 +32,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--pause", type=float, default=0.0, metavar="S", help="seconds to wait between steps"
     )
+    add_flow_options(demo)
     demo.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the script, printing each committed step."""
     url = resolve_database_url(args.database_url)
-    with open_engine(url) as engine:
+    with open_engine(url, **flow_options(args)) as engine:
         cid = engine.start_conversation("voice", "demo-caller", {"source": "voxledger demo"})
         if not args.json:
             say(f"conversation {cid}")

@@ -1,25 +1,84 @@
-"""`voxledger flows`, `voxledger flow ID` and `voxledger expire`: forms and their runs."""
+"""`voxledger flows` (list, validate, schema, graph), `voxledger flow ID` and `voxledger
+expire`: forms, their definitions and their runs."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..adapters.bootstrap import open_engine
+from ..adapters.bootstrap import flow_code, open_engine, open_flows
+from ..domain.errors import NotFound
 from ..domain.flow import FlowState
-from ..domain.intake import builtin_registry
-from .arguments import stream_id, timestamp
-from .output import print_fields, print_json, print_table, say, to_plain
+from .arguments import add_flow_options, flow_options, stream_id, timestamp
+from .output import (
+    fail,
+    print_fields,
+    print_json,
+    print_line,
+    print_table,
+    say,
+    to_plain,
+    warn,
+)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the flow commands."""
     flows = commands.add_parser(
         "flows",
-        help="flow definitions and their versions",
-        description="List the flow definitions this engine knows. Example: voxledger flows --json",
+        help="flow definitions: list, validate, schema, graph",
+        description="List the flow definitions this engine knows (the built-in ones and "
+        "those --flows or $VOXLEDGER_FLOWS name), check definition files, print their JSON "
+        "Schema, or draw one. The format: docs/flows.md. "
+        "Examples: voxledger flows --flows my_flows/ --json; "
+        "voxledger flows validate my_flows/; voxledger flows graph intake --format dot",
     )
     flows.add_argument("--json", action="store_true", help="print JSON")
+    add_flow_options(flows)
     flows.set_defaults(run=run_flows)
+    actions = flows.add_subparsers(dest="action", metavar="ACTION")
+
+    validate = actions.add_parser(
+        "validate",
+        help="check definition files and folders; name every problem",
+        description="Check flow definition files (.toml, .json, .yaml, .yml) and folders of "
+        "them. Prints every problem as `file: flow 'x' v1: step 'y': reason` and exits 1 on "
+        "any; else prints one OK line. Example: voxledger flows validate flows/ extra.yaml",
+    )
+    validate.add_argument("paths", nargs="+", metavar="PATH", help="a file or a folder")
+    validate.add_argument("--json", action="store_true", help="print JSON")
+    validate.add_argument(
+        "--code",
+        action="append",
+        metavar="MODULE",
+        default=argparse.SUPPRESS,
+        help="a .py file or module whose VALIDATORS and HOOKS the flows name; repeatable "
+        "(default: $VOXLEDGER_CODE)",
+    )
+    validate.set_defaults(run=run_validate)
+
+    schema = actions.add_parser(
+        "schema",
+        help="print the JSON Schema of flow definition files",
+        description="Print the JSON Schema (draft 2020-12) of a flow definition file, for "
+        "editors to check TOML, JSON and YAML flows. "
+        "Example: voxledger flows schema > flow.schema.json",
+    )
+    schema.set_defaults(run=run_schema)
+
+    graph = actions.add_parser(
+        "graph",
+        help="draw a flow as a Mermaid flowchart or a Graphviz digraph",
+        description="Draw a flow: a node per step (its field and kind), start and end, and "
+        "an edge per way a run can move, labelled with its condition. "
+        "Example: voxledger flows graph intake --format dot | dot -Tsvg > intake.svg",
+    )
+    graph.add_argument("name", metavar="NAME", help="a built-in or loaded flow")
+    graph.add_argument("--version", type=int, help="this version (default: the latest)")
+    graph.add_argument(
+        "--format", choices=("mermaid", "dot"), default="mermaid", help="default: mermaid"
+    )
+    add_flow_options(graph)
+    graph.set_defaults(run=run_graph)
 
     flow = commands.add_parser(
         "flow",
@@ -29,6 +88,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     flow.add_argument("flow_id", type=stream_id, metavar="FLOW_ID")
     flow.add_argument("--version", type=int, help="the run as it was at this version")
     flow.add_argument("--json", action="store_true", help="print JSON")
+    add_flow_options(flow)
     flow.set_defaults(run=run_flow)
 
     expire = commands.add_parser(
@@ -45,12 +105,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="also end conversations idle longer than this",
     )
     expire.add_argument("--json", action="store_true", help="print JSON")
+    add_flow_options(expire)
     expire.set_defaults(run=run_expire)
 
 
 def run_flows(args: argparse.Namespace) -> int:
     """List the definitions."""
-    registry = builtin_registry()
+    registry = open_flows(**flow_options(args))
     rows = [
         {
             "name": name,
@@ -83,11 +144,62 @@ def run_flows(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_validate(args: argparse.Namespace) -> int:
+    """Check the files; every problem on a line of its own, exit 1 on any."""
+    from ..adapters.flow_files import check_files, definition_files
+
+    code = flow_code(getattr(args, "code", None))
+    files = definition_files(args.paths)
+    definitions, problems = check_files(args.paths, code.validators, code.hooks)
+    if args.json:
+        print_json(
+            {
+                "ok": not problems,
+                "files": [str(f) for f in files],
+                "definitions": [{"name": d.name, "version": d.version} for d in definitions],
+                "problems": [to_plain(p) for p in problems],
+            }
+        )
+    else:
+        for problem in problems:
+            print_line(str(problem))
+    if problems:
+        if not args.json:
+            fail(f"{len(problems)} problem{'s' * (len(problems) != 1)} in {len(files)} file(s)")
+        return 1
+    if not args.json:
+        named = ", ".join(f"{d.name} v{d.version}" for d in definitions)
+        print_line(f"OK: {len(files)} file(s), {len(definitions)} flow definition(s): {named}")
+    return 0
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    """Print the JSON Schema."""
+    from ..domain.flow_schema import flow_schema
+
+    print_json(flow_schema())
+    return 0
+
+
+def run_graph(args: argparse.Namespace) -> int:
+    """Draw one definition."""
+    from ..adapters.flow_graph import draw
+
+    definition = open_flows(**flow_options(args)).get(args.name, args.version)
+    print_line(draw(definition, args.format).rstrip("\n"))
+    return 0
+
+
 def run_flow(args: argparse.Namespace) -> int:
     """Print one run."""
-    with open_engine(args.database_url) as engine:
+    with open_engine(args.database_url, **flow_options(args)) as engine:
         state = engine.get_flow(args.flow_id, version=args.version)
-        prompt = engine.flow_prompt(args.flow_id).prompt if state.is_active else None
+        prompt = None
+        if state.is_active:
+            try:
+                prompt = engine.flow_prompt(args.flow_id).prompt
+            except NotFound as missing:  # the run is readable without its definition
+                warn(f"{missing}: its prompt is not shown; load it with --flows")
     if args.json:
         document = to_plain(state)
         document["expires_at"] = to_plain(state.expires_at)
@@ -126,7 +238,7 @@ def print_flow(state: FlowState, prompt: str | None) -> None:
 
 def run_expire(args: argparse.Namespace) -> int:
     """Expire what is idle."""
-    with open_engine(args.database_url) as engine:
+    with open_engine(args.database_url, **flow_options(args)) as engine:
         expired = engine.expire_idle(args.now, conversation_idle_s=args.conversations_idle)
     if args.json:
         print_json({"expired": [str(i) for i in expired]})

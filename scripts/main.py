@@ -27,6 +27,7 @@ from . import (
     timetravel,
     transfer,
 )
+from .arguments import UsageError
 from .output import fail
 
 EXAMPLES = """examples:
@@ -78,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         configure_logging(args.log_level)
         return int(args.run(args) or 0)
-    except Unavailable as e:
+    except (Unavailable, UsageError) as e:
         fail(str(e))
         return 2
     except VoxledgerError as e:

@@ -9,6 +9,7 @@ from types import FrameType
 
 from ..adapters.bootstrap import open_engine
 from ..adapters.logs import configure_logging
+from .arguments import add_flow_options, flow_options
 from .output import say
 
 
@@ -26,7 +27,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on")
-    serve.add_argument("--flow", default="intake", help="the flow the chat bot runs")
+    serve.add_argument(
+        "--flow", default="intake", help="the flow the chat bot runs: built-in or loaded (--flows)"
+    )
+    add_flow_options(serve)
     serve.set_defaults(run=run)
 
 
@@ -49,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             closing.set()  # live console tails end, so they do not hold the shutdown up
             super().handle_exit(sig, frame)
 
-    with open_engine(args.database_url) as engine:
+    with open_engine(args.database_url, **flow_options(args)) as engine:
         app = create_app(engine, settings, closing=closing)
         say(
             f"voxledger: serving on http://{args.host}:{args.port} "

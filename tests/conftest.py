@@ -22,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from debug_scenario import InProcess, Scenario, build_scenario
+from fake_telegram import FakeTelegram
+from fake_whatsapp import FakeWhatsApp
 from psycopg import sql
 
 from voxledger.adapters.bootstrap import ENV_TEST_CLOCK, open_engine
@@ -129,6 +131,26 @@ def spawn() -> Iterator[Spawn]:
             if stream is not None:
                 stream.close()
         process.wait(timeout=30)
+
+
+@pytest.fixture
+def telegram_api() -> Iterator[FakeTelegram]:
+    """A local Telegram Bot API server on 127.0.0.1, stopped after the test."""
+    server = FakeTelegram().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def whatsapp_api() -> Iterator[FakeWhatsApp]:
+    """A local WhatsApp Cloud API (Graph API) server on 127.0.0.1, stopped after the test."""
+    server = FakeWhatsApp().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 # -- a run that cannot hang ---------------------------------------------------------------------

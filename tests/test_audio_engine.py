@@ -178,3 +178,27 @@ def test_listen_command_prints_the_utterances_it_recorded(cli_env: dict[str, str
         timeout=120,
     )
     assert stereo.returncode == 1 and "mono" in stereo.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--chunk-ms", "0"], "--chunk-ms must be 1 to 60000 ms, got 0"),
+        (["--chunk-ms", "-20"], "--chunk-ms must be 1 to 60000 ms, got -20"),
+        (["--started-at", "9999-12-31T23:59:00+00:00"], "leaves no room for the audio"),
+        (["--end-of-turn-ms", "0"], "--end-of-turn-ms must be a whole number > 0"),
+    ],
+)
+def test_listen_refuses_a_bad_argument_in_one_line_before_writing_anything(
+    cli_env: dict[str, str], engine: Engine, arguments: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "voxledger.scripts.main", "listen",
+         str(FIXTURES / "speech_8k.wav"), *arguments],
+        env=cli_env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+    from voxledger.domain.conversation import Conversation
+
+    assert list(engine.store.ids_of(Conversation.Started)) == []

@@ -18,7 +18,9 @@ from voxledger.adapters.audio.segmenter import (
     SpeechStarted,
     Utterance,
     dbfs,
+    open_segmenter,
 )
+from voxledger.adapters.audio.silero import silero_available
 from voxledger.adapters.audio.turns import TurnConfig
 from voxledger.adapters.audio.wav import read_wav
 from voxledger.domain.errors import BadInput
@@ -102,7 +104,7 @@ def test_digital_silence_is_floored_at_minus_100_dbfs() -> None:
 
 
 def test_pre_roll_moves_each_start_earlier_by_its_length() -> None:
-    plain = utterances(segment(SPEECH.pcm, SegmenterConfig()))
+    plain = utterances(segment(SPEECH.pcm, SegmenterConfig(pre_roll_ms=0)))
     rolled = utterances(segment(SPEECH.pcm, SegmenterConfig(pre_roll_ms=90)))
     assert [u.start_sample - 1440 for u in plain] == [u.start_sample for u in rolled]
     assert [u.end_sample for u in plain] == [u.end_sample for u in rolled]
@@ -241,3 +243,30 @@ def test_a_bad_config_value_is_refused_naming_the_field(
 ) -> None:
     with pytest.raises(BadInput, match=message):
         SegmenterConfig(**{field: value})  # type: ignore[arg-type]
+
+
+HELD_OUT = sorted(name for name in TRUTH if name.startswith("heldout_"))
+
+
+def held_out_errors(name: str, vad: str) -> list[tuple[float, float]]:
+    audio = read_wav(FIXTURES / name)
+    segmenter = open_segmenter(SegmenterConfig(sample_rate=audio.sample_rate, vad=vad))
+    found = utterances(segmenter.feed(audio.pcm) + segmenter.close())
+    truth = TRUTH[name]
+    assert len(found) == len(truth)
+    return [
+        (u.start_s - t["start_s"], u.end_s - t["end_s"]) for u, t in zip(found, truth, strict=True)
+    ]
+
+
+@pytest.mark.parametrize("name", HELD_OUT)
+def test_held_out_voices_in_white_and_brown_noise_are_cut_as_silero_manages(name: str) -> None:
+    for onset, end in held_out_errors(name, "webrtcvad"):
+        assert abs(onset) <= 0.060 and -0.050 <= end <= 0.400, (onset, end)
+
+
+@pytest.mark.skipif(not silero_available(), reason="the voice-silero extra is not installed")
+@pytest.mark.parametrize("name", [n for n in HELD_OUT if "white20" in n])
+def test_silero_finds_the_same_utterances_in_held_out_speech(name: str) -> None:
+    for onset, end in held_out_errors(name, "silero"):
+        assert abs(onset) <= 0.100 and -0.100 <= end <= 0.400, (onset, end)

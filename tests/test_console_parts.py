@@ -244,7 +244,7 @@ def test_whatever_a_document_holds_its_layout_shows_all_of_it(document: dict[str
 def test_the_intake_graph_has_an_edge_per_way_on_with_its_branch_labelled() -> None:
     edges = edges_of(INTAKE_V1)
     assert (START, "audio_number", "") in edges
-    assert ("zone", "city", "mode design") in edges
+    assert ("zone", "city", "mode = design") in edges
     assert ("zone", "client_name", "else") in edges
     assert ("confirm", END, "") in edges
     assert len(edges) == 1 + 7 + 2 + 1  # start, seven plain steps, the branch, confirm
@@ -290,7 +290,7 @@ def test_a_step_that_leads_back_is_drawn_as_a_backward_edge() -> None:
     drawing = draw(looping)
     back = [e for e in drawing.edges if e.back]
     assert [(e.source, e.target, e.label) for e in back] == [
-        ("second", "first", 'second = "again"')
+        ("second", "first", "second = again")
     ]
     at = {n.name: n for n in drawing.nodes}
     assert at["first"].y < at["second"].y < at["confirm"].y

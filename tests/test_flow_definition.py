@@ -77,9 +77,15 @@ def test_a_confirm_step_that_is_not_last_fails_naming_the_step():
         flow(ask("a", "confirm"), confirm(next="b"), ask("b"))
 
 
-def test_an_ask_step_without_a_field_fails_naming_the_step():
+def test_an_ask_step_without_a_field_collects_a_field_named_like_the_step():
+    nameless = flow({"name": "a", "prompt": "?"})
+    assert nameless.step("a").field == "a" and nameless.fields == ("a",)
+    assert FlowDefinition.from_mapping(nameless.to_mapping()) == nameless
+
+
+def test_an_ask_step_with_an_empty_field_fails_naming_the_step():
     with fails("step 'a': an ask step needs a field"):
-        flow({"name": "a", "prompt": "?"})
+        flow({"name": "a", "field": "", "prompt": "?"})
 
 
 def test_a_branch_on_an_unknown_mode_fails_naming_the_step_and_the_modes():
@@ -100,8 +106,8 @@ def test_a_definition_with_version_zero_fails():
 
 
 def test_an_unknown_validator_type_fails_naming_the_step_and_the_type():
-    with fails("step 'a': unknown validator type 'phone'"):
-        flow(ask("a", validator={"type": "phone"}))
+    with fails("step 'a': unknown validator type 'colour'"):
+        flow(ask("a", validator={"type": "colour"}))
 
 
 def test_a_misspelt_key_fails_naming_the_step():
@@ -119,20 +125,35 @@ def test_a_definition_built_in_python_runs_the_same_checks():
 
 def test_the_intake_path_in_design_mode_asks_the_city():
     assert INTAKE_V1.path("design") == [
-        "audio_number", "date", "employee", "place", "building_type", "zone", "city", "confirm",
+        "audio_number",
+        "date",
+        "employee",
+        "place",
+        "building_type",
+        "zone",
+        "city",
+        "confirm",
     ]
 
 
 def test_the_intake_path_in_interview_mode_asks_the_client():
     assert INTAKE_V1.path("interview") == [
-        "audio_number", "date", "employee", "place", "building_type", "zone", "client_name",
+        "audio_number",
+        "date",
+        "employee",
+        "place",
+        "building_type",
+        "zone",
+        "client_name",
         "confirm",
     ]
 
 
 def test_a_branch_by_answer_chooses_the_next_step():
-    school = {"when": [{"field": "building", "equals": "school", "goto": "pupils"}],
-              "else": "confirm"}
+    school = {
+        "when": [{"field": "building", "equals": "school", "goto": "pupils"}],
+        "else": "confirm",
+    }
     survey = flow(ask("building", school), ask("pupils", "confirm"), confirm())
     assert survey.next_step("building", None, {"building": "school"}) == "pupils"
     assert survey.next_step("building", None, {"building": "office"}) == "confirm"
@@ -141,8 +162,13 @@ def test_a_branch_by_answer_chooses_the_next_step():
 
 def test_the_first_step_can_branch_by_mode():
     start = {"when": [{"mode": "pickup", "goto": "office"}], "else": "address"}
-    parcel = flow(ask("address", "confirm"), ask("office", "confirm"), confirm(),
-                  modes=["courier", "pickup"], start=start)
+    parcel = flow(
+        ask("address", "confirm"),
+        ask("office", "confirm"),
+        confirm(),
+        modes=["courier", "pickup"],
+        start=start,
+    )
     assert parcel.first_step("pickup") == "office"
     assert parcel.first_step("courier") == "address"
     assert INTAKE_V1.first_step() == "audio_number"
@@ -172,7 +198,13 @@ def test_a_step_validates_its_answer_with_its_validator():
 
 def test_the_fields_are_listed_in_step_order():
     assert INTAKE_V1.fields == (
-        "audio_number", "date", "employee", "place", "building_type", "zone", "city",
+        "audio_number",
+        "date",
+        "employee",
+        "place",
+        "building_type",
+        "zone",
+        "city",
         "client_name",
     )
 
@@ -183,8 +215,15 @@ def test_a_prompt_fills_in_the_answers_so_far():
 
 
 def test_the_confirm_prompt_lists_every_answer_labelled_in_step_order():
-    answers = {"client_name": "ACME", "audio_number": 17, "date": "2026-11-21",
-               "employee": "Anna", "place": "Lyceum 5", "building_type": "school", "zone": "Hall"}
+    answers = {
+        "client_name": "ACME",
+        "audio_number": 17,
+        "date": "2026-11-21",
+        "employee": "Anna",
+        "place": "Lyceum 5",
+        "building_type": "school",
+        "zone": "Hall",
+    }
     assert INTAKE_V1.prompt("confirm", answers) == (
         "Please check the report for audio 17. Reply yes to save it, or no to change something."
         "\n\nAudio number: 17\nDate: 2026-11-21\nEmployee: Anna\nPlace: Lyceum 5"
@@ -193,24 +232,35 @@ def test_the_confirm_prompt_lists_every_answer_labelled_in_step_order():
 
 
 def test_the_confirm_summary_uses_a_step_label_and_shows_yes_or_no():
-    survey = FlowDefinition(name="t", version=1, steps=(
-        Step.ask("n", "How many?", integer(), "lift", label="Number of floors"),
-        Step.ask("lift", "Is there a lift?", yes_no(), "confirm"),
-        Step.confirm("confirm", "Correct?"),
-    ))
+    survey = FlowDefinition(
+        name="t",
+        version=1,
+        steps=(
+            Step.ask("n", "How many?", integer(), "lift", label="Number of floors"),
+            Step.ask("lift", "Is there a lift?", yes_no(), "confirm"),
+            Step.confirm("confirm", "Correct?"),
+        ),
+    )
     assert survey.prompt("confirm", {"n": 3, "lift": False}).splitlines()[2:] == [
-        "Number of floors: 3", "Lift: no",
+        "Number of floors: 3",
+        "Lift: no",
     ]
 
 
 def test_a_definition_built_in_python_equals_the_same_definition_from_data():
-    built = FlowDefinition(name="t", version=1, modes=("a",), steps=(
-        Step.ask("x", "x?", text(), Branch(when=(Rule(mode="a", goto="y"),), otherwise=None)),
-        Step.ask("y", "y?", text()),
-    ))
+    built = FlowDefinition(
+        name="t",
+        version=1,
+        modes=("a",),
+        steps=(
+            Step.ask("x", "x?", text(), Branch(when=(Rule(mode="a", goto="y"),), otherwise=None)),
+            Step.ask("y", "y?", text()),
+        ),
+    )
     assert built == flow(
         ask("x", {"when": [{"mode": "a", "goto": "y"}]}, validator={"type": "text"}),
-        ask("y"), modes=["a"],
+        ask("y"),
+        modes=["a"],
     )
     assert FlowDefinition.from_mapping(built.to_mapping()) == built
 

@@ -36,10 +36,17 @@ def test_a_json_file_loads_with_a_custom_validator():
     assert (delivery.name, delivery.version) == ("delivery", 2)
     assert delivery.validate("phone", "8 (999) 123") == "+8999123"
     assert delivery.path("pickup", {"fragile": True}) == [
-        "office", "fragile", "packing", "phone", "confirm",
+        "office",
+        "fragile",
+        "packing",
+        "phone",
+        "confirm",
     ]
     assert delivery.path("courier", {"fragile": False}) == [
-        "address", "fragile", "phone", "confirm",
+        "address",
+        "fragile",
+        "phone",
+        "confirm",
     ]
 
 
@@ -64,8 +71,9 @@ def test_a_file_that_does_not_parse_fails_naming_the_file():
 
 
 def test_a_file_with_an_unknown_extension_fails_naming_the_file(tmp_path):
-    with pytest.raises(DefinitionError, match=r"flow\.yaml: .* ends in \.toml or \.json"):
-        load_definition(tmp_path / "flow.yaml")
+    ends = r"flow\.txt: .* ends in \.toml, \.json, \.yaml or \.yml"
+    with pytest.raises(DefinitionError, match=ends):
+        load_definition(tmp_path / "flow.txt")
 
 
 def test_a_missing_file_fails_naming_the_file(tmp_path):

@@ -65,8 +65,19 @@ def test_an_integer_validator_with_min_above_max_is_a_definition_error():
 
 @pytest.mark.parametrize(
     "raw",
-    ["2026-11-21", "21.11.2026", "21/11/2026", "21-11-2026", "21.11.26", "21 Nov 2026",
-     "Nov 21 2026", "21 November 2026", "November 21, 2026", " 21 nov. 2026 ", "2026/11/21"],
+    [
+        "2026-11-21",
+        "21.11.2026",
+        "21/11/2026",
+        "21-11-2026",
+        "21.11.26",
+        "21 Nov 2026",
+        "Nov 21 2026",
+        "21 November 2026",
+        "November 21, 2026",
+        " 21 nov. 2026 ",
+        "2026/11/21",
+    ],
 )
 def test_date_normalises_each_common_form_to_iso(raw):
     assert date()(raw) == "2026-11-21"
@@ -125,8 +136,15 @@ def test_yes_no_refuses_anything_else():
 
 @pytest.mark.parametrize(
     "validator",
-    [text(), text(max_length=3), integer(min=1, max=9), date(), choice({"a": ["b"]}),
-     regex("x+", "Only x."), yes_no()],
+    [
+        text(),
+        text(max_length=3),
+        integer(min=1, max=9),
+        date(),
+        choice({"a": ["b"]}),
+        regex("x+", "Only x."),
+        yes_no(),
+    ],
 )
 def test_build_validator_rebuilds_each_built_in_from_its_spec(validator):
     assert build_validator(validator.spec) == validator
@@ -142,8 +160,8 @@ def test_build_validator_uses_a_custom_function_registered_by_name():
 
 
 def test_build_validator_with_an_unknown_type_fails_naming_the_type():
-    with pytest.raises(DefinitionError, match="unknown validator type 'phone'"):
-        build_validator({"type": "phone"})
+    with pytest.raises(DefinitionError, match="unknown validator type 'colour'"):
+        build_validator({"type": "colour"})
 
 
 def test_build_validator_with_an_unknown_parameter_fails_naming_the_type():
@@ -156,8 +174,20 @@ def test_build_validator_with_an_unregistered_custom_name_fails_naming_it():
         build_validator({"type": "custom", "name": "inn"}, {})
 
 
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
-          "September", "October", "November", "December"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 DATE_FORMS = [
     lambda d: f"{d.year:04}-{d.month:02}-{d.day:02}",
     lambda d: f"{d.day:02}.{d.month:02}.{d.year:04}",

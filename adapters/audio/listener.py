@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .segmenter import Segmenter, SegmenterConfig
+from .segmenter import SegmenterConfig, open_segmenter
 from .turns import TurnConfig, TurnDetector, TurnEvent
 
 
@@ -14,7 +14,7 @@ class Listener:
     """
 
     def __init__(self, segmenter: SegmenterConfig, turns: TurnConfig | None = None) -> None:
-        self._segmenter = Segmenter(segmenter)
+        self._segmenter = open_segmenter(segmenter)
         self._turns = TurnDetector(turns or TurnConfig(), segmenter.sample_rate)
         self.sample_rate = segmenter.sample_rate
 

@@ -14,6 +14,7 @@ from uuid import UUID
 
 from ...domain.async_engine import AsyncEngine
 from ...domain.conversation import Status
+from ...domain.errors import BadInput
 from .listener import Listener
 from .segmenter import SegmenterConfig, SpeechEnded, SpeechStarted
 from .turns import BargeIn, SilenceTimeout, TurnConfig, TurnEvent, UserTurnEnded
@@ -30,8 +31,11 @@ class VoiceStream:
         started_at: datetime,
         segmenter: SegmenterConfig,
         turns: TurnConfig | None = None,
+        provider: str = "audio",
+        connection_id: str = "stream",
     ) -> None:
         self.engine = engine
+        self.provider, self.connection_id = provider, connection_id
         self.conversation_id = conversation_id
         self.started_at = started_at
         self.listener = Listener(segmenter, turns)
@@ -39,13 +43,21 @@ class VoiceStream:
 
     def at(self, seconds: float) -> datetime:
         """The wall time of a point on the stream's sample clock."""
-        return self.started_at + timedelta(seconds=seconds)
+        try:
+            return self.started_at + timedelta(seconds=seconds)
+        except OverflowError:
+            raise BadInput(
+                f"the stream's clock runs past the calendar's end {seconds:.0f} s after "
+                f"{self.started_at.isoformat()}"
+            ) from None
 
     async def open(self) -> None:
         """Make sure the conversation listens (connecting it to the stream if it is idle)."""
         state = await self.engine.get_conversation(self.conversation_id)
         if state.status in (Status.IDLE, Status.DISCONNECTED, Status.ERROR):
-            await self.engine.connect(self.conversation_id, "audio", "stream", at=self.started_at)
+            await self.engine.connect(
+                self.conversation_id, self.provider, self.connection_id, at=self.started_at
+            )
         if not state.audio.listening:
             await self.engine.listen(self.conversation_id, at=self.started_at)
 
@@ -76,6 +88,11 @@ class VoiceStream:
         for fact in facts:
             await self._record(fact)
         return facts
+
+    async def disconnect(self, reason: str) -> None:
+        """The transport went away, now on the stream's clock."""
+        at = self.at(self.listener.samples_fed / self._rate)
+        await self.engine.disconnect(self.conversation_id, reason, at=at)
 
     @property
     def _rate(self) -> int:

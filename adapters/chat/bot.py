@@ -35,7 +35,7 @@ from ...domain.errors import (
     VoxledgerError,
 )
 from ...domain.flow import FlowStatus
-from ...domain.flow_definition import FlowDefinition
+from ...domain.flow_definition import FlowDefinition, show_answer
 
 # Fixed for good: changing it would orphan every chat's conversation.
 CHAT_NAMESPACE = UUID("53444f8a-73fa-4e34-9f76-c48946e69f20")
@@ -364,7 +364,8 @@ class ChatBot:
         flow = self.engine.get_flow(flow_id)
         title = self.definition.title or flow.definition
         mode = f" ({flow.mode} mode)" if flow.mode else ""
-        answered = ", ".join(f"{k}: {_show(v)}" for k, v in flow.answers.items()) or "nothing yet"
+        answers = flow.answers.items()
+        answered = ", ".join(f"{k}: {show_answer(v)}" for k, v in answers) or "nothing yet"
         prompt = self.engine.flow_prompt(flow_id).text
         text = f"{title}{mode}, at step {flow.step}.\nAnswered: {answered}.\n{prompt}"
         return Outcome(text, (), flow_id)
@@ -401,9 +402,3 @@ def _lines(*parts: str) -> str:
 
 def _either(options: tuple[str, ...]) -> str:
     return options[0] if len(options) == 1 else f"{', '.join(options[:-1])} or {options[-1]}"
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return str(value)

@@ -14,8 +14,9 @@ from typing import Any
 
 import msgspec
 
-from ...domain.flow_definition import Branch, FlowDefinition, Next, Rule
+from ...domain.flow_definition import FlowDefinition
 from ...projections.queries import FunnelStep
+from ..flow_graph import condition, step_label
 
 START, END = "\x00start", "\x00end"  # cannot clash with a step's name
 NODE_H = 62
@@ -66,11 +67,14 @@ class Drawing(msgspec.Struct, frozen=True):
 
 
 def edges_of(definition: FlowDefinition) -> list[tuple[str, str, str]]:
-    """Every way on in a definition: (from, to, label); the start and the end included."""
-    first = definition.start if definition.start is not None else definition.steps[0].name
-    found = [(START, target, label) for target, label in _targets(first)]
-    for step in definition.steps:
-        found.extend((step.name, target, label) for target, label in _targets(step.next))
+    """Every way on in a definition, each once: (from, to, label), the start and the end
+    included; labelled as `voxledger flows graph` labels them."""
+    found: list[tuple[str, str, str]] = []
+    for edge in definition.edges():
+        source = START if edge.source is None else edge.source
+        target = END if edge.target is None else edge.target
+        if (source, target, condition(edge)) not in found:
+            found.append((source, target, condition(edge)))
     return found
 
 
@@ -106,22 +110,6 @@ def draw(
         _edge(nodes[u], nodes[v], label, (u, v) in back, layer, width) for u, v, label in edges
     ]
     return Drawing(width, height, list(nodes.values()), drawn, _describe(definition, edges))
-
-
-def _targets(target: Next) -> list[tuple[str, str]]:
-    if isinstance(target, Branch):
-        cases = [(rule.goto or END, _case(rule)) for rule in target.when]
-        return [*cases, (target.otherwise or END, "else")]
-    return [(target or END, "")]
-
-
-def _case(rule: Rule) -> str:
-    parts = []
-    if rule.mode is not None:
-        parts.append(f"mode {rule.mode}")
-    if rule.field is not None:
-        parts.append(f"{rule.field} = {msgspec.json.encode(rule.equals, enc_hook=str).decode()}")
-    return " and ".join(parts)
 
 
 def _back_edges(names: list[str], edges: list[tuple[str, str, str]]) -> set[tuple[str, str]]:
@@ -223,8 +211,8 @@ def _node(
     ]
     if trouble:
         lines.append((trouble[-1][0], " · ".join(text for _, text in trouble)))
-    asks = "confirm step" if step.kind == "confirm" else f"asks {step.field}"
-    title = f"{name}: {asks}; reached by {found.reached}; {found.rejected} answers refused; "
+    title = f"{name}: {step_label(step)[1]}; reached by {found.reached}; "
+    title += f"{found.rejected} answers refused; "
     return Node(
         name=name,
         label=name,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import types
 import typing
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from uuid import UUID
 import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.domain import DomainEvent, DomainEventProtocol
 from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent
 from eventsourcing.utils import TopicError, get_topic, resolve_topic
 
@@ -62,6 +63,10 @@ class ErasedState(VoxledgerError):
 
 class MsgspecMapper(Mapper[UUID]):
     """Maps domain events to msgpack stored events and back, keeping their types."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        prepare_plans()  # before any worker thread decodes: see `_plan`
 
     # Set by the EventStore after construction; without one, personal data is not sealed.
     keys: KeyRing | None = None
@@ -259,9 +264,50 @@ _decode = msgspec.msgpack.Decoder().decode
 # and how to read back its personal fields.
 _Plan = tuple[type, int, msgspec.msgpack.Decoder | None, frozenset[str], tuple[_Personal, ...]]
 _PLANS: dict[str, _Plan] = {}
+# msgspec (0.22, with the GIL) publishes a Struct type's decoding info before it has filled
+# in its fields' types, and fills them in with calls back into Python, where another thread
+# can run: a thread decoding that type meanwhile reads an empty field type and the process
+# dies (SIGSEGV in mpack_decode). So a plan, whose decoders build that info for every type
+# they reach, is built by one thread at a time, and every known event's plan is built
+# up front, before threads start.
+_PLANS_LOCK = threading.RLock()
+
+
+def prepare_plans() -> None:
+    """Build the plan of every event class that has a stable topic (ours all do)."""
+    for cls in _event_classes(DomainEvent):  # events and snapshots
+        topic = cls.__dict__.get("TOPIC")
+        if isinstance(topic, str) and topic not in _PLANS and _names(topic, cls):
+            _plan(StoredEvent(UUID(int=0), 0, topic, b""))
+
+
+def _names(topic: str, cls: type) -> bool:
+    """True if the topic resolves to this very class (a class may declare a topic that is
+    registered for another, or for none)."""
+    try:
+        return resolve_topic(topic) is cls
+    except TopicError:
+        return False
+
+
+def _event_classes(root: type) -> set[type]:
+    found: set[type] = set()
+    todo = [root]
+    while todo:
+        cls = todo.pop()
+        if cls not in found:
+            found.add(cls)
+            todo.extend(cls.__subclasses__())
+    return found
 
 
 def _plan(stored_event: StoredEvent) -> _Plan:
+    with _PLANS_LOCK:
+        plan = _PLANS.get(stored_event.topic)
+        return plan if plan is not None else _build_plan(stored_event)
+
+
+def _build_plan(stored_event: StoredEvent) -> _Plan:
     try:
         cls = resolve_topic(stored_event.topic)
     except TopicError as e:
