@@ -289,9 +289,7 @@ def test_a_step_that_leads_back_is_drawn_as_a_backward_edge() -> None:
     )
     drawing = draw(looping)
     back = [e for e in drawing.edges if e.back]
-    assert [(e.source, e.target, e.label) for e in back] == [
-        ("second", "first", "second = again")
-    ]
+    assert [(e.source, e.target, e.label) for e in back] == [("second", "first", "second = again")]
     at = {n.name: n for n in drawing.nodes}
     assert at["first"].y < at["second"].y < at["confirm"].y
 
