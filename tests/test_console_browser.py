@@ -40,6 +40,10 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
     )
 
 from selenium import webdriver  # noqa: E402  (only once the browser is known to be there)
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -121,7 +125,10 @@ def run(run: InProcess, server_schema: str) -> Any:
 
 
 def wait(driver: WebDriver, condition: Any) -> Any:
-    return WebDriverWait(driver, WAIT_S).until(condition)
+    """Until the condition holds on the page, through the moment a navigation replaces
+    the elements it looked at."""
+    ignored = (StaleElementReferenceException, NoSuchElementException)
+    return WebDriverWait(driver, WAIT_S, ignored_exceptions=ignored).until(condition)
 
 
 def shown(driver: WebDriver, which: str) -> dict[str, Any]:
