@@ -10,6 +10,7 @@ or lead back run beside the steps instead of through them.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import pairwise
 from typing import Any
 
 import msgspec
@@ -19,11 +20,13 @@ from ...projections.queries import FunnelStep
 from ..flow_graph import condition, step_label
 
 START, END = "\x00start", "\x00end"  # cannot clash with a step's name
+LANE = "\x00lane"  # a long edge's stand-in in a layer it crosses
+LANE_W = 14
 NODE_H = 62
 GAP_Y = 34
 GAP_X = 28
 MARGIN = 16
-SIDE = 34  # how far beside the steps a long or backward edge runs
+SIDE = 34  # how far left of the steps a backward edge runs
 CHAR_W = 7.4  # the width of a character of the step's name at the graph's font size
 
 
@@ -67,15 +70,17 @@ class Drawing(msgspec.Struct, frozen=True):
 
 
 def edges_of(definition: FlowDefinition) -> list[tuple[str, str, str]]:
-    """Every way on in a definition, each once: (from, to, label), the start and the end
-    included; labelled as `voxledger flows graph` labels them."""
-    found: list[tuple[str, str, str]] = []
+    """Every way on in a definition, one per pair of steps: (from, to, label), the start
+    and the end included; labelled as `voxledger flows graph` labels them, the cases that
+    lead to the same step joined with "or"."""
+    labels: dict[tuple[str, str], list[str]] = {}
     for edge in definition.edges():
         source = START if edge.source is None else edge.source
         target = END if edge.target is None else edge.target
-        if (source, target, condition(edge)) not in found:
-            found.append((source, target, condition(edge)))
-    return found
+        found = labels.setdefault((source, target), [])
+        if condition(edge) not in found:
+            found.append(condition(edge))
+    return [(u, v, " or ".join(x for x in found if x)) for (u, v), found in labels.items()]
 
 
 def draw(
@@ -89,25 +94,44 @@ def draw(
     names = [START, *steps, END]
     edges = edges_of(definition)
     back = _back_edges(names, edges)
-    layer = _layers(names, [(u, v) for u, v, _ in edges if (u, v) not in back])
-    order = _order(names, layer, [(u, v) for u, v, _ in edges if (u, v) not in back])
+    forward = [(u, v) for u, v, _ in edges if (u, v) not in back]
+    layer = _layers(names, forward)
+    # An edge that skips layers passes through a narrow stand-in in each layer it crosses,
+    # which is ordered and placed like a step: the edge then runs beside the steps.
+    lanes: dict[tuple[str, str], list[str]] = {}
+    links: list[tuple[str, str]] = []
+    for u, v in forward:
+        chain = [u]
+        for depth in range(layer[u] + 1, layer[v]):
+            lane = f"{LANE}{len(layer)}"
+            layer[lane] = depth
+            chain.append(lane)
+        lanes[(u, v)] = chain[1:]
+        chain.append(v)
+        links.extend(pairwise(chain))
+    order = _order([*names, *(n for n in layer if n.startswith(LANE))], layer, links)
 
-    nodes: dict[str, Node] = {}
-    widths = {n: _width(n, steps) for n in names}
+    widths = {n: LANE_W if n.startswith(LANE) else _width(n, steps) for n in layer}
     depth = max(layer.values()) + 1
-    row_width = {
-        i: sum(widths[n] for n in order[i]) + GAP_X * (len(order[i]) - 1) for i in range(depth)
-    }
+    row_width = {i: sum(widths[n] for n in order[i]) + GAP_X * (len(order[i]) - 1)
+                 for i in range(depth)}  # fmt: skip
     inner = max(row_width.values())
+    nodes: dict[str, Node] = {}
+    centres: dict[str, float] = {}
     for i in range(depth):
         x = MARGIN + SIDE + (inner - row_width[i]) / 2
         for name in order[i]:
-            nodes[name] = _node(name, steps, counts, started, completed, x, i, widths[name])
+            centres[name] = x + widths[name] / 2
+            if not name.startswith(LANE):
+                nodes[name] = _node(name, steps, counts, started, completed, x, i, widths[name])
             x += widths[name] + GAP_X
     width = inner + 2 * (MARGIN + SIDE)
     height = depth * NODE_H + (depth - 1) * GAP_Y + 2 * MARGIN
     drawn = [
-        _edge(nodes[u], nodes[v], label, (u, v) in back, layer, width) for u, v, label in edges
+        _back(nodes[u], nodes[v], label)
+        if (u, v) in back
+        else _down(nodes[u], nodes[v], label, [(centres[n], layer[n]) for n in lanes[(u, v)]])
+        for u, v, label in edges
     ]
     return Drawing(width, height, list(nodes.values()), drawn, _describe(definition, edges))
 
@@ -228,29 +252,36 @@ def _node(
     )
 
 
-def _edge(u: Node, v: Node, label: str, back: bool, layer: dict[str, int], width: float) -> Edge:
-    span = layer[v.name] - layer[u.name]
-    x1, y1 = u.x + u.w / 2, u.y + u.h
-    x2, y2 = v.x + v.w / 2, v.y
-    if back:
-        # Up the left side: out of the source's left, into the target's left.
-        sx, sy, tx, ty = u.x, u.y + u.h / 2, v.x, v.y + v.h / 2
-        side = MARGIN + SIDE / 3
-        d = (f"M{sx:.1f},{sy:.1f} C{side:.1f},{sy:.1f} {side:.1f},{sy:.1f} {side:.1f},"
-             f"{sy - 20:.1f} L{side:.1f},{ty + 20:.1f} C{side:.1f},{ty:.1f} {side:.1f},{ty:.1f} "
-             f"{tx:.1f},{ty:.1f}")  # fmt: skip
-        return Edge(u.label, v.label, d, label, side + 4, (sy + ty) / 2, "start", True)
-    if span > 1:
-        # Down the right side, past the layers it skips.
-        side = width - MARGIN - SIDE / 3
-        sx, sy, tx, ty = u.x + u.w, u.y + u.h / 2, v.x + v.w, v.y + v.h / 2
-        d = (f"M{sx:.1f},{sy:.1f} C{side:.1f},{sy:.1f} {side:.1f},{sy:.1f} {side:.1f},"
-             f"{sy + 20:.1f} L{side:.1f},{ty - 20:.1f} C{side:.1f},{ty:.1f} {side:.1f},{ty:.1f} "
-             f"{tx:.1f},{ty:.1f}")  # fmt: skip
-        return Edge(u.label, v.label, d, label, side - 4, (sy + ty) / 2, "end", False)
-    middle = (y1 + y2) / 2
-    d = f"M{x1:.1f},{y1:.1f} C{x1:.1f},{middle:.1f} {x2:.1f},{middle:.1f} {x2:.1f},{y2:.1f}"
-    return Edge(u.label, v.label, d, label, (x1 + x2) / 2, middle, "middle", False)
+def _row_top(row: int) -> float:
+    return MARGIN + row * (NODE_H + GAP_Y)
+
+
+def _down(u: Node, v: Node, label: str, lanes: list[tuple[float, int]]) -> Edge:
+    """An edge down to a later layer: out of the bottom of ``u``, through the lanes it
+    was given in the layers between, into the top of ``v``; S-curves between layers."""
+    points = [(u.x + u.w / 2, u.y + u.h)]
+    for x, row in lanes:
+        points += [(x, _row_top(row)), (x, _row_top(row) + NODE_H)]
+    points.append((v.x + v.w / 2, v.y))
+    d = f"M{points[0][0]:.1f},{points[0][1]:.1f}"
+    for (x1, y1), (x2, y2) in zip(points[::2], points[1::2], strict=True):
+        middle = (y1 + y2) / 2
+        if (x1, y1) != points[0]:
+            d += f" L{x1:.1f},{y1:.1f}"
+        d += f" C{x1:.1f},{middle:.1f} {x2:.1f},{middle:.1f} {x2:.1f},{y2:.1f}"
+    (x1, y1), (x2, y2) = points[0], points[1]
+    return Edge(u.label, v.label, d, label, (x1 + x2) / 2, (y1 + y2) / 2, "middle", False)
+
+
+def _back(u: Node, v: Node, label: str) -> Edge:
+    """An edge that leads back up: out of the left of ``u``, up beside the steps, into
+    the left of ``v``; drawn dashed."""
+    sx, sy, tx, ty = u.x, u.y + u.h / 2, v.x, v.y + v.h / 2
+    side = MARGIN + SIDE / 3
+    d = (f"M{sx:.1f},{sy:.1f} C{side:.1f},{sy:.1f} {side:.1f},{sy:.1f} {side:.1f},"
+         f"{sy - 20:.1f} L{side:.1f},{ty + 20:.1f} C{side:.1f},{ty:.1f} {side:.1f},{ty:.1f} "
+         f"{tx:.1f},{ty:.1f}")  # fmt: skip
+    return Edge(u.label, v.label, d, label, side + 4, (sy + ty) / 2, "start", True)
 
 
 def _describe(definition: FlowDefinition, edges: list[tuple[str, str, str]]) -> str:
