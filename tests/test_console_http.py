@@ -250,6 +250,28 @@ def test_signing_in_sets_an_http_only_strict_cookie_for_the_console_that_is_not_
         assert client.get(f"{CONSOLE}/metrics").status_code == 200
 
 
+def test_behind_an_https_proxy_the_session_cookie_travels_over_https_only(
+    server: Server,
+) -> None:
+    # uvicorn takes the scheme from a proxy on this machine (X-Forwarded-Proto).
+    https = server.url.replace("http://", "https://")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        response = client.post(
+            f"{CONSOLE}/login",
+            data={"token": TOKEN},
+            headers={"Origin": https, "X-Forwarded-Proto": "https"},
+        )
+        assert response.status_code == 303
+        attributes = [part.strip().lower() for part in response.headers["set-cookie"].split(";")]
+        assert "secure" in attributes and "httponly" in attributes
+        plain = client.post(
+            f"{CONSOLE}/login",
+            data={"token": TOKEN},
+            headers={"Origin": server.url, "X-Forwarded-Proto": "https"},
+        )
+        assert plain.status_code == 403  # an http page's form is not the https console's
+
+
 def test_a_wrong_token_is_refused_and_starts_no_session(server: Server) -> None:
     with httpx.Client(base_url=server.url, timeout=30) as client:
         response = client.post(
