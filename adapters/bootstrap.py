@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -364,12 +365,15 @@ def open_app(
     *,
     routes: Sequence[Any] = (),
     dependencies: Mapping[str, Any] | None = None,
+    closing: threading.Event | None = None,
 ) -> ASGIApp:
-    """The HTTP app over the services: settings from the environment unless given; other
-    routers or route handlers (and what they depend on) join the app's own."""
+    """The HTTP app over the services, with the operator console: settings from the
+    environment unless given; other routers or route handlers (and what they depend on) join
+    the app's own; the console's live tails end when ``closing`` is set."""
     # Imported here: the web stack costs every command that does not serve its start-up.
+    from .console import console_router
     from .http.app import create_app
 
-    return create_app(
-        services, settings or http_settings(), routes=routes, dependencies=dependencies
-    )
+    settings = settings or http_settings()
+    console = console_router(services, settings.api_token, closing=closing)
+    return create_app(services, settings, routes=[*routes, console], dependencies=dependencies)

@@ -6,6 +6,7 @@ position of that write first: ``projections.wait_for(store.head())``.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,10 +19,10 @@ from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
-from ..domain.errors import NotFound
-from .metrics import percentile
+from ..domain.errors import BadInput, NotFound
+from .metrics import BUCKETS, percentile
 from .registry import default_projections
-from .runner import TRACKING_TABLE
+from .runner import EVENTS_TABLE, TRACKING_TABLE
 
 
 class ConversationRow(msgspec.Struct, frozen=True):
@@ -129,6 +130,68 @@ class Funnel(msgspec.Struct, frozen=True):
     steps: list[FunnelStep]
 
 
+class ConversationSearch(msgspec.Struct, frozen=True, kw_only=True):
+    """What to look for among the conversations; every condition given must hold."""
+
+    text: str | None = None  # part of the participant (any case), or the start of the id
+    status: str | None = None
+    channel: str | None = None
+    active_from: datetime | None = None  # still active at or after this moment
+    active_until: datetime | None = None  # begun at or before this moment
+
+
+class ConversationPage(msgspec.Struct, frozen=True):
+    """One page of a search, most recently active first: its rows, how many match in all,
+    and whether pages of more recently (``newer``) or less recently active ones exist."""
+
+    rows: list[ConversationRow]
+    total: int
+    newer: bool
+    older: bool
+
+
+# Where a page of conversations ends: (last activity, id) of its last (or first) row.
+PageKey = tuple[datetime, UUID]
+
+
+class HourlyMetrics(msgspec.Struct, frozen=True):
+    """One UTC hour across every conversation: traffic, turns and their response times."""
+
+    hour: datetime
+    conversations: int
+    messages: int
+    turns: int
+    interruptions: int
+    silences: int
+    response: ResponseTimes
+
+
+class VersionFunnel(msgspec.Struct, frozen=True):
+    """The runs of one version of a flow definition: how they ended, and step by step how
+    far they got (steps ordered by how deep into a run they are reached)."""
+
+    definition: str
+    version: int
+    outcomes: FlowOutcomes
+    active: int
+    steps: list[FunnelStep]
+
+
+class ProjectionLag(msgspec.Struct, frozen=True):
+    """How far one projection trails the log, and how long ago (by the database's clock)
+    it last applied a page."""
+
+    name: str
+    position: int
+    head: int
+    behind: int
+    idle_s: float | None
+
+
+# The longest span of hours a series is read for: a month.
+MAX_SERIES_HOURS = 31 * 24
+
+
 class Projections:
     """The query API over the projection tables in one schema."""
 
@@ -208,10 +271,18 @@ class Projections:
         )
         return [ConversationRow(**row) for row in rows]
 
-    def metrics(self, since: datetime | None = None) -> MetricsSummary:
-        """Totals, and response-time percentiles, from the hour that holds ``since`` on."""
+    def metrics(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> MetricsSummary:
+        """Totals, and response-time percentiles, from the hour that holds ``since`` on
+        (and, given ``until``, of the hours that begin before it)."""
         hour = _hour_of(since)
-        where = "WHERE hour >= %(hour)s" if hour is not None else ""
+        bounds = [
+            condition
+            for condition, value in (("hour >= %(hour)s", hour), ("hour < %(until)s", until))
+            if value is not None
+        ]
+        where = "WHERE " + " AND ".join(bounds) if bounds else ""
         (totals,) = self._rows(
             "SELECT count(DISTINCT conversation_id) AS conversations, "
             "coalesce(sum(turns), 0) AS turns, coalesce(sum(messages), 0) AS messages, "
@@ -223,6 +294,7 @@ class Projections:
             "min(response_us_min) AS response_us_min, max(response_us_max) AS response_us_max "
             f"FROM {{metrics_hourly}} {where}",
             hour=hour,
+            until=until,
         )
         (histogram,) = self._rows(
             "SELECT coalesce(array_agg(n ORDER BY i), '{{}}') AS counts FROM ("
@@ -230,12 +302,14 @@ class Projections:
             "  FROM {metrics_hourly} h, unnest(h.response_histogram) WITH ORDINALITY AS u(c, i)"
             f"  {where} GROUP BY i) AS buckets",
             hour=hour,
+            until=until,
         )
         flows = self._rows(
             "SELECT definition, sum(started)::int AS started, sum(completed)::int AS completed, "
             "sum(cancelled)::int AS cancelled, sum(expired)::int AS expired "
             f"FROM {{metrics_flows}} {where} GROUP BY definition ORDER BY definition",
             hour=hour,
+            until=until,
         )
         return MetricsSummary(
             since=since,
@@ -283,6 +357,202 @@ class Projections:
             steps=[FunnelStep(**row) for row in steps],
         )
 
+    def search_conversations(
+        self,
+        search: ConversationSearch,
+        *,
+        limit: int = 50,
+        after: PageKey | None = None,
+        before: PageKey | None = None,
+    ) -> ConversationPage:
+        """A page of the conversations that match, most recently active first: the first
+        page, the one after the row ``after`` names, or the one before ``before``."""
+        if not 1 <= limit <= 1000:
+            raise BadInput(f"a page holds 1 to 1000 conversations, not {limit}")
+        conditions, params = _search_conditions(search)
+        where = "WHERE " + " AND ".join(conditions) if conditions else ""
+        (counted,) = self._rows(
+            f"SELECT count(*) AS n FROM {{current_conversations}} {where}", **params
+        )
+        key = before or after
+        if key is not None:
+            # Keyset paging: stable while rows above the page move.
+            direction = ">" if before else "<"
+            page_bound = f"(last_activity, conversation_id) {direction} (%(key_at)s, %(key_id)s)"
+            conditions = [*conditions, page_bound]
+            params.update(key_at=key[0], key_id=key[1])
+        order = "ASC" if before else "DESC"
+        where = "WHERE " + " AND ".join(conditions) if conditions else ""
+        rows = self._rows(
+            f"SELECT * FROM {{current_conversations}} {where} "
+            f"ORDER BY last_activity {order}, conversation_id {order} LIMIT %(limit)s",
+            **params,
+            limit=limit + 1,
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        if before:
+            rows.reverse()
+        return ConversationPage(
+            rows=[ConversationRow(**row) for row in rows],
+            total=counted["n"],
+            newer=more if before else after is not None,
+            older=True if before else more,
+        )
+
+    def statuses(self) -> dict[str, int]:
+        """How many conversations are in each status now."""
+        rows = self._rows(
+            "SELECT status, count(*) AS n FROM {current_conversations} GROUP BY status "
+            "ORDER BY status"
+        )
+        return {row["status"]: row["n"] for row in rows}
+
+    def channels(self) -> list[str]:
+        """The channels conversations came in on, by name."""
+        rows = self._rows(
+            "SELECT channel FROM {current_conversations} GROUP BY channel ORDER BY channel"
+        )
+        return [row["channel"] for row in rows]
+
+    def hourly(self, since: datetime, until: datetime) -> list[HourlyMetrics]:
+        """Per UTC hour, from the hour that holds ``since`` to the last one that begins
+        before ``until``: traffic and response-time percentiles (hours without any
+        activity are left out)."""
+        hour = _hour_of(since)
+        assert hour is not None
+        if until <= hour:
+            raise BadInput("the end of the time range must come after its start")
+        if (until - hour).total_seconds() > MAX_SERIES_HOURS * 3600:
+            raise BadInput(f"a series spans at most {MAX_SERIES_HOURS // 24} days")
+        where = "WHERE hour >= %(hour)s AND hour < %(until)s"
+        totals = self._rows(
+            "SELECT hour, count(*) AS conversations, coalesce(sum(messages), 0) AS messages, "
+            "coalesce(sum(turns), 0) AS turns, coalesce(sum(interruptions), 0) AS interruptions, "
+            "coalesce(sum(silences), 0) AS silences, "
+            "coalesce(sum(response_us_sum), 0) AS response_us_sum, "
+            "min(response_us_min) AS response_us_min, max(response_us_max) AS response_us_max "
+            f"FROM {{metrics_hourly}} {where} GROUP BY hour ORDER BY hour",
+            hour=hour,
+            until=until,
+        )
+        histograms = self._rows(
+            "SELECT hour, array_agg(n ORDER BY i) AS counts FROM ("
+            "  SELECT hour, i, sum(c)::bigint AS n"
+            "  FROM {metrics_hourly} h, unnest(h.response_histogram) WITH ORDINALITY AS u(c, i)"
+            f"  {where} GROUP BY hour, i) AS buckets GROUP BY hour",
+            hour=hour,
+            until=until,
+        )
+        counts = {row["hour"]: row["counts"] for row in histograms}
+        return [
+            HourlyMetrics(
+                hour=row["hour"],
+                conversations=row["conversations"],
+                messages=int(row["messages"]),
+                turns=int(row["turns"]),
+                interruptions=int(row["interruptions"]),
+                silences=int(row["silences"]),
+                response=_response_times(row, counts.get(row["hour"], [0] * BUCKETS)),
+            )
+            for row in totals
+        ]
+
+    def funnel_by_version(self, definition: str) -> list[VersionFunnel]:
+        """How far the runs of each version of a flow definition got, and where they
+        stopped, oldest version first. Counted as the metrics projection counts its funnel
+        (a step once per run however often it is asked), from the runs in the current
+        state and the steps in their audit trails, which name each run's version."""
+        runs = (
+            "WITH runs AS (SELECT flow_id, definition_version AS v, status, current_step "
+            "FROM {current_flows} WHERE definition = %(d)s) "
+        )
+        outcomes = self._rows(
+            runs + "SELECT v, count(*)::int AS started, "
+            "count(*) FILTER (WHERE status = 'completed')::int AS completed, "
+            "count(*) FILTER (WHERE status = 'cancelled')::int AS cancelled, "
+            "count(*) FILTER (WHERE status = 'expired')::int AS expired "
+            "FROM runs GROUP BY v ORDER BY v",
+            d=definition,
+        )
+        # Each step a run reached, first reached at which version of the run: its depth is
+        # how many steps the run had reached before it.
+        reached = self._rows(
+            runs + ", reach AS ("
+            "  SELECT r.v, a.stream_id, a.changes->'step'->>'new' AS step, min(a.version) AS at"
+            "  FROM runs r JOIN {audit_trail} a ON a.stream_id = r.flow_id"
+            "  WHERE a.changes ? 'step' AND a.changes->'step'->>'new' IS NOT NULL"
+            "  GROUP BY 1, 2, 3) "
+            "SELECT v, step, count(*)::int AS n, avg(depth)::float8 AS depth FROM ("
+            "  SELECT v, step, rank() OVER (PARTITION BY stream_id ORDER BY at) - 1 AS depth"
+            "  FROM reach) AS ranked GROUP BY v, step",
+            d=definition,
+        )
+        # A refused answer was for the step the run stood at: the last step set before it.
+        rejected = self._rows(
+            runs + "SELECT r.v, s.step, count(*)::int AS n "
+            "FROM runs r JOIN {audit_trail} a ON a.stream_id = r.flow_id "
+            "CROSS JOIN LATERAL ("
+            "  SELECT p.changes->'step'->>'new' AS step FROM {audit_trail} p"
+            "  WHERE p.stream_id = a.stream_id AND p.version < a.version AND p.changes ? 'step'"
+            "  ORDER BY p.version DESC LIMIT 1) AS s "
+            "WHERE a.event_type = 'AnswerRejected' AND s.step IS NOT NULL GROUP BY 1, 2",
+            d=definition,
+        )
+        abandoned = self._rows(
+            runs + "SELECT v, current_step AS step, count(*)::int AS n FROM runs "
+            "WHERE status IN ('cancelled', 'expired') AND current_step IS NOT NULL "
+            "GROUP BY 1, 2",
+            d=definition,
+        )
+        # version -> step -> [reached, rejected, abandoned, depth]
+        steps: dict[int, dict[str, list[float]]] = {}
+        for rows, column in ((reached, 0), (rejected, 1), (abandoned, 2)):
+            for row in rows:
+                counts = steps.setdefault(row["v"], {}).setdefault(row["step"], [0, 0, 0, 0.0])
+                counts[column] = row["n"]
+                if column == 0:
+                    counts[3] = row["depth"]
+        funnels = []
+        for row in outcomes:
+            version = row.pop("v")
+            by_step = steps.get(version, {})
+            order = sorted(by_step, key=lambda s: (by_step[s][3], -by_step[s][0], s))
+            ended = row["completed"] + row["cancelled"] + row["expired"]
+            funnels.append(
+                VersionFunnel(
+                    definition=definition,
+                    version=version,
+                    outcomes=FlowOutcomes(definition=definition, **row),
+                    active=row["started"] - ended,
+                    steps=[
+                        FunnelStep(step, *(int(n) for n in by_step[step][:3])) for step in order
+                    ],
+                )
+            )
+        return funnels
+
+    def lag(self) -> list[ProjectionLag]:
+        """Each projection's distance behind the log's head, in events, and the seconds
+        since it last applied a page; empty before any projection worker has run here."""
+        tracking = sql.Identifier(self.schema, TRACKING_TABLE)
+        events = sql.Identifier(self.schema, EVENTS_TABLE)
+        try:
+            with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(
+                    sql.SQL(
+                        "SELECT t.projection AS name, t.position, h.head, "
+                        "extract(epoch FROM now() - t.updated_at)::float8 AS idle_s "
+                        "FROM {} t, (SELECT coalesce(max(notification_id), 0) AS head "
+                        "FROM {}) h WHERE t.projection = ANY(%s) ORDER BY t.projection"
+                    ).format(tracking, events),
+                    (self.names,),
+                )
+                rows = cur.fetchall()
+        except psycopg.errors.UndefinedTable:
+            return []
+        return [ProjectionLag(behind=max(0, row["head"] - row["position"]), **row) for row in rows]
+
     def positions(self) -> dict[str, int]:
         """Each projection's position in the log (the last event it applied)."""
         try:
@@ -316,6 +586,43 @@ class Projections:
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(sql.SQL(query).format(**tables), params)
             return cur.fetchall()
+
+
+def id_prefix_bounds(text: str) -> tuple[UUID, UUID] | None:
+    """The lowest and highest ids that begin with these hex digits (dashes ignored);
+    None if the text cannot be the start of an id."""
+    digits = text.strip().replace("-", "").lower()
+    if not re.fullmatch(r"[0-9a-f]{1,32}", digits):
+        return None
+    return UUID(digits.ljust(32, "0")), UUID(digits.ljust(32, "f"))
+
+
+def _search_conditions(search: ConversationSearch) -> tuple[list[str], dict[str, Any]]:
+    """The WHERE conditions of a search, and their parameters."""
+    conditions: list[str] = []
+    params: dict[str, Any] = {}
+    text = (search.text or "").strip()
+    if text:
+        # Backslash is LIKE's escape character: a % or _ typed is matched as itself.
+        escaped = re.sub(r"([\\%_])", r"\\\1", text)
+        options = ["participant ILIKE %(pattern)s"]
+        params["pattern"] = f"%{escaped}%"
+        bounds = id_prefix_bounds(text)
+        if bounds is not None:
+            # A range of the primary key, not a text match: the index finds it.
+            options.append("conversation_id BETWEEN %(id_low)s AND %(id_high)s")
+            params.update(id_low=bounds[0], id_high=bounds[1])
+        conditions.append("(" + " OR ".join(options) + ")")
+    for condition, name, value in (
+        ("status = %(status)s", "status", search.status),
+        ("channel = %(channel)s", "channel", search.channel),
+        ("last_activity >= %(active_from)s", "active_from", search.active_from),
+        ("started_at <= %(active_until)s", "active_until", search.active_until),
+    ):
+        if value is not None:
+            conditions.append(condition)
+            params[name] = value
+    return conditions, params
 
 
 def _hour_of(since: datetime | None) -> datetime | None:

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from .arguments import add_flow_options, flow_options
 from .flows import print_flow
-from .inspect import print_state, state_document
+from .inspect import print_state
 from .output import print_json, print_table, say, to_plain
 from .query import print_funnel, print_metrics
 
@@ -37,6 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the script, printing each committed step."""
     from ..adapters.bootstrap import catch_up, open_services, resolve_database_url
+    from ..adapters.debug.timetravel import state_document
     from ..domain.conversation import Conversation
 
     url = resolve_database_url(args.database_url)

@@ -81,6 +81,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_show(args: argparse.Namespace) -> int:
     """Print the state."""
     from ..adapters.bootstrap import open_engine
+    from ..adapters.debug.timetravel import state_document
 
     with open_engine(args.database_url) as engine:
         state = engine.get_conversation(args.conversation_id, version=args.version)
@@ -194,15 +195,6 @@ def log_line(entry: dict[str, Any]) -> str:
     return (
         f"{time_text}  {stream:<13} v{entry['version']:<6} {entry['type']:<20} {entry['summary']}"
     )
-
-
-def state_document(state: ConversationState) -> dict:
-    """The state as JSON, with the derived facts included."""
-    document = to_plain(state)
-    document["is_active"] = state.is_active
-    document["current_turn_active"] = state.current_turn_active
-    document["usage"]["response_time_ms_avg"] = state.usage.response_time_ms_avg
-    return document
 
 
 def print_state(state: ConversationState) -> None:

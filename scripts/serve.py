@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import threading
+from types import FrameType
 
 from .arguments import add_flow_options, flow_options
 from .output import say
@@ -16,7 +18,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Serve the chat bot over HTTP. POST /telegram/webhook takes Telegram "
         "updates (secret: $VOXLEDGER_TELEGRAM_SECRET); /v1 is the JSON API (bearer token: "
         "$VOXLEDGER_API_TOKEN); /schema is its OpenAPI document; request bodies are limited "
-        "to $VOXLEDGER_MAX_BODY_BYTES (default 65536). "
+        "to $VOXLEDGER_MAX_BODY_BYTES (default 65536); /console is the operator console "
+        "(sign in with the API token). "
         "Example: voxledger serve --host 127.0.0.1 --port 8080",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -36,9 +39,24 @@ def run(args: argparse.Namespace) -> int:
 
     start_logging(args.log_level, default="INFO")  # a server logs its requests by default
     settings = http_settings(args.flow)
+    closing = threading.Event()
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, telling the console's live tails when it begins to stop."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            closing.set()  # live console tails end, so they do not hold the shutdown up
+            super().handle_exit(sig, frame)
+
     with open_services(args.database_url, **flow_options(args)) as services:
-        app = open_app(services, settings)
-        say(f"voxledger: serving on http://{args.host}:{args.port} (OpenAPI at /schema)")
+        app = open_app(services, settings, closing=closing)
+        say(
+            f"voxledger: serving on http://{args.host}:{args.port} "
+            f"(console at /console, OpenAPI at /schema)"
+        )
         # uvicorn's own logging stays unconfigured: structlog writes one line per request.
-        uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+        config = uvicorn.Config(
+            app, host=args.host, port=args.port, log_config=None, access_log=False
+        )
+        Server(config).run()
     return 0

@@ -11,14 +11,12 @@ import msgspec
 
 from .arguments import stream_id, timestamp
 from .flows import print_flow
-from .inspect import print_state, state_document
+from .inspect import print_state
 from .output import print_json, print_line, to_plain
 
 if TYPE_CHECKING:
     from ..adapters.debug.diff import Change
     from ..adapters.debug.timetravel import Found, Point
-    from ..domain.conversation import ConversationState
-    from ..domain.flow import FlowState
 
 BISECT_HELP = """\
 Find the first version of a conversation (or flow) at which a condition on its state
@@ -95,7 +93,7 @@ def point(text: str) -> Point:
 def run_at(args: argparse.Namespace) -> int:
     """Print the state then."""
     from ..adapters.bootstrap import open_store
-    from ..adapters.debug.timetravel import TimeTravel
+    from ..adapters.debug.timetravel import TimeTravel, document
     from ..domain.conversation import ConversationState
 
     with open_store(args.database_url) as store:
@@ -154,18 +152,6 @@ def run_bisect(args: argparse.Namespace) -> int:
     else:
         print_line(found_line(found))
     return 0 if found.version is not None else 1
-
-
-def document(state: ConversationState | FlowState) -> dict[str, Any]:
-    """The state as JSON, with its derived facts (as `show` and `flow` print them)."""
-    from ..domain.conversation import ConversationState
-
-    if isinstance(state, ConversationState):
-        return state_document(state)
-    plain = to_plain(state)
-    plain["is_active"] = state.is_active
-    plain["expires_at"] = to_plain(state.expires_at)
-    return plain
 
 
 def change_line(change: Change) -> str:

@@ -18,9 +18,9 @@ from debug_scenario import InProcess, voxledger
 from psycopg import sql
 
 from voxledger.adapters.bootstrap import open_store
+from voxledger.adapters.debug.timetravel import state_document
 from voxledger.adapters.store.event_store import EventStore
 from voxledger.domain.conversation import Conversation, ConversationSnapshot, ConversationState
-from voxledger.scripts.inspect import state_document
 from voxledger.scripts.output import to_plain
 
 EVENTS = 20_000

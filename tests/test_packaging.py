@@ -60,6 +60,9 @@ def test_the_wheel_holds_every_source_module_and_nothing_named_domain_at_top_lev
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"voxledger"}
     assert "voxledger/domain/intake.toml" in names
+    console = "voxledger/adapters/console"
+    assert {f"{console}/static/console.js", f"{console}/static/console.css"} <= names
+    assert {f"{console}/templates/{t}" for t in ("base.html", "graph.svg", "chart.svg")} <= names
 
 
 def test_every_module_imports_from_the_built_wheel(wheel: Path, tmp_path: Path) -> None:

@@ -37,11 +37,13 @@ AGGREGATES: tuple[type[Aggregate], ...] = (Conversation, Flow)
 
 
 class FlowBegun(NamedTuple):
-    """A flow a conversation started: the conversation's version and time, the flow's id."""
+    """A flow a conversation started: the conversation's version and time, the flow's id
+    and its definition's name."""
 
     version: int
     at: datetime
     flow_id: UUID
+    definition: str = ""
 
 
 @cache
@@ -138,7 +140,9 @@ class History:
         """The flows a conversation began, in order (only its FlowBegan events are read)."""
         topic = get_topic(Conversation.FlowBegan)
         return [
-            FlowBegun(r.event.originator_version, r.event.timestamp, r.event.flow_id)
+            FlowBegun(
+                r.event.originator_version, r.event.timestamp, r.event.flow_id, r.event.definition
+            )
             for r in self.events(conversation_id, topics=[topic])
         ]
 
@@ -181,20 +185,27 @@ class History:
         with psycopg.connect(pool.conninfo, **{**(pool.kwargs or {}), "autocommit": True}) as conn:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             while not until():
-                found_streams = False
-                for recorded in list(self.merged(list(seen), after=seen)):
-                    event = recorded.event
-                    seen[event.originator_id] = event.originator_version
-                    yield recorded
-                    if isinstance(event, Conversation.FlowBegan) and event.flow_id not in seen:
-                        # Read again with the new flow: its events go in their place among
-                        # the conversation's later ones, not after them.
-                        seen[event.flow_id] = 0
-                        found_streams = True
-                        break
-                if not found_streams:  # else read the new flow's events at once
-                    for _ in conn.notifies(timeout=poll_s, stop_after=1):
-                        pass
+                yield from self.newer(seen)
+                for _ in conn.notifies(timeout=poll_s, stop_after=1):
+                    pass
+
+    def newer(self, seen: dict[UUID, int]) -> list[LoggedEvent]:
+        """The events of the streams in ``seen`` after the versions it holds, merged in
+        order; a flow begun among them joins ``seen`` with its events in their place.
+        Moves ``seen`` to the versions returned."""
+        found: list[LoggedEvent] = []
+        while True:
+            for recorded in list(self.merged(list(seen), after=seen)):
+                event = recorded.event
+                seen[event.originator_id] = event.originator_version
+                found.append(recorded)
+                if isinstance(event, Conversation.FlowBegan) and event.flow_id not in seen:
+                    # Read again with the new flow: its events go in their place among
+                    # the conversation's later ones, not after them.
+                    seen[event.flow_id] = 0
+                    break
+            else:
+                return found
 
     # -- the SQL underneath --------------------------------------------------------------------
 

@@ -47,6 +47,32 @@ class Found(msgspec.Struct, frozen=True):
     last_version: int
 
 
+def state_document(state: ConversationState) -> dict[str, Any]:
+    """A conversation's state as JSON data, with its derived facts (as `show --json` and
+    `at --json` print it)."""
+    document = _json_ready(state)
+    document["is_active"] = state.is_active
+    document["current_turn_active"] = state.current_turn_active
+    document["usage"]["response_time_ms_avg"] = state.usage.response_time_ms_avg
+    return document
+
+
+def document(state: ConversationState | FlowState) -> dict[str, Any]:
+    """A conversation's or flow's state as JSON data, with its derived facts: what
+    `voxledger at ID --json` prints, and what the console shows."""
+    if isinstance(state, ConversationState):
+        return state_document(state)
+    plain = _json_ready(state)
+    plain["is_active"] = state.is_active
+    plain["expires_at"] = _json_ready(state.expires_at)
+    return plain
+
+
+def _json_ready(value: Any) -> Any:
+    # Through JSON and back: exactly the values a JSON reader of the CLI's output gets.
+    return msgspec.json.decode(msgspec.json.encode(value, enc_hook=str))
+
+
 class TimeTravel:
     """States of one store's conversations and flows at versions and moments."""
 
