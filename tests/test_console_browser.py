@@ -26,10 +26,9 @@ from test_http_server import (  # noqa: F401  (the shared harness and its fixtur
     server_schema_fixture,
 )
 
-from voxledger.adapters.bootstrap import open_engine
+from voxledger.adapters.bootstrap import catch_up, open_engine
 from voxledger.adapters.console.rendering import format_time
 from voxledger.domain.engine import Engine
-from voxledger.scripts.project import catch_up
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -30,10 +30,9 @@ from test_http_server import (  # noqa: F401  (the shared harness and its fixtur
     server_schema_fixture,
 )
 
-from voxledger.adapters.bootstrap import open_engine
+from voxledger.adapters.bootstrap import catch_up, open_engine, open_projections, open_services
 from voxledger.adapters.console import console_router
 from voxledger.domain.engine import Engine
-from voxledger.scripts.project import catch_up, open_projections
 
 CONSOLE = "/console"
 
@@ -332,7 +331,7 @@ def test_after_signing_in_the_browser_returns_to_the_page_it_asked_for(server: S
 
 
 def test_no_console_route_changes_state_except_signing_in_and_out(engine: Engine) -> None:
-    router = console_router(engine, "token")
+    router = console_router(open_services(store=engine.store, clock=engine.clock), "token")
     writes = {
         (route.path, method)
         for route in router.routes

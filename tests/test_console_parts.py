@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from builtin_flows import INTAKE_V1
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,8 +21,8 @@ from voxledger.adapters.console.rendering import format_time, marked_erased, zon
 from voxledger.adapters.console.session import Sessions, same_origin
 from voxledger.adapters.console.state_view import Group, Leaf, Table, layout
 from voxledger.domain.errors import BadInput
-from voxledger.domain.flow_definition import Branch, FlowDefinition, Rule, Step
-from voxledger.domain.intake import INTAKE_V1
+from voxledger.domain.flow_definition import FlowDefinition
+from voxledger.domain.flow_steps import Branch, Rule, Step
 from voxledger.domain.validators import text
 from voxledger.projections.queries import FunnelStep
 

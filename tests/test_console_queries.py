@@ -9,15 +9,16 @@ from uuid import UUID
 
 import msgspec
 import pytest
+from builtin_flows import INTAKE_V1
 from test_projections import random_workload
 
+from voxledger.adapters.bootstrap import catch_up, open_projections
 from voxledger.domain.engine import Engine
 from voxledger.domain.errors import BadInput
-from voxledger.domain.flow_definition import FlowDefinition, Step
-from voxledger.domain.intake import INTAKE_V1
+from voxledger.domain.flow_definition import FlowDefinition
+from voxledger.domain.flow_steps import Step
 from voxledger.domain.validators import integer, text
 from voxledger.projections.queries import ConversationSearch, Projections, id_prefix_bounds
-from voxledger.scripts.project import catch_up, open_projections
 
 # A second version of the intake form: shorter, with a branch on an answer.
 INTAKE_V2 = FlowDefinition(

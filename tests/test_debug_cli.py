@@ -13,10 +13,9 @@ import pytest
 from debug_scenario import VOXLEDGER, InProcess, Scenario, voxledger
 
 from voxledger.adapters.debug.history import History
-from voxledger.adapters.debug.timetravel import state_document
+from voxledger.adapters.debug.timetravel import document, state_document
 from voxledger.domain.engine import Engine
 from voxledger.scripts.output import to_plain
-from voxledger.scripts.timetravel import document
 
 # -- log ---------------------------------------------------------------------------------------
 
