@@ -1,7 +1,8 @@
 """The Engine: the command and query API that bots and voice agents embed.
 
 Every command reads the same way: load the aggregate, call one method, save (commands.py
-says how; the commands themselves are in conversation_commands.py and flow_commands.py).
+says how; the commands themselves are in conversation_commands.py, flow_commands.py,
+exchange.py (one chat message, one save) and outbox_commands.py (delivery and notices)).
 Queries read one conversation or run, now or as it was. The clock, the event store and the
 wording of recorded replies come in from the composition root (adapters/bootstrap.py).
 """
@@ -17,14 +18,16 @@ from .conversation_commands import ConversationCommands
 from .conversation_values import ConversationState
 from .errors import NotFound
 from .events import HistoryEntry
+from .exchange import ExchangeCommands
 from .flow import Flow, FlowState
 from .flow_commands import FlowCommands
 from .flow_definition import FlowRegistry
 from .flow_reply import FlowReply, own_words
+from .outbox_commands import Notice, OutboxCommands, own_notice
 from .store import Store
 
 
-class Engine(ConversationCommands, FlowCommands):
+class Engine(ConversationCommands, FlowCommands, ExchangeCommands, OutboxCommands):
     """Commands and queries on conversations and their flows, by id."""
 
     def __init__(
@@ -34,6 +37,7 @@ class Engine(ConversationCommands, FlowCommands):
         *,
         flows: FlowRegistry | None = None,
         phrase: Callable[[FlowReply], str] = own_words,
+        notice: Callable[[Notice], str] = own_notice,
         max_retries: int = 8,
         backoff: Callable[[int], None] | None = None,
         max_content_chars: int = 64_000,
@@ -43,6 +47,7 @@ class Engine(ConversationCommands, FlowCommands):
         self.clock = clock
         self.flows = flows if flows is not None else FlowRegistry()
         self.phrase = phrase
+        self.notice = notice
         self.backoff = backoff
         self.max_retries = max_retries
         self.max_content_chars = max_content_chars

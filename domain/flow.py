@@ -254,6 +254,36 @@ class Flow(Aggregate):
         step = next(s.name for s in definition.steps if s.field == field)
         trigger(self, self.EditRequested, field, step, self.editing or current, at=at)
 
+    def correct(self, definition: FlowDefinition, field: str, raw: str, *, at: datetime) -> bool:
+        """Change an answer given before without going back to its step (the user edited
+        the message that gave it): the new text is checked by that step, and the run stays
+        where it is unless the new answer opens a step on its path that has no answer yet.
+        True if accepted; a refused text is recorded and the answer stays as it was."""
+        current = self._require_step()
+        if self.editing is not None:
+            raise InvalidTransition(f"flow {self.id} is editing {current!r}: finish that first")
+        if field not in self.answers:
+            known = ", ".join(self.answers) or "none yet"
+            raise ValidationFailed(f"no answer to change for {field!r} (answered: {known})")
+        step = next(s.name for s in definition.steps if s.field == field)
+        try:
+            value = definition.validate(step, raw)
+        except ValidationFailed as refused:
+            trigger(self, self.AnswerRejected, step, raw, str(refused), at=at)
+            return False
+        answers = {**self.answers, field: value}
+        opened = next(
+            (
+                name
+                for name in definition.path(self.mode, answers)
+                if definition.step(name).field not in (None, *answers)
+            ),
+            None,
+        )
+        previous = self.answers[field]
+        trigger(self, self.FieldEdited, step, field, previous, value, opened or current, at=at)
+        return True
+
     class AnswerWithdrawn(Event):
         TOPIC = "voxledger:Flow.AnswerWithdrawn"
         PERSONAL = ("previous",)

@@ -22,6 +22,7 @@ class FlowDefinition(Protocol):
     version: int
     modes: tuple[str, ...]
     idle_timeout_s: float | None
+    remind_before_s: float | None
     skip_words: tuple[str, ...]
     steps: tuple[Step, ...]
 
@@ -129,6 +130,20 @@ def _flow_problems(definition: FlowDefinition) -> Found:
             yield None, f"mode {mode!r} is listed twice"
     if definition.idle_timeout_s is not None and definition.idle_timeout_s <= 0:
         yield None, f"idle_timeout_s must be more than 0, not {definition.idle_timeout_s}"
+    remind = definition.remind_before_s
+    if remind is not None:
+        if remind <= 0:
+            yield None, f"remind_before_s must be more than 0, not {remind}"
+        elif definition.idle_timeout_s is None:
+            yield None, "remind_before_s needs idle_timeout_s: a run that never expires"
+        elif remind >= definition.idle_timeout_s:
+            yield (
+                None,
+                (
+                    f"remind_before_s ({remind}) must be less than idle_timeout_s "
+                    f"({definition.idle_timeout_s})"
+                ),
+            )
     if any(not word.strip() for word in definition.skip_words):
         yield None, "a skip word cannot be blank"
     if not definition.skip_words and any(step.optional for step in definition.steps):

@@ -37,6 +37,7 @@ class FlowDefinition(DefinitionData, kw_only=True):
     modes: tuple[str, ...] = ()
     start: Next = None  # None: the first listed step
     idle_timeout_s: float | None = None
+    remind_before_s: float | None = None  # a reminder this long before an idle run expires
     skip_words: tuple[str, ...] = ("skip", "-")
     steps: tuple[Step, ...]
 

@@ -28,6 +28,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "start": "Where a run starts: a step's name or a branch (by mode only). Default: the "
         "first step.",
         "idle_timeout_s": "Seconds a run may stay idle before it expires. Default: never.",
+        "remind_before_s": "Seconds before an idle run expires at which the user is reminded "
+        "once (needs idle_timeout_s, and less than it). Default: no reminder.",
         "skip_words": 'The answers that skip an optional step, in any case. Default: ["skip", '
         '"-"].',
         "steps": "The steps, in order: ask steps and at most a confirm step at the end of "
@@ -195,6 +197,7 @@ def flow_schema() -> dict[str, Any]:
     flow["name"]["minLength"] = 1
     flow["version"]["minimum"] = 1
     flow["idle_timeout_s"]["anyOf"][0]["exclusiveMinimum"] = 0
+    flow["remind_before_s"]["anyOf"][0]["exclusiveMinimum"] = 0
     definitions["Step"]["properties"]["name"]["minLength"] = 1
     definitions["Validator"] = _validator_schema()
     schema = {

@@ -28,6 +28,7 @@ STORED = {
     "voxledger:Conversation.Connected": ("provider: str, connection_id: str, latency_ms: float | None, reconnect: bool", ()),  # noqa: E501
     "voxledger:Conversation.ConnectionOpening": ("provider: str", ()),
     "voxledger:Conversation.ContextUpdated": ("values: dict[str, Any], removed: list[str]", ("values",)),  # noqa: E501
+    "voxledger:Conversation.DeliveryStatusReported": ("platform_id: str, status: str, code: int | None, reason: str", ()),  # noqa: E501
     "voxledger:Conversation.Disconnected": ("reason: str", ()),
     "voxledger:Conversation.Ended": ("reason: str", ()),
     "voxledger:Conversation.ErrorRecorded": ("error: str, fatal: bool", ()),
@@ -38,6 +39,9 @@ STORED = {
     "voxledger:Conversation.ListeningStopped": ("", ()),
     "voxledger:Conversation.MessageAdded": ("message_id: str, role: str, content: str, metadata: dict[str, Any], audio_duration_s: float | None, complete: bool", ("content", "metadata")),  # noqa: E501
     "voxledger:Conversation.MessageCompleted": ("message_id: str, content: str | None", ("content",)),  # noqa: E501
+    "voxledger:Conversation.OutboundDelivered": ("item_id: str, platform_ids: list[str], complete: bool", ()),  # noqa: E501
+    "voxledger:Conversation.OutboundFailed": ("item_id: str, reason: str, code: int | None, final: bool", ()),  # noqa: E501
+    "voxledger:Conversation.OutboundQueued": ("item_id: str, kind: str, channel: str, to: str, thread: str | None, text: str, choices: list[str], reply_to: str | None, reference: str | None, cause: str", ("to", "text")),  # noqa: E501
     "voxledger:Conversation.ResponseStarted": ("turn_id: str", ()),
     "voxledger:Conversation.SilenceDetected": ("silence_s: float", ()),
     "voxledger:Conversation.SpeechEnded": ("duration_s: float, peak_dbfs: float | None, mean_dbfs: float | None", ()),  # noqa: E501
