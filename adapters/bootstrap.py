@@ -29,7 +29,23 @@ from ..projections.registry import default_projections
 from ..projections.runner import PAGE_SIZE, ProjectionRunner
 from .async_engine import AsyncEngine
 from .chat.bot import ChatBot
-from .chat.wording import reply_text
+from .chat.channels import (
+    ENV_TELEGRAM_API_URL,
+    ENV_TELEGRAM_SHARED_CHATS,
+    ENV_TELEGRAM_TOKEN,
+    ENV_WHATSAPP_API_URL,
+    ENV_WHATSAPP_APP_SECRET,
+    ENV_WHATSAPP_PHONE_NUMBER_ID,
+    ENV_WHATSAPP_TEMPLATE,
+    ENV_WHATSAPP_TOKEN,
+    ENV_WHATSAPP_VERIFY_TOKEN,
+    TELEGRAM_API_URL,
+    WHATSAPP_API_URL,
+    ChannelSettings,
+    Template,
+)
+from .chat.directory import ChatDirectory
+from .chat.wording import notice_text, reply_text
 from .flow_files import FlowCode, load_builtin, load_code, load_flows
 from .http.settings import (
     DEFAULT_MAX_BODY,
@@ -165,6 +181,38 @@ def http_settings(flow: str = "intake") -> Settings:
     )
 
 
+def channel_settings() -> ChannelSettings:
+    """The chat channels' tokens, secrets and API addresses: $VOXLEDGER_TELEGRAM_TOKEN,
+    $VOXLEDGER_TELEGRAM_API_URL, $VOXLEDGER_TELEGRAM_SHARED_CHATS and the
+    $VOXLEDGER_WHATSAPP_* variables (TOKEN, PHONE_NUMBER_ID, APP_SECRET, VERIFY_TOKEN,
+    API_URL, TEMPLATE as name:language)."""
+    token = os.environ.get(ENV_TELEGRAM_TOKEN, "").strip() or None
+    if token is not None and ("/" in token or any(ch.isspace() for ch in token)):
+        raise BadInput(f"{ENV_TELEGRAM_TOKEN} is not a bot token (one word, no slash)")
+    number = os.environ.get(ENV_WHATSAPP_PHONE_NUMBER_ID, "").strip() or None
+    if number is not None and not number.isdigit():
+        raise BadInput(f"{ENV_WHATSAPP_PHONE_NUMBER_ID} must be the number's numeric id")
+    template = None
+    raw_template = os.environ.get(ENV_WHATSAPP_TEMPLATE, "").strip()
+    if raw_template:
+        name, _, language = raw_template.partition(":")
+        if not name or not language:
+            raise BadInput(f"{ENV_WHATSAPP_TEMPLATE} must be name:language, like hello_world:en_US")
+        template = Template(name, language)
+    shared = os.environ.get(ENV_TELEGRAM_SHARED_CHATS, "")
+    return ChannelSettings(
+        telegram_token=token,
+        telegram_api_url=os.environ.get(ENV_TELEGRAM_API_URL, "").strip() or TELEGRAM_API_URL,
+        shared_chats=frozenset(part.strip() for part in shared.split(",") if part.strip()),
+        whatsapp_token=os.environ.get(ENV_WHATSAPP_TOKEN, "").strip() or None,
+        whatsapp_phone_number_id=number,
+        whatsapp_app_secret=os.environ.get(ENV_WHATSAPP_APP_SECRET) or None,
+        whatsapp_verify_token=os.environ.get(ENV_WHATSAPP_VERIFY_TOKEN) or None,
+        whatsapp_api_url=os.environ.get(ENV_WHATSAPP_API_URL, "").strip() or WHATSAPP_API_URL,
+        whatsapp_template=template,
+    )
+
+
 def _positive_int(variable: str, default: int) -> int:
     raw = os.environ.get(variable, "").strip()
     if not raw:
@@ -281,7 +329,12 @@ def open_engine(
 def engine_on(store: EventStore, flows: FlowRegistry, clock: Clock | None = None) -> Engine:
     """The Engine over a store, running these flows on this clock (else this process's)."""
     return Engine(
-        store, clock or system_clock(), flows=flows, phrase=reply_text, backoff=jittered_backoff
+        store,
+        clock or system_clock(),
+        flows=flows,
+        phrase=reply_text,
+        notice=notice_text,
+        backoff=jittered_backoff,
     )
 
 
@@ -291,6 +344,15 @@ def open_async_engine(engine: Engine, **limits: int) -> AsyncEngine:
     ``limits``: AsyncEngine's max_threads and max_batch."""
     store = engine.store if isinstance(engine.store, EventStore) else None
     return AsyncEngine(engine, store, **limits)
+
+
+def open_chat_directory(store: EventStore) -> ChatDirectory:
+    """The chat directory beside the event store (its tables created unless the store may
+    not create tables), with the deployment's secret read."""
+    directory = ChatDirectory(store.recorder.datastore)
+    if store.factory.env_create_table():
+        directory.create_tables()
+    return directory.prepare()
 
 
 # -- projections ---------------------------------------------------------------------------------
@@ -339,23 +401,34 @@ def open_services(
     hooks: Hooks | None = None,
     code: Sequence[str] | None = None,
     store: EventStore | None = None,
+    channels: ChannelSettings | None = None,
 ) -> Services:
-    """Every real piece on one database (arguments as for `open_engine`); a test may hand
-    in a store of its own."""
+    """Every real piece on one database (arguments as for `open_engine`; the channels'
+    settings from the environment unless given); a test may hand in a store of its own."""
     if not structlog.is_configured():
         start_logging()
     registry = open_flows(flows, custom_validators=custom_validators, hooks=hooks, code=code)
+    channels = channels or channel_settings()
     store = store or open_store(database_url, schema=schema)
     clock = clock or system_clock()
     engine = engine_on(store, registry, clock)
+    directory = open_chat_directory(store)
     return Services(
         store=store,
         engine=engine,
         async_engine=AsyncEngine(engine, store),
         projections=open_projections(store),
         runner=functools.partial(open_runner, store, clock=clock),
-        bot=functools.partial(ChatBot, engine),
+        bot=functools.partial(
+            ChatBot,
+            engine,
+            directory=directory,
+            delivering=channels.delivering,
+            shared_chats=channels.shared_chats,
+        ),
         clock=clock,
+        directory=directory,
+        channels=channels,
     )
 
 

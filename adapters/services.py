@@ -12,13 +12,16 @@ from ..projections.queries import Projections
 from ..projections.runner import ProjectionRunner
 from .async_engine import AsyncEngine
 from .chat.bot import ChatBot
+from .chat.channels import ChannelSettings
+from .chat.directory import ChatDirectory
 from .store.event_store import EventStore
 
 
 @dataclass(frozen=True, kw_only=True)
 class Services:
-    """The event store, the engine and its async front, the projection queries, the clock;
-    ``runner(page_size)`` and ``bot(flow)`` make a projection runner and a chat bot on them.
+    """The event store, the engine and its async front, the projection queries, the clock,
+    the chat directory and the channels' settings; ``runner(page_size)`` and ``bot(flow)``
+    make a projection runner and a chat bot on them.
     Close it (or use it in ``with``) to release the store."""
 
     store: EventStore
@@ -28,6 +31,8 @@ class Services:
     runner: Callable[..., ProjectionRunner]
     bot: Callable[..., ChatBot]
     clock: Callable[[], datetime]
+    directory: ChatDirectory
+    channels: ChannelSettings
 
     def close(self) -> None:
         """Write queued snapshots and release the store's connections."""

@@ -27,6 +27,7 @@ class Notice(msgspec.Struct, frozen=True, kw_only=True):
 
     kind: str  # "expired" or "reminder"
     reply: FlowReply
+    at: datetime  # when the notice is recorded
     expires_at: datetime | None = None
 
 
@@ -180,7 +181,7 @@ class OutboxCommands(Commands):
                 prompt=None,
                 answered=tuple(flow.answers),
             )
-            notice = Notice(kind="expired", reply=reply)
+            notice = Notice(kind="expired", reply=reply, at=at)
             self._notify(conversation, f"expired:{flow.id}", notice, at)
             return [conversation, flow]
 
@@ -206,7 +207,7 @@ class OutboxCommands(Commands):
             conversation = self._load(flow.conversation_id, Conversation, cached=True)
             cause = f"reminder:{flow.id}:{flow.version}"  # once per stretch of idleness
             reply = FlowReply.of(flow, definition, accepted=True)
-            notice = Notice(kind="reminder", reply=reply, expires_at=expires_at)
+            notice = Notice(kind="reminder", reply=reply, at=at, expires_at=expires_at)
             reminded[:] = [self._notify(conversation, cause, notice, at)]
             return [conversation, flow]
 

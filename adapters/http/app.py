@@ -10,7 +10,8 @@ composition root built. Each refused request gets a 4xx JSON body ``{"error": ..
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import PersistenceError
@@ -23,12 +24,13 @@ from litestar.types import ASGIApp, ControllerRouterHandler
 from psycopg import Error as PsycopgError
 
 from ...domain.errors import VoxledgerError
+from ..chat import telegram
 from . import api, errors
 from .guards import bearer_token, telegram_secret
 from .health import healthz
 from .request_log import request_logs
 from .settings import Settings
-from .telegram import telegram_webhook
+from .telegram import WEBHOOK_MAX_BODY, telegram_webhook
 
 if TYPE_CHECKING:
     from ..services import Services
@@ -69,10 +71,12 @@ def create_app(
     *,
     routes: Sequence[ControllerRouterHandler] = (),
     dependencies: Mapping[str, Provide] | None = None,
+    lifespan: Sequence[Callable[[Litestar], AbstractAsyncContextManager[Any]]] = (),
 ) -> ASGIApp:
     """The ASGI application over the composition root's services: routes, authentication,
     size limit, errors, request logs. ``routes`` (routers or handlers, for instance an
-    operator console) join the app's own, with ``dependencies`` beside the services."""
+    operator console) join the app's own, with ``dependencies`` beside the services;
+    ``lifespan`` runs beside the app (the delivery worker)."""
     api_router = Router(
         path="/v1",
         route_handlers=api.ROUTES,
@@ -84,6 +88,8 @@ def create_app(
         path="/",
         route_handlers=[telegram_webhook],
         guards=[telegram_secret(settings.telegram_secret)],
+        # Telegram's own limit, not the API's: an update it sends must never get a 413.
+        request_max_body_size=max(WEBHOOK_MAX_BODY, settings.max_body_bytes),
     )
     bot = services.bot(settings.flow)
     app = Litestar(
@@ -94,12 +100,15 @@ def create_app(
             "bot": _value(bot),
             "store": _value(services.store),
             "projections": _value(services.projections),
+            "directory": _value(services.directory),
+            "telegram_identity": _value(telegram.BotIdentity()),
             **(dependencies or {}),
         },
         request_max_body_size=settings.max_body_bytes,
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi(),
         logging_config=None,  # structlog writes the request logs (request_log)
+        lifespan=list(lifespan),
     )
     return request_logs(app)
 
