@@ -80,6 +80,49 @@ class FlowOutcomes(msgspec.Struct, frozen=True):
     expired: int
 
 
+class Latency(msgspec.Struct, frozen=True):
+    """How long replies took, in milliseconds, from the message that caused each to the
+    channel taking it (percentiles interpolated)."""
+
+    count: int
+    mean_ms: float | None
+    min_ms: float | None
+    max_ms: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+class ChannelDelivery(msgspec.Struct, frozen=True):
+    """How delivery went on one channel, in one UTC hour (or over the whole period asked
+    for, when ``hour`` is None): delivered, attempts retried, given up, and the latency."""
+
+    channel: str
+    hour: datetime | None
+    delivered: int
+    retried: int
+    failed: int
+    latency: Latency
+
+
+class DeliveryFailure(msgspec.Struct, frozen=True):
+    """Outbound messages one channel gave up on (or reported failed) for one reason."""
+
+    channel: str
+    reason: str
+    code: str
+    failures: int
+
+
+class DeliveryMetrics(msgspec.Struct, frozen=True):
+    """Delivery per channel (over the period and hour by hour) and failures by reason."""
+
+    since: datetime | None
+    channels: list[ChannelDelivery]
+    hours: list[ChannelDelivery]
+    failures: list[DeliveryFailure]
+
+
 class MetricsSummary(msgspec.Struct, frozen=True):
     """Totals over every conversation since a time (whole UTC hours), or over all time."""
 
@@ -95,6 +138,8 @@ class MetricsSummary(msgspec.Struct, frozen=True):
     cost: float
     response: ResponseTimes
     flows: list[FlowOutcomes]
+    delivery: list[ChannelDelivery] = []  # per channel over the period
+    delivery_failures: list[DeliveryFailure] = []
 
 
 class AuditEntry(msgspec.Struct, frozen=True):
@@ -311,6 +356,7 @@ class Projections:
             hour=hour,
             until=until,
         )
+        delivery = self.delivery(since, until, hourly=False)
         return MetricsSummary(
             since=since,
             conversations=totals["conversations"],
@@ -324,7 +370,86 @@ class Projections:
             cost=int(totals["cost_micros"]) / 1e6,
             response=_response_times(totals, histogram["counts"]),
             flows=[FlowOutcomes(**row) for row in flows],
+            delivery=delivery.channels,
+            delivery_failures=delivery.failures,
         )
+
+    def delivery(
+        self, since: datetime | None = None, until: datetime | None = None, *, hourly: bool = True
+    ) -> DeliveryMetrics:
+        """Delivery per channel from the hour that holds ``since`` on (and before
+        ``until``): totals with latency percentiles, the same per hour (unless not
+        ``hourly``), and the failures by reason."""
+        hour = _hour_of(since)
+        bounds = [
+            condition
+            for condition, value in (("hour >= %(hour)s", hour), ("hour < %(until)s", until))
+            if value is not None
+        ]
+        where = "WHERE " + " AND ".join(bounds) if bounds else ""
+        sums = (
+            "sum(delivered)::int AS delivered, sum(retried)::int AS retried, "
+            "sum(failed)::int AS failed, sum(latency_us_sum)::bigint AS latency_us_sum, "
+            "min(latency_us_min) AS latency_us_min, max(latency_us_max) AS latency_us_max"
+        )
+        histograms = (
+            "SELECT channel{hour}, array_agg(n ORDER BY i) AS counts FROM ("
+            "  SELECT channel{hour}, i, sum(c)::bigint AS n FROM {{delivery_hourly}} h, "
+            "  unnest(h.latency_histogram) WITH ORDINALITY AS u(c, i) "
+            f"  {where} GROUP BY channel{{hour}}, i) AS b GROUP BY channel{{hour}}"
+        )
+        totals = self._rows(
+            f"SELECT channel, {sums} FROM {{delivery_hourly}} {where} "
+            "GROUP BY channel ORDER BY channel",
+            hour=hour,
+            until=until,
+        )
+        counts = {
+            row["channel"]: row["counts"]
+            for row in self._rows(histograms.format(hour=""), hour=hour, until=until)
+        }
+        channels = [_channel_delivery(row, None, counts.get(row["channel"])) for row in totals]
+        hours: list[ChannelDelivery] = []
+        if hourly:
+            per_hour = self._rows(
+                f"SELECT channel, hour, {sums} FROM {{delivery_hourly}} {where} "
+                "GROUP BY channel, hour ORDER BY channel, hour",
+                hour=hour,
+                until=until,
+            )
+            hour_counts = {
+                (row["channel"], row["hour"]): row["counts"]
+                for row in self._rows(histograms.format(hour=", hour"), hour=hour, until=until)
+            }
+            hours = [
+                _channel_delivery(row, row["hour"], hour_counts.get((row["channel"], row["hour"])))
+                for row in per_hour
+            ]
+        failures = self._rows(
+            "SELECT channel, reason, code, sum(failures)::int AS failures "
+            f"FROM {{delivery_failures}} {where} GROUP BY channel, reason, code "
+            "ORDER BY channel, failures DESC, reason",
+            hour=hour,
+            until=until,
+        )
+        return DeliveryMetrics(
+            since=since,
+            channels=channels,
+            hours=hours,
+            failures=[DeliveryFailure(**row) for row in failures],
+        )
+
+    def outbox(self, channels: list[str], limit: int = 100) -> list[tuple[UUID, str]]:
+        """The conversations with outbound messages still to deliver on these channels, the
+        one waiting longest first: (conversation id, channel)."""
+        rows = self._rows(
+            "SELECT conversation_id, channel FROM {outbox_pending} "
+            "WHERE channel = ANY(%(channels)s) GROUP BY conversation_id, channel "
+            "ORDER BY min(position) LIMIT %(limit)s",
+            channels=channels,
+            limit=limit,
+        )
+        return [(row["conversation_id"], row["channel"]) for row in rows]
 
     def audit(self, stream_id: UUID) -> list[AuditEntry]:
         """Every event of one conversation or flow, oldest first."""
@@ -647,6 +772,27 @@ def _response_times(totals: dict[str, Any], histogram: list[int]) -> ResponseTim
         p50_ms=p50,
         p95_ms=p95,
         p99_ms=p99,
+    )
+
+
+def _channel_delivery(
+    row: dict[str, Any], hour: datetime | None, histogram: list[int] | None
+) -> ChannelDelivery:
+    delivered = int(row["delivered"])
+    latency = Latency(0, None, None, None, None, None, None)
+    if delivered:
+        counts = histogram or [0] * BUCKETS
+        low, high = row["latency_us_min"] / 1000, row["latency_us_max"] / 1000
+        p50, p95, p99 = (percentile(counts, q, low, high) for q in (0.5, 0.95, 0.99))
+        mean = int(row["latency_us_sum"]) / 1000 / delivered
+        latency = Latency(delivered, mean, low, high, p50, p95, p99)
+    return ChannelDelivery(
+        channel=row["channel"],
+        hour=hour,
+        delivered=delivered,
+        retried=int(row["retried"]),
+        failed=int(row["failed"]),
+        latency=latency,
     )
 
 

@@ -609,12 +609,16 @@ def test_status_reports_each_position_the_head_and_how_far_behind_it_is(
         assert [(s.name, s.position, s.head, s.lag) for s in behind] == [
             ("audit", 0, 2, 2),
             ("current", 0, 2, 2),
+            ("delivery", 0, 2, 2),
             ("metrics", 0, 2, 2),
+            ("outbox", 0, 2, 2),
         ]
         assert all(3500 < s.seconds_behind < 3700 for s in behind)
         runner.catch_up()
-        assert [(s.position, s.lag, s.seconds_behind) for s in runner.status()] == [(2, 0, 0.0)] * 3
-    assert open_projections(engine.store).positions() == {"audit": 2, "current": 2, "metrics": 2}
+        assert [(s.position, s.lag, s.seconds_behind) for s in runner.status()] == [(2, 0, 0.0)] * 5
+    assert open_projections(engine.store).positions() == dict.fromkeys(
+        ("audit", "current", "delivery", "metrics", "outbox"), 2
+    )
 
 
 def test_wait_for_returns_once_a_write_is_projected_and_times_out_without_a_runner(
@@ -638,7 +642,7 @@ def test_catch_up_for_the_demo_brings_every_projection_to_the_head(engine: Engin
     catch_up(engine.store)
     catch_up(engine.store)  # current already: reads nothing, writes nothing
     assert open_projections(engine.store).positions() == dict.fromkeys(
-        ("audit", "current", "metrics"), engine.store.head()
+        ("audit", "current", "delivery", "metrics", "outbox"), engine.store.head()
     )
 
 
