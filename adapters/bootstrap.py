@@ -10,11 +10,13 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import platformdirs
 import psycopg
 import structlog
@@ -24,6 +26,8 @@ from psycopg import sql
 from ..domain.engine import Engine
 from ..domain.errors import BadInput
 from ..domain.flow_definition import CustomValidators, FlowDefinition, FlowRegistry, Hooks
+from ..projections.outbox import Outbox
+from ..projections.projection import Projection
 from ..projections.queries import Projections
 from ..projections.registry import default_projections
 from ..projections.runner import PAGE_SIZE, ProjectionRunner
@@ -44,7 +48,15 @@ from .chat.channels import (
     ChannelSettings,
     Template,
 )
+from .chat.delivery import DeliveryWorker, Leadership, Sender, Sleep, listener
+from .chat.delivery_errors import DeliveryError
 from .chat.directory import ChatDirectory
+from .chat.polling import UpdateOffsets
+from .chat.telegram import BotIdentity
+from .chat.telegram_api import TelegramBotApi
+from .chat.telegram_sender import TelegramSender
+from .chat.whatsapp_api import WhatsAppCloudApi
+from .chat.whatsapp_sender import WhatsAppSender
 from .chat.wording import notice_text, reply_text
 from .flow_files import FlowCode, load_builtin, load_code, load_flows
 from .http.settings import (
@@ -77,6 +89,8 @@ ENV_CODE = "VOXLEDGER_CODE"
 # time at which the process's clock starts, running on at the machine's steady pace from
 # there. Meant for tests (and for replaying a day by hand); production leaves it unset.
 ENV_TEST_CLOCK = "VOXLEDGER_TEST_CLOCK"
+
+log = structlog.get_logger("voxledger")
 
 # Serialises schema creation across processes: two processes creating the same tables at
 # once can otherwise collide in PostgreSQL's catalogue.
@@ -355,21 +369,34 @@ def open_chat_directory(store: EventStore) -> ChatDirectory:
     return directory.prepare()
 
 
+def open_update_offsets(store: EventStore) -> UpdateOffsets:
+    """Where Telegram polling resumes, in a table beside the event store."""
+    offsets = UpdateOffsets(store.recorder.datastore)
+    if store.factory.env_create_table():
+        offsets.create_table()
+    return offsets
+
+
 # -- projections ---------------------------------------------------------------------------------
 
 
 def open_runner(
-    store: EventStore, page_size: int = PAGE_SIZE, *, clock: Clock | None = None
+    store: EventStore,
+    page_size: int = PAGE_SIZE,
+    *,
+    clock: Clock | None = None,
+    projections: Sequence[Projection] | None = None,
 ) -> ProjectionRunner:
-    """The projection runner on the event store's database, schema and event decoder; its
-    clock (for how far behind it is in time) is this process's unless given."""
+    """The projection runner on the event store's database, schema and event decoder (for
+    every projection, or those given); its clock (for how far behind it is in time) is
+    this process's unless given."""
     recorder = store.recorder
     recorder.datastore.pool.open()  # the library opens it on first use; we may come first
     return ProjectionRunner(
         recorder.datastore.pool,
         recorder.datastore.schema,
         store.mapper.to_domain_event,
-        default_projections(),
+        default_projections() if projections is None else list(projections),
         page_size=page_size,
         events_table=recorder.events_table_name,
         clock=clock or system_clock(),
@@ -432,6 +459,126 @@ def open_services(
     )
 
 
+# -- delivery ------------------------------------------------------------------------------------
+
+
+def open_telegram_api(channels: ChannelSettings) -> TelegramBotApi:
+    """The Bot API client of the configured bot ($VOXLEDGER_TELEGRAM_TOKEN, at
+    $VOXLEDGER_TELEGRAM_API_URL); BadInput without a token."""
+    if channels.telegram_token is None:
+        raise BadInput(f"{ENV_TELEGRAM_TOKEN} is not set: no bot to talk to")
+    return TelegramBotApi(channels.telegram_token, base_url=channels.telegram_api_url)
+
+
+def open_senders(channels: ChannelSettings) -> dict[str, Sender]:
+    """A sender for each channel that delivers: Telegram with a bot token, WhatsApp with an
+    access token and a phone number id."""
+    senders: dict[str, Sender] = {}
+    if channels.telegram_delivers:
+        senders["telegram"] = TelegramSender(open_telegram_api(channels))
+    if channels.whatsapp_delivers:
+        assert channels.whatsapp_token and channels.whatsapp_phone_number_id
+        api = WhatsAppCloudApi(
+            channels.whatsapp_token,
+            channels.whatsapp_phone_number_id,
+            base_url=channels.whatsapp_api_url,
+        )
+        senders["whatsapp"] = WhatsAppSender(api, channels.whatsapp_template)
+    return senders
+
+
+def open_delivery(
+    services: Services,
+    senders: Mapping[str, Sender],
+    *,
+    clock: Callable[[], float] | None = None,
+    sleep: Sleep | None = None,
+    concurrency: int = 16,
+    lead: bool = True,
+) -> DeliveryWorker:
+    """The delivery worker over the services: its own runner of the outbox projection, the
+    log's NOTIFY to wake it, the senders given, and (with ``lead``) the lock that makes it
+    the one worker delivering in this schema. ``clock`` and ``sleep`` (seconds) measure and
+    wait for the rate limits: the machine's unless given."""
+    store = services.store
+    runner = open_runner(store, clock=services.clock, projections=[Outbox()])
+    projections = services.projections
+
+    def pending(channels: list[str]) -> list[tuple[Any, str]]:
+        runner.catch_up()
+        return projections.outbox(channels)
+
+    pool = store.recorder.datastore.pool
+    kwargs = pool.kwargs or {}
+    schema = store.recorder.datastore.schema
+    return DeliveryWorker(
+        services.async_engine,
+        pending,
+        senders,
+        now=services.clock,
+        clock=clock or time.monotonic,
+        sleep=sleep or anyio.sleep,
+        concurrency=concurrency,
+        listen=listener(pool.conninfo, kwargs, runner.channel),
+        leadership=Leadership(pool.conninfo, kwargs, schema) if lead else None,
+    )
+
+
+async def learn_username(api: TelegramBotApi, identity: BotIdentity) -> None:
+    """Ask Telegram who the bot is (getMe) until it answers, and keep its username: commands
+    that name another bot are then ignored."""
+    pause = 1.0
+    while True:
+        try:
+            me = await api.get_me()
+        except DeliveryError as e:
+            log.warning("telegram.get_me_failed", error=str(e), retry_in_s=pause)
+            await anyio.sleep(pause)
+            pause = min(60.0, pause * 2)
+            continue
+        identity.username = me.username
+        log.info("telegram.bot", username=me.username)
+        return
+
+
+def delivery_lifespan(
+    services: Services,
+    identity: BotIdentity,
+    worker: DeliveryWorker | None,
+    senders: Mapping[str, Sender],
+) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """What runs beside the HTTP app while it serves: the delivery worker, and learning the
+    bot's username; both stop (and the senders close) when the app stops."""
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        stopping = anyio.Event()
+        try:
+            async with anyio.create_task_group() as tasks:
+                if services.channels.telegram_token is not None:
+                    api = open_telegram_api(services.channels)
+                    tasks.start_soon(_learning, api, identity)
+                if worker is not None:
+                    tasks.start_soon(worker.run, stopping)
+                try:
+                    yield
+                finally:
+                    stopping.set()
+                    tasks.cancel_scope.cancel()
+        finally:
+            for sender in senders.values():
+                await sender.aclose()
+
+    return lifespan
+
+
+async def _learning(api: TelegramBotApi, identity: BotIdentity) -> None:
+    try:
+        await learn_username(api, identity)
+    finally:
+        await api.aclose()
+
+
 def open_app(
     services: Services,
     settings: Settings | None = None,
@@ -442,11 +589,35 @@ def open_app(
 ) -> ASGIApp:
     """The HTTP app over the services, with the operator console: settings from the
     environment unless given; other routers or route handlers (and what they depend on) join
-    the app's own; the console's live tails end when ``closing`` is set."""
+    the app's own; the console's live tails end when ``closing`` is set. With a channel that
+    delivers (a Telegram bot token, WhatsApp's), the delivery worker runs beside it."""
     # Imported here: the web stack costs every command that does not serve its start-up.
+    from litestar.di import Provide
+
     from .console import console_router
     from .http.app import create_app
 
     settings = settings or http_settings()
     console = console_router(services, settings.api_token, closing=closing)
-    return create_app(services, settings, routes=[*routes, console], dependencies=dependencies)
+    senders = open_senders(services.channels)
+    worker = open_delivery(services, senders) if senders else None
+    identity = BotIdentity()
+
+    def value(piece: Any) -> Provide:
+        return Provide(lambda: piece, use_cache=True, sync_to_thread=False)
+
+    ours = {
+        "telegram_identity": value(identity),
+        "outbox_wake": value(worker.wake if worker is not None else _no_wake),
+    }
+    return create_app(
+        services,
+        settings,
+        routes=[*routes, console],
+        dependencies={**ours, **(dependencies or {})},
+        lifespan=[delivery_lifespan(services, identity, worker, senders)],
+    )
+
+
+def _no_wake(conversation_id: Any = None) -> None:
+    """Nothing to wake: no delivery worker runs in this process."""

@@ -96,9 +96,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     expire = commands.add_parser(
         "expire",
-        help="expire flows idle past their timeout (and idle conversations)",
+        help="expire idle flows (telling their users) and idle conversations; remind",
         description="Record an expiry for every flow idle longer than its definition allows "
-        "(the current-state projection, caught up first, says which are due). "
+        "(the current-state projection, caught up first, says which are due), with a notice "
+        "to the chat user in the same save; queue a reminder (once) for the flows within "
+        "their definition's remind_before_s of expiring. Run it every minute or so. "
         "Example: voxledger expire --conversations-idle 86400",
     )
     expire.add_argument("--now", type=timestamp, help="the time to judge idleness at (ISO 8601)")
@@ -247,8 +249,10 @@ def print_flow(state: FlowState, prompt: str | None) -> None:
 
 
 def run_expire(args: argparse.Namespace) -> int:
-    """Expire what is idle: the current-state projection, caught up first, says what is due,
-    and each of those judges its own idleness (the sweep costs what is due, not what exists)."""
+    """Expire what is idle, telling the users whose forms expired, and remind those whose
+    forms are about to (once): the current-state projection, caught up first, says what is
+    due, and each of those judges its own idleness (the sweep costs what is due, not what
+    exists)."""
     from ..adapters.bootstrap import catch_up, open_engine, open_projections
 
     with open_engine(args.database_url, **flow_options(args)) as engine:
@@ -261,13 +265,37 @@ def run_expire(args: argparse.Namespace) -> int:
             since = now - timedelta(seconds=idle_s)
             conversations = [row.conversation_id for row in due.idle_conversations(since)]
         flows = [row.flow_id for row in due.due_flows(now)]
-        expired = engine.expire_idle(
-            now, conversation_idle_s=idle_s, flows=flows, conversations=conversations
+        ahead = max(
+            (
+                engine.flows.get(name, version).remind_before_s or 0.0
+                for name, versions in engine.flows.all()
+                for version in versions
+            ),
+            default=0.0,
         )
+        reminding = []
+        if ahead:
+            soon = due.due_flows(now + timedelta(seconds=ahead))
+            reminding = [row.flow_id for row in soon if row.flow_id not in set(flows)]
+        swept = engine.sweep(
+            now,
+            expiring=flows,
+            reminding=reminding,
+            conversation_idle_s=idle_s,
+            conversations=conversations,
+        )
+    expired = [*swept.expired, *swept.ended]
     if args.json:
-        print_json({"expired": [str(i) for i in expired]})
+        document = {"expired": [str(i) for i in expired]}
+        if swept.reminded:  # only then: scripts reading the runs expired see what they did
+            document["reminded"] = [str(i) for i in swept.reminded]
+        print_json(document)
     else:
         say(f"expired: {len(expired)}")
         for item in expired:
             say(f"  {item}")
+        if swept.reminded:
+            say(f"reminded: {len(swept.reminded)}")
+            for item in swept.reminded:
+                say(f"  {item}")
     return 0

@@ -102,6 +102,7 @@ def create_app(
             "projections": _value(services.projections),
             "directory": _value(services.directory),
             "telegram_identity": _value(telegram.BotIdentity()),
+            "outbox_wake": _value(_nothing_to_wake),
             **(dependencies or {}),
         },
         request_max_body_size=settings.max_body_bytes,
@@ -111,6 +112,10 @@ def create_app(
         lifespan=list(lifespan),
     )
     return request_logs(app)
+
+
+def _nothing_to_wake(conversation_id: Any = None) -> None:
+    """No delivery worker runs beside this app."""
 
 
 def _value(piece: Any) -> Provide:

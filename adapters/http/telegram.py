@@ -9,6 +9,9 @@ that may pass (the database out of reach: 503; a lost race that kept losing: 409
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from uuid import UUID
+
 import structlog
 from litestar import post
 from litestar.di import NamedDependency
@@ -20,6 +23,8 @@ from ..chat import telegram
 from ..chat.bot import ChatBot, Reply
 
 log = structlog.get_logger("voxledger.telegram")
+
+Wake = Callable[[UUID], None]  # tells the delivery worker that a conversation has mail
 
 # The webhook takes the largest update the Bot API sends (a long text with a reply to
 # another, every character \u-escaped) with room to spare, whatever the API's own limit.
@@ -37,6 +42,7 @@ async def telegram_webhook(
     async_engine: NamedDependency[AsyncEngine],
     bot: NamedDependency[ChatBot],
     telegram_identity: NamedDependency[telegram.BotIdentity],
+    outbox_wake: NamedDependency[Wake],
     data: JSONBody[telegram.Update],
 ) -> telegram.SendMessage | telegram.NoReply:
     """Take an Update: its reply goes out through the outbox (or, without a bot token, in
@@ -55,6 +61,8 @@ async def telegram_webhook(
         return telegram.NoReply()
     if reply.conversation_id is not None:
         structlog.contextvars.bind_contextvars(conversation_id=str(reply.conversation_id))
+        if reply.outbound:
+            outbox_wake(reply.conversation_id)  # the delivery worker in this process, now
     if bot.delivers(message.channel) or not reply.text:
         return telegram.NoReply()
     return telegram.send_message(message.chat_id, reply, message.thread)
