@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import signal
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from .output import say
 
 if TYPE_CHECKING:
     import anyio
+
+T = TypeVar("T")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -73,9 +76,25 @@ def run(args: argparse.Namespace) -> int:
                 for sender in senders.values():
                     await sender.aclose()
 
-        anyio.run(main)
+        run_async(main)
         say(f"delivered {worker.delivered}, failed {worker.failed}")
     return 0
+
+
+def run_async(main: Callable[[], Awaitable[T]]) -> T:
+    """Run a command's async part; an error in one of its tasks comes out as itself (so the
+    command line words it as any other), not wrapped in a group."""
+    import anyio
+
+    try:
+        return anyio.run(main)
+    except BaseExceptionGroup as group:
+        errors = group.exceptions
+        while len(errors) == 1 and isinstance(errors[0], BaseExceptionGroup):
+            errors = errors[0].exceptions
+        if len(errors) == 1:
+            raise errors[0] from None
+        raise
 
 
 async def stop_on_signal(stopping: anyio.Event) -> None:

@@ -74,7 +74,7 @@ def run_poll(args: argparse.Namespace) -> int:
     from ..adapters.chat.polling import poll
     from ..adapters.chat.telegram import BotIdentity
     from .arguments import flow_options
-    from .deliver import stop_on_signal
+    from .deliver import run_async, stop_on_signal
 
     with open_services(args.database_url, **flow_options(args)) as services:
         api = open_telegram_api(services.channels)
@@ -110,7 +110,7 @@ def run_poll(args: argparse.Namespace) -> int:
                 for sender in senders.values():
                     await sender.aclose()
 
-        handled = anyio.run(main)
+        handled = run_async(main)
     say(f"handled {handled} updates")
     return 0
 

@@ -156,27 +156,25 @@ class ChatBot:
         (or its last one ended or was erased)."""
         directory = self._directory()
         key = chat_key(message, self.shared_chats)
-        if self._chatter(message) and directory.find(key) is None:
+        lookup = directory.find if self._chatter(message) else directory.open
+        conversation_id = lookup(key)
+        if conversation_id is None:
             return self._ignored(message)
-        conversation_id = directory.open(key)
         try:
             return self._exchange(conversation_id, message)
         except (ConversationClosed, Erased):
             return self._exchange(directory.move_on(key, conversation_id), message)
 
     async def handle_chat_async(self, message: Incoming, engine: AsyncEngine) -> Reply:
-        """`handle_chat` on the async engine: the exchange runs in the event loop and shares
-        a commit when the conversation is in memory; the directory is read in a thread
-        when this process does not know the chat yet."""
+        """`handle_chat` on the async engine: the directory is read in a thread, then the
+        exchange runs in the event loop and shares a commit when the conversation is in
+        memory."""
         directory = self._directory()
         key = chat_key(message, self.shared_chats)
-        conversation_id = directory.cached(key)
+        lookup = directory.find if self._chatter(message) else directory.open
+        conversation_id = await anyio.to_thread.run_sync(lookup, key)
         if conversation_id is None:
-            if self._chatter(message):
-                found = await anyio.to_thread.run_sync(directory.find, key)
-                if found is None:
-                    return self._ignored(message)
-            conversation_id = await anyio.to_thread.run_sync(directory.open, key)
+            return self._ignored(message)
         inbound, decide = self._inbound(message), self._decider(message)
         try:
             result = await engine.exchange(conversation_id, inbound, decide, at=message.at)

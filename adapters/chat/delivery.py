@@ -251,20 +251,23 @@ class DeliveryWorker:
         something pending, then wait for a wake-up (or poll)."""
         token = anyio.lowlevel.current_token()
         stop_listening = threading.Event()
-        async with anyio.create_task_group() as tasks:
-            if self.listen is not None:
-                notify = self._notifier(token)
-                tasks.start_soon(self._listen, stop_listening, notify)
-            tasks.start_soon(self._until, stopping, tasks.cancel_scope, stop_listening)
-            limiter = anyio.CapacityLimiter(self.concurrency)
-            while not stopping.is_set():
-                self._woken = anyio.Event()
-                if await self.lead():
-                    await self._serve(tasks, limiter)
-                with anyio.move_on_after(self.poll_s):
-                    await self._woken.wait()
-        if self.leadership is not None:
-            self.leadership.release()
+        try:
+            async with anyio.create_task_group() as tasks:
+                if self.listen is not None:
+                    notify = self._notifier(token)
+                    tasks.start_soon(self._listen, stop_listening, notify)
+                tasks.start_soon(self._until, stopping, tasks.cancel_scope, stop_listening)
+                limiter = anyio.CapacityLimiter(self.concurrency)
+                while not stopping.is_set():
+                    self._woken = anyio.Event()
+                    if await self.lead():
+                        await self._serve(tasks, limiter)
+                    with anyio.move_on_after(self.poll_s):
+                        await self._woken.wait()
+        finally:
+            stop_listening.set()  # its thread ends within a second, even when cancelled
+            if self.leadership is not None:
+                self.leadership.release()
 
     async def drain(self) -> int:
         """Deliver everything pending now and what that queues, then return: how many
@@ -445,7 +448,7 @@ class DeliveryWorker:
 Listen = Callable[[threading.Event, Callable[[], None]], None]
 
 
-def listener(conninfo: str, kwargs: Mapping[str, Any], channel: str, poll_s: float = 5.0) -> Listen:
+def listener(conninfo: str, kwargs: Mapping[str, Any], channel: str, poll_s: float = 1.0) -> Listen:
     """A blocking loop that calls ``notify`` whenever the log announces new events (LISTEN on
     its channel, on a connection of its own), until ``stop`` is set."""
     options = {k: v for k, v in kwargs.items() if k != "row_factory"}

@@ -6,7 +6,8 @@ database beside it. A conversation's id is random: nothing about it says which c
 and the directory's row, the one thing that ties the two, is deleted when the conversation
 is erased (`forget`), after which the chat's next message opens a fresh conversation.
 
-A lookup is one indexed read, cached in the process. The row comes first: a new chat's row
+A lookup is one indexed read, never cached: an erasure in another process takes effect at
+the chat's very next message. The row comes first: a new chat's row
 names a fresh id before any event of that conversation exists, so a crash in between leaves
 a reserved id that the chat's next message opens, never a conversation no chat finds. A chat
 whose conversation ended (or was erased) moves on to a fresh id by compare-and-set, so two
@@ -18,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 from uuid import UUID, uuid4
@@ -49,23 +48,14 @@ class ChatKey(msgspec.Struct, frozen=True, array_like=True):
 
 
 class ChatDirectory:
-    """The chats' current conversations, keyed by HMAC; created on first use."""
+    """The chats' current conversations, keyed by HMAC."""
 
-    def __init__(
-        self,
-        datastore: PostgresDatastore,
-        *,
-        table: str = "voxledger_chats",
-        cache_size: int = 10_000,
-    ) -> None:
+    def __init__(self, datastore: PostgresDatastore, *, table: str = "voxledger_chats") -> None:
         self.datastore = datastore
-        self.cache_size = cache_size
         self._name = table
         self._table = Identifier(datastore.schema, table)
         self._secret_table = Identifier(datastore.schema, f"{table}_secret")
         self._secret: bytes | None = None
-        self._cache: OrderedDict[bytes, UUID] = OrderedDict()
-        self._lock = threading.Lock()
 
     def create_tables(self) -> None:
         """Create the directory and its secret's table (idempotent)."""
@@ -94,37 +84,26 @@ class ChatDirectory:
         """The chat's key in the directory: HMAC-SHA256 of the chat under the secret."""
         return hmac.new(self._load_secret(), msgspec.msgpack.encode(chat), hashlib.sha256).digest()
 
-    def cached(self, chat: ChatKey) -> UUID | None:
-        """The chat's conversation if this process knows it (no I/O but the first secret)."""
-        with self._lock:
-            return self._cache.get(self.key(chat))
-
     def find(self, chat: ChatKey) -> UUID | None:
         """The chat's current conversation, or None if it has none."""
-        key = self.key(chat)
-        with self._lock:
-            known = self._cache.get(key)
-        if known is not None:
-            return known
-        row = self._one("SELECT conversation_id FROM {} WHERE chat_key = %s", key)
-        return self._remember(key, row[0]) if row else None
+        row = self._one("SELECT conversation_id FROM {} WHERE chat_key = %s", self.key(chat))
+        return row[0] if row else None
 
     def open(self, chat: ChatKey) -> UUID:
-        """The chat's current conversation: found, or a fresh id reserved for it."""
-        known = self.find(chat)
-        if known is not None:
-            return known
+        """The chat's current conversation: found (one read), or a fresh id reserved for
+        it (the one another process reserved a moment ago, if it did)."""
         key = self.key(chat)
-        # A no-op update returns the row another process reserved a moment ago.
-        row = self._one(
-            "INSERT INTO {} (chat_key, conversation_id) VALUES (%s, %s) "
-            "ON CONFLICT (chat_key) DO UPDATE SET chat_key = excluded.chat_key "
-            "RETURNING conversation_id",
-            key,
-            uuid4(),
-        )
-        assert row is not None
-        return self._remember(key, row[0])
+        while True:
+            row = self._one("SELECT conversation_id FROM {} WHERE chat_key = %s", key)
+            if row is None:
+                row = self._one(
+                    "INSERT INTO {} (chat_key, conversation_id) VALUES (%s, %s) "
+                    "ON CONFLICT (chat_key) DO NOTHING RETURNING conversation_id",
+                    key,
+                    uuid4(),
+                )
+            if row is not None:
+                return row[0]
 
     def move_on(self, chat: ChatKey, closed: UUID) -> UUID:
         """A fresh conversation for the chat, whose conversation ``closed`` ended or was
@@ -138,9 +117,7 @@ class ChatDirectory:
             closed,
         )
         if row is not None:
-            return self._remember(key, row[0])
-        with self._lock:
-            self._cache.pop(key, None)
+            return row[0]
         found = self.find(chat)
         if found is not None and found != closed:
             return found
@@ -154,9 +131,6 @@ class ChatDirectory:
                 SQL("DELETE FROM {} WHERE conversation_id = ANY(%s)").format(self._table), (ids,)
             )
             deleted = cursor.rowcount
-        with self._lock:
-            for key in [k for k, v in self._cache.items() if v in ids]:
-                del self._cache[key]
         try:
             # The old row versions still tie the chat to the conversation until vacuumed.
             with self.datastore.get_connection() as conn:
@@ -166,14 +140,6 @@ class ChatDirectory:
         return deleted
 
     # -- underneath ----------------------------------------------------------------------------
-
-    def _remember(self, key: bytes, conversation_id: UUID) -> UUID:
-        with self._lock:
-            self._cache[key] = conversation_id
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return conversation_id
 
     @retried
     def _load_secret(self) -> bytes:

@@ -1,5 +1,5 @@
-"""The HTTP app: Telegram's webhook, the JSON API under /v1, /healthz, and its OpenAPI
-schema at /schema.
+"""The HTTP app: Telegram's and WhatsApp's webhooks, the JSON API under /v1, /healthz, and
+its OpenAPI schema at /schema.
 
 Litestar decodes request bodies into msgspec Structs (validated once, at the edge) and
 documents them in the schema. Handlers get the engine, the async engine, the chat bot, the
@@ -31,6 +31,7 @@ from .health import healthz
 from .request_log import request_logs
 from .settings import Settings
 from .telegram import WEBHOOK_MAX_BODY, telegram_webhook
+from .whatsapp import ROUTES as WHATSAPP_ROUTES
 
 if TYPE_CHECKING:
     from ..services import Services
@@ -91,9 +92,11 @@ def create_app(
         # Telegram's own limit, not the API's: an update it sends must never get a 413.
         request_max_body_size=max(WEBHOOK_MAX_BODY, settings.max_body_bytes),
     )
+    # Checked by signature, on the raw body, in its handler.
+    whatsapp = Router(path="/", route_handlers=WHATSAPP_ROUTES)
     bot = services.bot(settings.flow)
     app = Litestar(
-        route_handlers=[webhook, healthz, api_router, *routes],
+        route_handlers=[webhook, whatsapp, healthz, api_router, *routes],
         dependencies={
             "engine": _value(services.engine),
             "async_engine": _value(services.async_engine),
@@ -101,6 +104,7 @@ def create_app(
             "store": _value(services.store),
             "projections": _value(services.projections),
             "directory": _value(services.directory),
+            "channels": _value(services.channels),
             "telegram_identity": _value(telegram.BotIdentity()),
             "outbox_wake": _value(_nothing_to_wake),
             **(dependencies or {}),
