@@ -284,3 +284,94 @@ def test_a_conversation_by_id_must_exist(engine: Engine) -> None:
     bot = bot_on(engine)
     with pytest.raises(NotFound):
         bot.handle(UUID(int=1), Chat(bot).message("hi"))
+
+
+# -- edits, media, groups -------------------------------------------------------------------------
+
+
+def edit(chat: Chat, message_id: str, text: str, when: int = 1) -> Reply:
+    return chat.say(text, message_id=f"{message_id}:edited:{when}", edited=message_id)
+
+
+def test_an_edited_answer_answers_its_field_again_and_the_form_stays_where_it_is(
+    chat: Chat, engine: Engine
+) -> None:
+    started = chat.say("interview")
+    chat.say("1042", message_id="m-number")
+    chat.say("21.11.2026", message_id="m-date")
+    changed = edit(chat, "m-number", "1043")
+    assert changed.text == f"Changed Audio number to 1043.\n{PROMPTS['employee']}"
+    flow = engine.get_flow(started.flow_id)  # type: ignore[arg-type]
+    assert flow.answers == {"audio_number": 1043, "date": "2026-11-21"} and flow.step == "employee"
+    refused = edit(chat, "m-date", "31.02.2026")
+    assert refused.text.startswith("Date stays 2026-11-21: There is no such date as 31.02.2026.")
+    assert engine.get_flow(started.flow_id).answers["date"] == "2026-11-21"  # type: ignore[arg-type]
+
+
+def test_an_edit_of_anything_but_a_current_answer_records_nothing(
+    chat: Chat, engine: Engine
+) -> None:
+    chat.say("interview", message_id="m-choice")
+    chat.say("abc", message_id="m-refused")  # refused: not a number
+    chat.say("1042", message_id="m-number")
+    chat.say("/back")  # withdraws the number: that message answers nothing any more
+    version = engine.get_conversation(chat.key).version
+    for message_id in ("m-choice", "m-refused", "m-number", "unknown"):
+        assert not edit(chat, message_id, "7").recorded
+    assert engine.get_conversation(chat.key).version == version
+    chat.say("77", message_id="m-again")
+    assert edit(chat, "m-again", "78").recorded  # its answer is the current one
+
+
+def test_media_where_text_is_expected_gets_a_reply_saying_so(chat: Chat) -> None:
+    assert chat.say("", media="photo").text.startswith(
+        "I can only read text here, not a photo.\nAudio visit report: choose"
+    )
+    chat.say("interview")
+    said = chat.say("", media="voice")
+    assert said.text == f"I can only read text here, not a voice.\n{PROMPTS['audio_number']}"
+
+
+def test_in_a_group_each_member_keeps_a_form_of_their_own_and_chatter_is_ignored(
+    engine: Engine,
+) -> None:
+    bot = bot_on(engine)
+
+    def member(user: str, text: str) -> Reply:
+        return bot.handle_chat(
+            Incoming(
+                channel="telegram",
+                chat_id="-100777",
+                message_id=f"{user}-{text}",
+                text=text,
+                user_id=user,
+                group=True,
+            )
+        )
+
+    assert member("ann", "/start interview").text == PROMPTS["audio_number"]
+    assert not member("bob", "1042").recorded  # bob has no form: chatter
+    assert member("bob", "/start design").text == PROMPTS["audio_number"]
+    assert member("ann", "1042").text == PROMPTS["date"]
+    assert member("bob", "7").text == PROMPTS["date"]
+    ann, bob = member("ann", "/status").text, member("bob", "/status").text
+    assert "audio_number: 1042" in ann and "audio_number: 7" in bob
+
+
+def test_a_shared_group_keeps_one_form_for_everyone(engine: Engine) -> None:
+    bot = ChatBot(engine, directory=open_chat_directory(engine.store), shared_chats={"-100888"})  # type: ignore[arg-type]
+
+    def member(user: str, text: str) -> Reply:
+        return bot.handle_chat(
+            Incoming(
+                channel="telegram",
+                chat_id="-100888",
+                message_id=f"{user}-{text}",
+                text=text,
+                user_id=user,
+                group=True,
+            )
+        )
+
+    member("ann", "/start interview")
+    assert member("bob", "1042").text == PROMPTS["date"]  # bob answers the shared form

@@ -4,6 +4,9 @@ chat, within the limits, and each outcome is recorded once."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from itertools import count
@@ -26,6 +29,7 @@ from voxledger.domain.flow import FlowStatus
 from voxledger.domain.flow_definition import FlowDefinition
 
 CHAT = 4242
+VOXLEDGER = [sys.executable, "-m", "voxledger.scripts.main"]
 PROMPTS = {
     "audio_number": "What is the number of the audio recording?",
     "date": "When was the visit? For example 21.11.2026.",
@@ -436,3 +440,29 @@ def test_whatsapp_outside_the_24_hour_window_sends_the_template_or_records_a_ref
         assert sent["type"] == "template" and sent["template"]["name"] == "hello_world"
     finally:
         templated.close()
+
+
+def test_voxledger_expire_tells_the_user_and_metrics_shows_the_delivery(
+    world: World, telegram: FakeTelegram, cli_env: dict[str, str]
+) -> None:
+    started = world.say("interview")
+    world.deliver()
+    assert started.flow_id is not None
+    later = world.engine.get_flow(started.flow_id).updated_at + timedelta(minutes=6)
+    swept = subprocess.run(
+        [*VOXLEDGER, "expire", "--now", later.isoformat(), "--json"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+    )
+    assert swept.returncode == 0, swept.stderr
+    assert json.loads(swept.stdout) == {"expired": [str(started.flow_id)]}
+    world.deliver()
+    assert (
+        texts(telegram)[-1] == "This form expired after a long pause. Send /start to begin again."
+    )
+    shown = subprocess.run(
+        [*VOXLEDGER, "metrics"], env={**cli_env, "COLUMNS": "200"}, capture_output=True, text=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "delivery (latency" in shown.stdout and "telegram" in shown.stdout
