@@ -15,6 +15,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import anyio
 import platformdirs
@@ -367,6 +368,15 @@ def open_chat_directory(store: EventStore) -> ChatDirectory:
     if store.factory.env_create_table():
         directory.create_tables()
     return directory.prepare()
+
+
+def erase_conversation(store: EventStore, conversation_id: UUID) -> list[UUID]:
+    """Erase a conversation's personal data and its flows' (`EventStore.erase`), and delete
+    the chat directory's row that led from its chat to it, so that nothing ties the two and
+    the chat's next message starts a new conversation; the streams erased."""
+    streams = store.erase(conversation_id)
+    open_chat_directory(store).forget(streams)
+    return streams
 
 
 def open_update_offsets(store: EventStore) -> UpdateOffsets:

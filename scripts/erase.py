@@ -44,12 +44,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.yes:
         fail(f"erasing {args.conversation_id} cannot be undone; run again with --yes")
         return 1
-    from ..adapters.bootstrap import open_chat_directory, open_store
+    from ..adapters.bootstrap import erase_conversation, open_store
 
     with open_store(args.database_url) as store:
-        streams = store.erase(args.conversation_id)
-        # Nothing may tie the chat to the erased conversation: its next message starts anew.
-        open_chat_directory(store).forget(streams)
+        streams = erase_conversation(store, args.conversation_id)
         rebuilt = redact_projections(store)
     if args.json:
         print_json({"conversation_id": args.conversation_id, "erased": streams, "rebuilt": rebuilt})
