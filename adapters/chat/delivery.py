@@ -260,8 +260,11 @@ class DeliveryWorker:
                 limiter = anyio.CapacityLimiter(self.concurrency)
                 while not stopping.is_set():
                     self._woken = anyio.Event()
-                    if await self.lead():
-                        await self._serve(tasks, limiter)
+                    try:
+                        if await self.lead():
+                            await self._serve(tasks, limiter)
+                    except Exception as e:  # the database away, say: try again next time
+                        log.warning("delivery.pass_failed", error=str(e).strip()[:500])
                     with anyio.move_on_after(self.poll_s):
                         await self._woken.wait()
         finally:
@@ -386,6 +389,12 @@ class DeliveryWorker:
                         return
                     await self.sleep(self._backoff(attempts))
                     continue
+                except Exception as bug:
+                    # Not the platform's answer: give this one up rather than loop on it.
+                    log.exception("delivery.unexpected", item=item.id)
+                    reason = f"unexpected {type(bug).__name__}: {bug}"
+                    await self._failed(conversation_id, item, reason, None, True)
+                    return
                 break
             complete = index == len(parts) - 1
             ids = [platform_id] if platform_id is not None else []
