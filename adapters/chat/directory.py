@@ -7,11 +7,13 @@ and the directory's row, the one thing that ties the two, is deleted when the co
 is erased (`forget`), after which the chat's next message opens a fresh conversation.
 
 A lookup is one indexed read, never cached: an erasure in another process takes effect at
-the chat's very next message. The row comes first: a new chat's row
-names a fresh id before any event of that conversation exists, so a crash in between leaves
-a reserved id that the chat's next message opens, never a conversation no chat finds. A chat
-whose conversation ended (or was erased) moves on to a fresh id by compare-and-set, so two
-processes moving on at once agree on one.
+the chat's very next message. The row comes first, in a statement of its own before the save
+that opens the conversation (the event store's append path stays as it is): a new chat's
+row names a fresh id before any event of that conversation exists, so a crash in between
+leaves a reserved id that the chat's next message opens, never a conversation that no chat
+finds (the one difference from a shared transaction: an id reserved and not used yet). A
+chat whose conversation ended (or was erased) moves on to a fresh id by compare-and-set, so
+two processes moving on at once agree on one.
 """
 
 from __future__ import annotations
