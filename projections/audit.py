@@ -71,6 +71,7 @@ COUNTERS = frozenset(
         "tokens_in",
         "tokens_out",
         "cost",
+        "outbox",
     }
 )
 
@@ -108,6 +109,10 @@ CONVERSATION_FACTS: dict[type, Callable[[Any, Facts], Facts]] = {
         "turn": None,
     },
     C.MessageAdded: lambda e, f: {"messages": _add(f, "messages", 1)},
+    # How many outbound messages wait for delivery.
+    C.OutboundQueued: lambda e, f: {"outbox": _add(f, "outbox", 1)},
+    C.OutboundDelivered: lambda e, f: {"outbox": _add(f, "outbox", -1)} if e.complete else {},
+    C.OutboundFailed: lambda e, f: {"outbox": _add(f, "outbox", -1)} if e.final else {},
     C.TurnStarted: lambda e, f: {"turn": e.turn_id},
     C.TurnCompleted: lambda e, f: {"turn": None, "turns": _add(f, "turns", 1)},
     C.TurnInterrupted: lambda e, f: {
@@ -281,6 +286,18 @@ SUMMARIES: dict[type, Callable[[Any], str]] = {
         "context: "
         + ", ".join([f"{k}={_show(v)}" for k, v in e.values.items()] + [f"-{k}" for k in e.removed])
     ),
+    C.OutboundQueued: lambda e: (
+        f"{e.kind} queued on {e.channel}{_also(_show(e.text) if e.text else None)}"
+    ),
+    C.OutboundDelivered: lambda e: (
+        f"{e.item_id} {'delivered' if e.complete else 'partly delivered'}"
+        + _also(", ".join(e.platform_ids) or None, " as ")
+    ),
+    C.OutboundFailed: lambda e: (
+        f"{e.item_id} {'failed' if e.final else 'failed, to be retried'}: {e.reason}"
+        + (f" ({e.code})" if e.code is not None else "")
+    ),
+    C.DeliveryStatusReported: lambda e: f"{e.platform_id} {e.status}{_also(e.reason or None)}",
     C.FlowBegan: lambda e: f"flow {e.definition} began ({e.flow_id})",
     C.FlowFinished: lambda e: f"flow {e.flow_id} {e.outcome}",
     Flow.Started: lambda e: (

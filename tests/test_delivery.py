@@ -144,6 +144,9 @@ def test_a_reply_is_sent_after_the_save_that_records_it_and_its_outcome_recorded
     assert world.deliver() == 0  # nothing recorded is sent twice
     catch_up(world.services.store)
     assert world.services.projections.outbox(["telegram"]) == []
+    trail = [entry.summary for entry in world.services.projections.audit(reply.conversation_id)]
+    assert trail[-2].startswith("reply queued on telegram: ")
+    assert trail[-1] == "1:reply delivered as 1"
 
 
 def test_a_button_press_is_answered_once_and_its_keyboard_taken_off(
