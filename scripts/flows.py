@@ -180,7 +180,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
     code = flow_code(getattr(args, "code", None))
     files = definition_files(args.paths)
-    definitions, problems = check_files(args.paths, code.validators, code.hooks)
+    definitions, problems = check_files(args.paths, code.validators, code.hooks, code.actions)
     if args.json:
         print_json(
             {
