@@ -25,7 +25,7 @@ attempt's number) until its attempts are used up; then its failure is final.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
@@ -83,11 +83,13 @@ class ActionSubscriber:
         schema: str,
         *,
         events_table: str,
+        erased: Callable[[UUID], bool] = lambda stream_id: False,
         max_attempts: int = MAX_ATTEMPTS,
         retry_wait_s: float = 1.0,
         page_size: int = PAGE_SIZE,
     ) -> None:
         self.engine = engine
+        self.erased = erased  # whether a run's personal data was erased
         self.pool = pool
         self.schema = schema
         self.max_attempts = max_attempts
@@ -181,6 +183,11 @@ class ActionSubscriber:
     def _run_actions(self, flow_id: UUID, tally: Tally) -> None:
         """Every action due of one ended run, each until it succeeds or its attempts end."""
         tally.runs += 1
+        if self.erased(flow_id):
+            # Its answers are gone: an action would get "[erased]" for them, and what it
+            # did could not be recorded (errors are personal data). Nothing runs.
+            log.info("actions.skipped_erased", flow_id=str(flow_id))
+            return
         for action in self.engine.actions_due(flow_id):
             while not self._stop.is_set():
                 run = self.engine.start_action(flow_id, action.name, max_attempts=self.max_attempts)

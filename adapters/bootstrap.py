@@ -338,6 +338,7 @@ def open_actions(engine: Engine, **options: Any) -> ActionSubscriber:
         recorder.datastore.pool,
         recorder.datastore.schema,
         events_table=recorder.events_table_name,
+        erased=engine.store.keys.is_erased,
         **options,
     )
 

@@ -351,6 +351,15 @@ def print_flow(state: FlowState, prompt: str | None) -> None:
         ],
     )
     print_table("answers", ["field", "value"], state.answers.items())
+    if state.actions:
+        print_table(
+            "actions",
+            ["action", "attempt", "outcome", "error"],
+            (
+                (a.action, a.attempt, f"{a.outcome}{' (final)' if a.final else ''}", a.error)
+                for a in state.actions.values()
+            ),
+        )
     if state.rejections:
         print_table(
             "rejected answers",

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from voxledger.adapters.bootstrap import open_actions, open_engine
+from voxledger.adapters.bootstrap import catch_up, open_actions, open_engine, open_projections
 from voxledger.domain.engine import Engine
 from voxledger.domain.errors import DefinitionError
 from voxledger.domain.flow_actions import ActionRun
@@ -129,7 +129,9 @@ def action_events(engine: Engine, flow_id) -> list[tuple[str, dict]]:
     ]
 
 
-def test_the_actions_of_an_ended_run_run_once_each_after_the_command(shop, calls) -> None:
+def test_the_actions_of_an_ended_run_run_once_each_after_the_command(
+    shop, calls, run, schema
+) -> None:
     done = complete(shop)
     assert calls.made == []  # completing the run ran nothing: the subscriber does
     tally = open_actions(shop).catch_up()
@@ -147,6 +149,14 @@ def test_the_actions_of_an_ended_run_run_once_each_after_the_command(shop, calls
     again = open_actions(shop).catch_up()
     assert (again.runs, again.attempts) == (0, 0) and len(calls.made) == 2
     assert shop.get_flow(done).actions["receipt"].outcome == "succeeded"
+    catch_up(shop.store)
+    summaries = [e.summary for e in open_projections(shop.store).audit(done)]
+    assert summaries[-2:] == [
+        "action receipt: attempt 1 started",
+        "action receipt: attempt 1 succeeded",
+    ]
+    code, shown = run(schema, "flow", str(done))
+    assert code == 0 and "actions" in shown and "succeeded" in shown
 
 
 def test_a_cancelled_run_runs_its_cancel_actions_with_the_answers_it_had(shop, calls) -> None:
@@ -288,3 +298,11 @@ def test_serve_runs_the_actions_of_runs_that_end_while_it_serves(
             )
     finally:
         server.stop()
+
+
+def test_the_actions_of_a_run_whose_data_was_erased_do_not_run(shop, calls) -> None:
+    done = complete(shop)
+    shop.store.erase(shop.get_flow(done).conversation_id)
+    tally = open_actions(shop).catch_up()
+    assert (tally.runs, tally.attempts, calls.made) == (1, 0, [])
+    assert action_events(shop, done) == []
