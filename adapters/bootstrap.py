@@ -5,12 +5,14 @@ get their pieces here; tests swap them here."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,14 +25,17 @@ from psycopg import sql
 
 from ..domain.engine import Engine
 from ..domain.errors import BadInput
+from ..domain.flow_actions import Actions
 from ..domain.flow_definition import CustomValidators, FlowDefinition, FlowRegistry, Hooks
 from ..projections.queries import Projections
 from ..projections.registry import default_projections
 from ..projections.runner import PAGE_SIZE, ProjectionRunner
+from .actions import ActionSubscriber
 from .async_engine import AsyncEngine
 from .chat.bot import ChatBot
 from .chat.wording import reply_text
-from .flow_files import FlowCode, load_builtin, load_code, load_flows
+from .conversation_tests import ManualClock, Outcome, load_tests, play
+from .flow_files import FlowCode, builtin_source, load_builtin, load_code, load_flow_files
 from .http.settings import (
     DEFAULT_MAX_BODY,
     ENV_API_TOKEN,
@@ -202,12 +207,13 @@ def open_flows(
     *,
     custom_validators: CustomValidators | None = None,
     hooks: Hooks | None = None,
+    actions: Actions | None = None,
     code: Sequence[str] | None = None,
 ) -> FlowRegistry:
     """The flow definitions to run: a registry as given, or the built-in ones and the
     user's (definitions, or files and folders; without any, those $VOXLEDGER_FLOWS names).
-    Custom validators and hooks come as functions, or from the Python modules `code` (or
-    $VOXLEDGER_CODE) names."""
+    Custom validators, hooks and actions come as functions, or from the Python modules
+    `code` (or $VOXLEDGER_CODE) names."""
     if isinstance(flows, FlowRegistry):
         return flows
     if isinstance(flows, FlowDefinition | str | os.PathLike):
@@ -217,13 +223,15 @@ def open_flows(
     loaded = flow_code(code)
     custom_validators = {**loaded.validators, **(custom_validators or {})}
     hooks = {**loaded.hooks, **(hooks or {})}
+    actions = {**loaded.actions, **(actions or {})}
     items = list(flows)
-    registry = FlowRegistry([load_builtin()])
+    registry = FlowRegistry(custom_validators=custom_validators, hooks=hooks, actions=actions)
+    registry.register(load_builtin(), builtin_source())
     paths = [item for item in items if not isinstance(item, FlowDefinition)]
     for definition in [item for item in items if isinstance(item, FlowDefinition)]:
         registry.register(definition)
-    for definition in load_flows(paths, custom_validators, hooks):
-        registry.register(definition)
+    for definition, file in load_flow_files(paths, custom_validators, hooks, actions):
+        registry.register(definition, file)
     return registry
 
 
@@ -266,23 +274,45 @@ def open_engine(
     flows: FlowSource = None,
     custom_validators: CustomValidators | None = None,
     hooks: Hooks | None = None,
+    actions: Actions | None = None,
     code: Sequence[str] | None = None,
 ) -> Engine:
     """A ready Engine on the given database, $VOXLEDGER_DATABASE_URL, or the embedded server;
     its clock is the given one, else this process's (`system_clock`). It runs the flows
-    `open_flows` gives for `flows`, `custom_validators`, `hooks` and `code`."""
+    `open_flows` gives for `flows`, `custom_validators`, `hooks`, `actions` and `code`,
+    checked against the versions the log holds (a changed definition that kept its version
+    is refused)."""
     if not structlog.is_configured():
         start_logging()
     # The definitions first: a broken flow file is reported before a database starts.
-    registry = open_flows(flows, custom_validators=custom_validators, hooks=hooks, code=code)
-    return engine_on(open_store(database_url, schema=schema), registry, clock)
+    registry = open_flows(
+        flows, custom_validators=custom_validators, hooks=hooks, actions=actions, code=code
+    )
+    store = open_store(database_url, schema=schema)
+    with _closed_on_failure(store):
+        return engine_on(store, registry, clock)
 
 
 def engine_on(store: EventStore, flows: FlowRegistry, clock: Clock | None = None) -> Engine:
-    """The Engine over a store, running these flows on this clock (else this process's)."""
-    return Engine(
+    """The Engine over a store, running these flows on this clock (else this process's),
+    once they are checked against the versions the log holds (DefinitionError if one
+    changed without a new version). Checking records nothing: a command that only reads
+    never writes to the log; a version is recorded with the first run that starts on it."""
+    engine = Engine(
         store, clock or system_clock(), flows=flows, phrase=reply_text, backoff=jittered_backoff
     )
+    engine.check_definitions()
+    return engine
+
+
+@contextlib.contextmanager
+def _closed_on_failure(store: EventStore) -> Iterator[None]:
+    """A store this process opened for a piece that could not be built is closed again."""
+    try:
+        yield
+    except BaseException:
+        store.close()
+        raise
 
 
 def open_async_engine(engine: Engine, **limits: int) -> AsyncEngine:
@@ -291,6 +321,69 @@ def open_async_engine(engine: Engine, **limits: int) -> AsyncEngine:
     ``limits``: AsyncEngine's max_threads and max_batch."""
     store = engine.store if isinstance(engine.store, EventStore) else None
     return AsyncEngine(engine, store, **limits)
+
+
+# -- actions -------------------------------------------------------------------------------------
+
+
+def open_actions(engine: Engine, **options: Any) -> ActionSubscriber:
+    """The subscriber that runs the actions of ended runs, on the engine's event store
+    (``options``: ActionSubscriber's max_attempts, retry_wait_s, page_size)."""
+    if not isinstance(engine.store, EventStore):
+        raise TypeError("actions run from the log of an EventStore")
+    recorder = engine.store.recorder
+    recorder.datastore.pool.open()  # the library opens it on first use; we may come first
+    return ActionSubscriber(
+        engine,
+        recorder.datastore.pool,
+        recorder.datastore.schema,
+        events_table=recorder.events_table_name,
+        erased=engine.store.keys.is_erased,
+        **options,
+    )
+
+
+# -- conversation tests --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def scratch_schema(database_url: str | None = None) -> Iterator[tuple[str, str]]:
+    """A new schema on the given database (else the usual one), and that database's URL;
+    dropped with everything in it afterwards."""
+    url = resolve_database_url(database_url)
+    name = f"voxledger_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield url, name
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def play_conversation_tests(
+    paths: Sequence[str],
+    database_url: str | None = None,
+    *,
+    flows: FlowSource = None,
+    code: Sequence[str] | None = None,
+) -> Iterator[Outcome]:
+    """Play the cases of conversation test files through the chat bot, on a schema made
+    for them and dropped afterwards, on a clock of their own that starts now; each case's
+    outcome as it is played. The files are read (and refused, naming the problem) first."""
+    files = [(path, load_tests(path)) for path in paths]
+    registry = open_flows(flows, code=code)  # a broken flow is reported before a database
+    clock = ManualClock(system_clock()())
+    with scratch_schema(database_url) as (url, schema):
+        services = open_services(url, schema=schema, clock=clock, flows=registry)
+        with services:
+            bots: dict[str, ChatBot] = {}
+
+            def bot(flow: str) -> ChatBot:
+                if flow not in bots:
+                    bots[flow] = services.bot(flow)
+                return bots[flow]
+
+            for path, tests in files:
+                yield from play(bot, clock, path, tests)
 
 
 # -- projections ---------------------------------------------------------------------------------
@@ -337,6 +430,7 @@ def open_services(
     flows: FlowSource = None,
     custom_validators: CustomValidators | None = None,
     hooks: Hooks | None = None,
+    actions: Actions | None = None,
     code: Sequence[str] | None = None,
     store: EventStore | None = None,
 ) -> Services:
@@ -344,10 +438,16 @@ def open_services(
     in a store of its own."""
     if not structlog.is_configured():
         start_logging()
-    registry = open_flows(flows, custom_validators=custom_validators, hooks=hooks, code=code)
-    store = store or open_store(database_url, schema=schema)
+    registry = open_flows(
+        flows, custom_validators=custom_validators, hooks=hooks, actions=actions, code=code
+    )
     clock = clock or system_clock()
-    engine = engine_on(store, registry, clock)
+    if store is None:
+        store = open_store(database_url, schema=schema)
+        with _closed_on_failure(store):
+            engine = engine_on(store, registry, clock)
+    else:
+        engine = engine_on(store, registry, clock)
     return Services(
         store=store,
         engine=engine,

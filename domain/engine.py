@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from uuid import UUID
 
+from .action_commands import ActionCommands
 from .conversation import Conversation
 from .conversation_commands import ConversationCommands
 from .conversation_values import ConversationState
@@ -19,12 +20,12 @@ from .errors import NotFound
 from .events import HistoryEntry
 from .flow import Flow, FlowState
 from .flow_commands import FlowCommands
-from .flow_definition import FlowRegistry
+from .flow_definition import FlowDefinition, FlowRegistry
 from .flow_reply import FlowReply, own_words
 from .store import Store
 
 
-class Engine(ConversationCommands, FlowCommands):
+class Engine(ConversationCommands, FlowCommands, ActionCommands):
     """Commands and queries on conversations and their flows, by id."""
 
     def __init__(
@@ -42,6 +43,8 @@ class Engine(ConversationCommands, FlowCommands):
         self.store = store
         self.clock = clock
         self.flows = flows if flows is not None else FlowRegistry()
+        self.recorded_versions: set[tuple[str, int]] = set()
+        self.definitions_from_log: dict[tuple[str, int], FlowDefinition] = {}
         self.phrase = phrase
         self.backoff = backoff
         self.max_retries = max_retries

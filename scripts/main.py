@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from ..domain.errors import Unavailable, VoxledgerError
 from . import (
+    actions,
     bench,
     chat,
     demo,
@@ -23,6 +24,7 @@ from . import (
     query,
     replay,
     serve,
+    test,
     timetravel,
     transfer,
 )
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (
         demo, inspect, timetravel, replay, transfer, flows, listen, chat, serve, bench,
-        project, query, erase,
+        project, query, erase, actions, test,
     ):  # fmt: skip
         module.register(commands)
     return parser

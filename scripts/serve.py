@@ -27,6 +27,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--flow", default="intake", help="the flow the chat bot runs: built-in or loaded (--flows)"
     )
+    serve.add_argument(
+        "--no-actions",
+        action="store_true",
+        help="do not run the actions of ended runs here (by default they run when a loaded "
+        "flow names any; `voxledger actions run` runs them elsewhere)",
+    )
     add_flow_options(serve)
     serve.set_defaults(run=run)
 
@@ -35,7 +41,13 @@ def run(args: argparse.Namespace) -> int:
     """Build the services and the app, and serve until interrupted."""
     import uvicorn
 
-    from ..adapters.bootstrap import http_settings, open_app, open_services, start_logging
+    from ..adapters.bootstrap import (
+        http_settings,
+        open_actions,
+        open_app,
+        open_services,
+        start_logging,
+    )
 
     start_logging(args.log_level, default="INFO")  # a server logs its requests by default
     settings = http_settings(args.flow)
@@ -50,13 +62,29 @@ def run(args: argparse.Namespace) -> int:
 
     with open_services(args.database_url, **flow_options(args)) as services:
         app = open_app(services, settings, closing=closing)
+        actions = None
+        if not args.no_actions and any(
+            d.on_complete or d.on_cancel or d.on_expire for d in services.engine.flows.definitions()
+        ):
+            subscriber = open_actions(services.engine)
+            # A daemon: an action that hangs must not keep the server from stopping.
+            actions = threading.Thread(
+                target=subscriber.run, args=(closing,), name="voxledger-actions", daemon=True
+            )
+            actions.start()
         say(
             f"voxledger: serving on http://{args.host}:{args.port} "
-            f"(console at /console, OpenAPI at /schema)"
+            f"(console at /console, OpenAPI at /schema"
+            f"{', running actions' if actions else ''})"
         )
         # uvicorn's own logging stays unconfigured: structlog writes one line per request.
         config = uvicorn.Config(
             app, host=args.host, port=args.port, log_config=None, access_log=False
         )
-        Server(config).run()
+        try:
+            Server(config).run()
+        finally:
+            closing.set()
+            if actions is not None:
+                actions.join(timeout=10)
     return 0

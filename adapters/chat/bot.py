@@ -15,6 +15,7 @@ optimistic concurrency stop a second writer, and the bot then answers with the f
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable
 from contextlib import suppress
 from datetime import datetime
@@ -22,11 +23,13 @@ from typing import Any, NamedTuple
 from uuid import UUID, uuid5
 
 import msgspec
+import structlog
 
 from ...domain.conversation import ConversationState, Message, Role, Status
 from ...domain.engine import Engine
 from ...domain.errors import (
     BadInput,
+    CodeFailed,
     Conflict,
     FlowExpired,
     InvalidTransition,
@@ -36,7 +39,9 @@ from ...domain.errors import (
 )
 from ...domain.flow import FlowStatus
 from ...domain.flow_definition import FlowDefinition, show_answer
-from .wording import EXPIRED, reply_text
+from .wording import CODE_FAILED, EXPIRED, reply_text
+
+log = structlog.get_logger("voxledger.chat")
 
 # Fixed for good: changing it would orphan every chat's conversation.
 CHAT_NAMESPACE = UUID("53444f8a-73fa-4e34-9f76-c48946e69f20")
@@ -205,6 +210,10 @@ class ChatBot:
             except FlowExpired:
                 # The engine recorded the expiry instead; tell the user, and record that.
                 return self._exchange(state, message, lambda: Outcome(EXPIRED, self._modes))
+            except CodeFailed as failed:
+                # The answer recorded nothing: apologise, and let the user try again.
+                _log_failure(failed, state.id)
+                return self._exchange(state, message, lambda: Outcome(CODE_FAILED, (), flow_id))
             active = answered.status is FlowStatus.ACTIVE
             return Reply(
                 conversation_id=state.id,
@@ -231,6 +240,9 @@ class ChatBot:
             return act()
         except FlowExpired:
             return Outcome(EXPIRED, self._modes)
+        except CodeFailed as failed:
+            _log_failure(failed, state.id)
+            return Outcome(CODE_FAILED, (), self.engine.get_conversation(state.id).active_flow_id)
         except VoxledgerError as refused:
             # Anything else the engine refused: say why, then where the chat stands.
             fresh = self.engine.get_conversation(state.id)
@@ -392,6 +404,16 @@ class ChatBot:
     def _mode_named(self, text: str) -> str | None:
         wanted = text.strip().casefold()
         return next((m for m in self._modes if m.casefold() == wanted), None)
+
+
+def _log_failure(failed: CodeFailed, conversation_id: UUID) -> None:
+    """The flow's code failed: the operator reads why, and the line of the code that
+    raised (one log line, no traceback)."""
+    cause = failed.__cause__
+    frames = traceback.extract_tb(cause.__traceback__) if cause is not None else []
+    where = f"{frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}" if frames else None
+    log.error("flow.code_failed", conversation_id=str(conversation_id), error=str(failed),
+              raised_at=where)  # fmt: skip
 
 
 def _find(state: ConversationState, message_id: str) -> Message | None:

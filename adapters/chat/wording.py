@@ -11,6 +11,10 @@ COMPLETED = "Thank you, all done. Your answers are saved."
 CANCELLED = "Cancelled. Send /start to begin again."
 EXPIRED = "This form expired after a long pause. Send /start to begin again."
 WHAT_TO_CHANGE = "What would you like to change? Send /edit and a field: {fields}"
+# The flow's own code failed (a custom validator or a hook): nothing was recorded.
+CODE_FAILED = (
+    "Sorry, something went wrong on our side. Please try again in a moment, or send /cancel."
+)
 
 _ENDINGS = {
     FlowStatus.COMPLETED: COMPLETED,
