@@ -319,7 +319,7 @@ def test_a_stream_takes_over_a_call_whose_earlier_stream_was_lost_with_its_proce
     anyio.run(lambda: call(engine, CALLER[: 8000 * 2], stop=False))  # never stopped nor dropped
     second = anyio.run(lambda: call(engine, CALLER[: 8000 * 2]))
     history = engine.history(second.conversation_id)
-    lost = [h for h in history if h.type == "Disconnected"][0]
+    lost = next(h for h in history if h.type == "Disconnected")
     assert lost.data["reason"] == f"stream {STREAM_SID} lost"
     after = [h.type for h in history[history.index(lost) :]]
     assert after[:3] == ["Disconnected", "Connected", "ListeningStarted"]

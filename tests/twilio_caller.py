@@ -39,17 +39,17 @@ class MarkOut(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Media(msgspec.Struct, tag="media", tag_field="event", forbid_unknown_fields=True):
-    streamSid: str  # noqa: N815  (Twilio's field name)
+    streamSid: str  # Twilio's field name
     media: MediaOut
 
 
 class Mark(msgspec.Struct, tag="mark", tag_field="event", forbid_unknown_fields=True):
-    streamSid: str  # noqa: N815
+    streamSid: str
     mark: MarkOut
 
 
 class Clear(msgspec.Struct, tag="clear", tag_field="event", forbid_unknown_fields=True):
-    streamSid: str  # noqa: N815
+    streamSid: str
 
 
 Outbound = Media | Mark | Clear
@@ -84,11 +84,15 @@ class TwilioCaller:
         self.pending_marks: list[str] = []
         self.close_code: int | None = None
         self.close_reason = ""
+        self._looked_at = 0  # how many of `received` `wait_for` has looked through
         self._ws: ClientConnection | None = None
 
     def __enter__(self) -> TwilioCaller:
         self._ws = connect(
-            self.url, additional_headers={"X-Twilio-Signature": self.signature}, open_timeout=30
+            self.url,
+            additional_headers={"X-Twilio-Signature": self.signature},
+            open_timeout=30,
+            legacy=True,  # the caller holds the connection itself and closes it on exit
         )
         return self
 
@@ -200,15 +204,19 @@ class TwilioCaller:
             got.append(self._take(text))
 
     def wait_for(self, kind: type[Outbound], timeout: float = 30.0) -> Outbound:
-        """The next message of this kind (reading what comes before it)."""
+        """The next message of this kind not waited for yet, received already or within
+        `timeout` seconds."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for message in self.read(0.05):
+        while True:
+            while self._looked_at < len(self.received):
+                message = self.received[self._looked_at]
+                self._looked_at += 1
                 if isinstance(message, kind):
                     return message
-            if self.close_code is not None:
-                break
-        raise AssertionError(f"no {kind.__name__} message; got {self.received}")
+            if self.close_code is not None or time.monotonic() > deadline:
+                kinds = [type(m).__name__ for m in self.received]
+                raise AssertionError(f"no {kind.__name__} message; got {kinds}")
+            self.read(0.05)
 
     def wait_closed(self, timeout: float = 30.0) -> None:
         """Read until the server closes the socket; `close_code` and `close_reason` say how."""

@@ -30,6 +30,7 @@ from .stream import VoiceStream
 from .turns import BargeIn, SilenceTimeout, TurnConfig, TurnEvent, UserTurnEnded
 
 PROVIDER = "audio-stream"
+CHANNEL = "voice"  # a new conversation's channel, as `voxledger listen` names it
 
 
 class Playback(msgspec.Struct, tag_field="event", tag="playback", forbid_unknown_fields=True):
@@ -58,7 +59,8 @@ def parse_control(text: str | bytes) -> Control:
 
 
 class PcmStreamSession:
-    """One PCM stream bound to one conversation: `open`, then `feed` binary frames and
+    """One PCM stream bound to one conversation (an existing one, or a `new_conversation`
+    started with the stream, for this participant): `open`, then `feed` binary frames and
     `control` text frames in order, then `stop` (or `drop` if the transport went away)."""
 
     def __init__(
@@ -70,7 +72,8 @@ class PcmStreamSession:
         started_at: datetime,
         channel: Literal["left", "right", "mix"] | None = None,
         connection_id: str,
-        new_conversation: tuple[str | None, dict[str, str]] | None = None,
+        new_conversation: bool = False,
+        participant: str | None = None,
         turns: TurnConfig | None = None,
     ) -> None:
         if audio_format.encoding != "pcm" or audio_format.bits != 16:
@@ -80,7 +83,7 @@ class PcmStreamSession:
         self.engine = engine
         self.conversation_id = conversation_id
         self.started_at = started_at
-        self._new = new_conversation
+        self._new, self._participant = new_conversation, participant
         self.stream = VoiceStream(
             engine,
             conversation_id,
@@ -94,12 +97,11 @@ class PcmStreamSession:
 
     async def open(self) -> list[str]:
         """Start the conversation if it is new, connect it and listen; say so."""
-        if self._new is not None:
-            participant, metadata = self._new
+        if self._new:
             await self.engine.start_conversation(
-                "voice",
-                participant,
-                metadata,
+                CHANNEL,
+                self._participant,
+                {"source": PROVIDER},
                 conversation_id=self.conversation_id,
                 at=self.started_at,
             )

@@ -22,6 +22,7 @@ from uuid import UUID, uuid4
 import anyio
 import msgspec
 import structlog
+from eventsourcing.persistence import PersistenceError
 from litestar import Request, Router, WebSocket, post, websocket
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import (
@@ -29,11 +30,12 @@ from litestar.exceptions import (
     PermissionDeniedException,
     WebSocketDisconnect,
 )
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, FromQuery, Parameter
 from litestar.types import Message
+from psycopg import Error as PsycopgError
 
 from ...domain.conversation import Status
-from ...domain.errors import BadInput, InvalidTransition, VoxledgerError
+from ...domain.errors import BadInput, InvalidTransition, Unavailable, VoxledgerError
 from ..async_engine import AsyncEngine
 from ..audio.convert import AudioFormat
 from ..audio.live import LiveStream, LiveStreams, Speech
@@ -55,10 +57,12 @@ log = structlog.get_logger("voxledger.voice")
 MEDIA_STREAM = "/v1/media-stream"
 AUDIO_STREAM = "/v1/audio-stream"
 NORMAL_CLOSURE, POLICY_VIOLATION, INTERNAL_ERROR = 1000, 1008, 1011
+# The database failed: not the client's fault (503 at the handshake, 1011 after it).
+DATABASE_DOWN = (Unavailable, PersistenceError, PsycopgError)
 # One answer in one request: about a minute of 16-bit PCM at 8 kHz. Longer speech goes in
 # several requests, each played after the one before.
 SPEECH_MAX_BYTES = 2 * 1024 * 1024
-MarkName = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
+MarkName = Annotated[str | None, Parameter(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
 
 _WEBSOCKET_SCHEME = {"https": "wss", "http": "ws"}
 
@@ -179,6 +183,8 @@ async def audio_stream(
     try:
         query = _audio_stream_query(socket.query_params.dict())
         if query.conversation is not None:
+            if query.participant is not None:
+                raise BadInput("participant is for a new conversation, not an existing one")
             state = await async_engine.get_conversation(query.conversation)
             if state.status == Status.ENDED:
                 raise InvalidTransition(f"conversation {query.conversation} has ended")
@@ -190,11 +196,14 @@ async def audio_stream(
             started_at=clock(),
             channel=query.channel,
             connection_id=uuid4().hex,
-            new_conversation=None
-            if query.conversation
-            else (query.participant, {"source": "audio-stream"}),
+            new_conversation=query.conversation is None,
+            participant=query.participant,
         )
         live_streams.claim(cid, live)
+    except DATABASE_DOWN as failed:
+        log.error("voice.database_unavailable", error=first_line(failed))
+        await _refuse(socket, 503, "the database is unavailable")
+        return
     except VoxledgerError as refused:
         await _refuse(socket, _status_of(refused), str(refused))
         return
@@ -241,9 +250,9 @@ async def post_speech(
     request: Request[Any, Any, Any],
     live_streams: NamedDependency[LiveStreams],
     conversation_id: FromPath[UUID],
-    encoding: Literal["pcm16", "mulaw"] = "pcm16",
+    encoding: FromQuery[Literal["pcm16", "mulaw"]] = "pcm16",
     sample_rate: Annotated[int, Parameter(ge=8000, le=96000)] = 8000,
-    mark: MarkName | None = None,
+    mark: MarkName = None,
 ) -> Speech:
     """The body is the assistant's audio, mono: 16-bit little-endian PCM (any rate from 8 to
     96 kHz) or mu-law. It is played to the caller after what is already playing; the turn
@@ -289,6 +298,10 @@ async def _converse(
                     await socket.send_text(text)
         log.info("voice.stream_stopped", stream=kind)
         await _close(socket, NORMAL_CLOSURE, "stream stopped")
+    except DATABASE_DOWN as failed:
+        log.error("voice.database_unavailable", stream=kind, error=first_line(failed))
+        await _record_drop(live, drop, f"{kind} stream failed: the database is unavailable")
+        await _close(socket, INTERNAL_ERROR, "the database is unavailable")
     except VoxledgerError as refused:
         reason = first_line(refused)
         log.info("voice.stream_refused", stream=kind, reason=reason)
