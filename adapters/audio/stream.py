@@ -57,8 +57,8 @@ class VoiceStream:
     async def open(self, *, take_over: bool = False) -> None:
         """Make sure the conversation listens (connecting it to the stream if it is idle).
         With `take_over`, a conversation still connected to a stream (one lost with the
-        process that heard it: a live one is never opened twice) is disconnected from it
-        first, so that what it left half-done (speech, a turn) is closed."""
+        process that heard it; the live ones a process hears, `LiveStreams`, are never
+        opened twice) is disconnected from it first, closing what it left half-done."""
         cid, at = self.conversation_id, self.started_at
         state = await self.engine.get_conversation(cid)
         if take_over and state.status not in _NOT_CONNECTED:
