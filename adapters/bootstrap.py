@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import platformdirs
 import psycopg
@@ -40,7 +41,9 @@ from .http.settings import (
     DEFAULT_MAX_BODY,
     ENV_API_TOKEN,
     ENV_MAX_BODY,
+    ENV_PUBLIC_URL,
     ENV_TELEGRAM_SECRET,
+    ENV_TWILIO_AUTH_TOKEN,
     Settings,
 )
 from .logs import configure_logging
@@ -158,7 +161,8 @@ def connections() -> Connections:
 
 def http_settings(flow: str = "intake") -> Settings:
     """What the HTTP server needs besides its pieces: $VOXLEDGER_TELEGRAM_SECRET,
-    $VOXLEDGER_API_TOKEN and $VOXLEDGER_MAX_BODY_BYTES."""
+    $VOXLEDGER_API_TOKEN, $VOXLEDGER_MAX_BODY_BYTES, $VOXLEDGER_TWILIO_AUTH_TOKEN and
+    $VOXLEDGER_PUBLIC_URL."""
     raw_limit = os.environ.get(ENV_MAX_BODY) or str(DEFAULT_MAX_BODY)
     if not raw_limit.isdigit() or int(raw_limit) < 1:
         raise BadInput(f"{ENV_MAX_BODY} must be a positive number of bytes, not {raw_limit!r}")
@@ -167,7 +171,24 @@ def http_settings(flow: str = "intake") -> Settings:
         api_token=os.environ.get(ENV_API_TOKEN) or None,
         max_body_bytes=int(raw_limit),
         flow=flow,
+        twilio_auth_token=os.environ.get(ENV_TWILIO_AUTH_TOKEN) or None,
+        public_url=_public_url(os.environ.get(ENV_PUBLIC_URL, "").strip() or None),
     )
+
+
+def _public_url(raw: str | None) -> str | None:
+    """The server's public base URL, as the world (Twilio) reaches it, checked once."""
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("https", "http", "wss", "ws") or not parts.netloc:
+        raise BadInput(
+            f"{ENV_PUBLIC_URL} must be an absolute https:// URL (the server's public base, "
+            f"like https://voice.example.com), not {raw!r}"
+        )
+    if parts.query or parts.fragment:
+        raise BadInput(f"{ENV_PUBLIC_URL} is a base URL: no query or fragment, not {raw!r}")
+    return raw.rstrip("/")
 
 
 def _positive_int(variable: str, default: int) -> int:

@@ -1,4 +1,5 @@
-"""`voxledger serve`: the HTTP server (Telegram webhook, JSON API, health, OpenAPI schema)."""
+"""`voxledger serve`: the HTTP server (Telegram webhook, JSON API, live voice, health, OpenAPI
+schema)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add the serve command."""
     serve = commands.add_parser(
         "serve",
-        help="Telegram webhook and JSON API over HTTP",
+        help="Telegram webhook, JSON API and live voice over HTTP",
         description="Serve the chat bot over HTTP. POST /telegram/webhook takes Telegram "
         "updates (secret: $VOXLEDGER_TELEGRAM_SECRET); /v1 is the JSON API (bearer token: "
-        "$VOXLEDGER_API_TOKEN); /schema is its OpenAPI document; request bodies are limited "
+        "$VOXLEDGER_API_TOKEN); /v1/media-stream takes Twilio Media Streams (signed with "
+        "$VOXLEDGER_TWILIO_AUTH_TOKEN, for the URL under $VOXLEDGER_PUBLIC_URL) and "
+        "/v1/audio-stream a PCM stream (bearer token), both WebSockets; "
+        "/schema is its OpenAPI document; request bodies are limited "
         "to $VOXLEDGER_MAX_BODY_BYTES (default 65536); /console is the operator console "
         "(sign in with the API token). "
         "Example: voxledger serve --host 127.0.0.1 --port 8080",

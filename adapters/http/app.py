@@ -1,5 +1,6 @@
-"""The HTTP app: Telegram's webhook, the JSON API under /v1, /healthz, and its OpenAPI
-schema at /schema.
+"""The HTTP app: Telegram's webhook, the JSON API under /v1, the voice routes (Twilio Media
+Streams, a PCM stream, the assistant's speech on a call), /healthz, and its OpenAPI schema at
+/schema.
 
 Litestar decodes request bodies into msgspec Structs (validated once, at the edge) and
 documents them in the schema. Handlers get the engine, the async engine, the chat bot, the
@@ -29,6 +30,7 @@ from .health import healthz
 from .request_log import request_logs
 from .settings import Settings
 from .telegram import telegram_webhook
+from .voice import voice_router
 
 if TYPE_CHECKING:
     from ..services import Services
@@ -87,13 +89,15 @@ def create_app(
     )
     bot = services.bot(settings.flow)
     app = Litestar(
-        route_handlers=[webhook, healthz, api_router, *routes],
+        route_handlers=[webhook, healthz, api_router, voice_router(settings), *routes],
         dependencies={
             "engine": _value(services.engine),
             "async_engine": _value(services.async_engine),
             "bot": _value(bot),
             "store": _value(services.store),
             "projections": _value(services.projections),
+            "live_streams": _value(services.live_streams),
+            "clock": _value(services.clock),
             **(dependencies or {}),
         },
         request_max_body_size=settings.max_body_bytes,
