@@ -5,16 +5,19 @@ get their pieces here; tests swap them here."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import anyio
@@ -26,12 +29,14 @@ from psycopg import sql
 
 from ..domain.engine import Engine
 from ..domain.errors import BadInput
+from ..domain.flow_actions import Actions
 from ..domain.flow_definition import CustomValidators, FlowDefinition, FlowRegistry, Hooks
 from ..projections.outbox import Outbox
 from ..projections.projection import Projection
 from ..projections.queries import Projections
 from ..projections.registry import default_projections
 from ..projections.runner import PAGE_SIZE, ProjectionRunner
+from .actions import ActionSubscriber
 from .async_engine import AsyncEngine
 from .chat.bot import ChatBot
 from .chat.channels import (
@@ -59,12 +64,15 @@ from .chat.telegram_sender import TelegramSender
 from .chat.whatsapp_api import WhatsAppCloudApi
 from .chat.whatsapp_sender import WhatsAppSender
 from .chat.wording import notice_text, reply_text
-from .flow_files import FlowCode, load_builtin, load_code, load_flows
+from .conversation_tests import ManualClock, Outcome, load_tests, play
+from .flow_files import FlowCode, builtin_source, load_builtin, load_code, load_flow_files
 from .http.settings import (
     DEFAULT_MAX_BODY,
     ENV_API_TOKEN,
     ENV_MAX_BODY,
+    ENV_PUBLIC_URL,
     ENV_TELEGRAM_SECRET,
+    ENV_TWILIO_AUTH_TOKEN,
     Settings,
 )
 from .logs import configure_logging
@@ -184,7 +192,8 @@ def connections() -> Connections:
 
 def http_settings(flow: str = "intake") -> Settings:
     """What the HTTP server needs besides its pieces: $VOXLEDGER_TELEGRAM_SECRET,
-    $VOXLEDGER_API_TOKEN and $VOXLEDGER_MAX_BODY_BYTES."""
+    $VOXLEDGER_API_TOKEN, $VOXLEDGER_MAX_BODY_BYTES, $VOXLEDGER_TWILIO_AUTH_TOKEN and
+    $VOXLEDGER_PUBLIC_URL."""
     raw_limit = os.environ.get(ENV_MAX_BODY) or str(DEFAULT_MAX_BODY)
     if not raw_limit.isdigit() or int(raw_limit) < 1:
         raise BadInput(f"{ENV_MAX_BODY} must be a positive number of bytes, not {raw_limit!r}")
@@ -193,6 +202,8 @@ def http_settings(flow: str = "intake") -> Settings:
         api_token=os.environ.get(ENV_API_TOKEN) or None,
         max_body_bytes=int(raw_limit),
         flow=flow,
+        twilio_auth_token=os.environ.get(ENV_TWILIO_AUTH_TOKEN) or None,
+        public_url=_public_url(os.environ.get(ENV_PUBLIC_URL, "").strip() or None),
     )
 
 
@@ -226,6 +237,21 @@ def channel_settings() -> ChannelSettings:
         whatsapp_api_url=os.environ.get(ENV_WHATSAPP_API_URL, "").strip() or WHATSAPP_API_URL,
         whatsapp_template=template,
     )
+
+
+def _public_url(raw: str | None) -> str | None:
+    """The server's public base URL, as the world (Twilio) reaches it, checked once."""
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("https", "http", "wss", "ws") or not parts.netloc:
+        raise BadInput(
+            f"{ENV_PUBLIC_URL} must be an absolute https:// URL (the server's public base, "
+            f"like https://voice.example.com), not {raw!r}"
+        )
+    if parts.query or parts.fragment:
+        raise BadInput(f"{ENV_PUBLIC_URL} is a base URL: no query or fragment, not {raw!r}")
+    return raw.rstrip("/")
 
 
 def _positive_int(variable: str, default: int) -> int:
@@ -265,12 +291,13 @@ def open_flows(
     *,
     custom_validators: CustomValidators | None = None,
     hooks: Hooks | None = None,
+    actions: Actions | None = None,
     code: Sequence[str] | None = None,
 ) -> FlowRegistry:
     """The flow definitions to run: a registry as given, or the built-in ones and the
     user's (definitions, or files and folders; without any, those $VOXLEDGER_FLOWS names).
-    Custom validators and hooks come as functions, or from the Python modules `code` (or
-    $VOXLEDGER_CODE) names."""
+    Custom validators, hooks and actions come as functions, or from the Python modules
+    `code` (or $VOXLEDGER_CODE) names."""
     if isinstance(flows, FlowRegistry):
         return flows
     if isinstance(flows, FlowDefinition | str | os.PathLike):
@@ -280,13 +307,15 @@ def open_flows(
     loaded = flow_code(code)
     custom_validators = {**loaded.validators, **(custom_validators or {})}
     hooks = {**loaded.hooks, **(hooks or {})}
+    actions = {**loaded.actions, **(actions or {})}
     items = list(flows)
-    registry = FlowRegistry([load_builtin()])
+    registry = FlowRegistry(custom_validators=custom_validators, hooks=hooks, actions=actions)
+    registry.register(load_builtin(), builtin_source())
     paths = [item for item in items if not isinstance(item, FlowDefinition)]
     for definition in [item for item in items if isinstance(item, FlowDefinition)]:
         registry.register(definition)
-    for definition in load_flows(paths, custom_validators, hooks):
-        registry.register(definition)
+    for definition, file in load_flow_files(paths, custom_validators, hooks, actions):
+        registry.register(definition, file)
     return registry
 
 
@@ -329,21 +358,31 @@ def open_engine(
     flows: FlowSource = None,
     custom_validators: CustomValidators | None = None,
     hooks: Hooks | None = None,
+    actions: Actions | None = None,
     code: Sequence[str] | None = None,
 ) -> Engine:
     """A ready Engine on the given database, $VOXLEDGER_DATABASE_URL, or the embedded server;
     its clock is the given one, else this process's (`system_clock`). It runs the flows
-    `open_flows` gives for `flows`, `custom_validators`, `hooks` and `code`."""
+    `open_flows` gives for `flows`, `custom_validators`, `hooks`, `actions` and `code`,
+    checked against the versions the log holds (a changed definition that kept its version
+    is refused)."""
     if not structlog.is_configured():
         start_logging()
     # The definitions first: a broken flow file is reported before a database starts.
-    registry = open_flows(flows, custom_validators=custom_validators, hooks=hooks, code=code)
-    return engine_on(open_store(database_url, schema=schema), registry, clock)
+    registry = open_flows(
+        flows, custom_validators=custom_validators, hooks=hooks, actions=actions, code=code
+    )
+    store = open_store(database_url, schema=schema)
+    with _closed_on_failure(store):
+        return engine_on(store, registry, clock)
 
 
 def engine_on(store: EventStore, flows: FlowRegistry, clock: Clock | None = None) -> Engine:
-    """The Engine over a store, running these flows on this clock (else this process's)."""
-    return Engine(
+    """The Engine over a store, running these flows on this clock (else this process's),
+    once they are checked against the versions the log holds (DefinitionError if one
+    changed without a new version). Checking records nothing: a command that only reads
+    never writes to the log; a version is recorded with the first run that starts on it."""
+    engine = Engine(
         store,
         clock or system_clock(),
         flows=flows,
@@ -351,6 +390,18 @@ def engine_on(store: EventStore, flows: FlowRegistry, clock: Clock | None = None
         notice=notice_text,
         backoff=jittered_backoff,
     )
+    engine.check_definitions()
+    return engine
+
+
+@contextlib.contextmanager
+def _closed_on_failure(store: EventStore) -> Iterator[None]:
+    """A store this process opened for a piece that could not be built is closed again."""
+    try:
+        yield
+    except BaseException:
+        store.close()
+        raise
 
 
 def open_async_engine(engine: Engine, **limits: int) -> AsyncEngine:
@@ -385,6 +436,69 @@ def open_update_offsets(store: EventStore) -> UpdateOffsets:
     if store.factory.env_create_table():
         offsets.create_table()
     return offsets
+
+
+# -- actions -------------------------------------------------------------------------------------
+
+
+def open_actions(engine: Engine, **options: Any) -> ActionSubscriber:
+    """The subscriber that runs the actions of ended runs, on the engine's event store
+    (``options``: ActionSubscriber's max_attempts, retry_wait_s, page_size)."""
+    if not isinstance(engine.store, EventStore):
+        raise TypeError("actions run from the log of an EventStore")
+    recorder = engine.store.recorder
+    recorder.datastore.pool.open()  # the library opens it on first use; we may come first
+    return ActionSubscriber(
+        engine,
+        recorder.datastore.pool,
+        recorder.datastore.schema,
+        events_table=recorder.events_table_name,
+        erased=engine.store.keys.is_erased,
+        **options,
+    )
+
+
+# -- conversation tests --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def scratch_schema(database_url: str | None = None) -> Iterator[tuple[str, str]]:
+    """A new schema on the given database (else the usual one), and that database's URL;
+    dropped with everything in it afterwards."""
+    url = resolve_database_url(database_url)
+    name = f"voxledger_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield url, name
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def play_conversation_tests(
+    paths: Sequence[str],
+    database_url: str | None = None,
+    *,
+    flows: FlowSource = None,
+    code: Sequence[str] | None = None,
+) -> Iterator[Outcome]:
+    """Play the cases of conversation test files through the chat bot, on a schema made
+    for them and dropped afterwards, on a clock of their own that starts now; each case's
+    outcome as it is played. The files are read (and refused, naming the problem) first."""
+    files = [(path, load_tests(path)) for path in paths]
+    registry = open_flows(flows, code=code)  # a broken flow is reported before a database
+    clock = ManualClock(system_clock()())
+    with scratch_schema(database_url) as (url, schema):
+        services = open_services(url, schema=schema, clock=clock, flows=registry)
+        with services:
+            bots: dict[str, ChatBot] = {}
+
+            def bot(flow: str) -> ChatBot:
+                if flow not in bots:
+                    bots[flow] = services.bot(flow)
+                return bots[flow]
+
+            for path, tests in files:
+                yield from play(bot, clock, path, tests)
 
 
 # -- projections ---------------------------------------------------------------------------------
@@ -436,6 +550,7 @@ def open_services(
     flows: FlowSource = None,
     custom_validators: CustomValidators | None = None,
     hooks: Hooks | None = None,
+    actions: Actions | None = None,
     code: Sequence[str] | None = None,
     store: EventStore | None = None,
     channels: ChannelSettings | None = None,
@@ -444,12 +559,19 @@ def open_services(
     settings from the environment unless given); a test may hand in a store of its own."""
     if not structlog.is_configured():
         start_logging()
-    registry = open_flows(flows, custom_validators=custom_validators, hooks=hooks, code=code)
+    registry = open_flows(
+        flows, custom_validators=custom_validators, hooks=hooks, actions=actions, code=code
+    )
     channels = channels or channel_settings()
-    store = store or open_store(database_url, schema=schema)
     clock = clock or system_clock()
-    engine = engine_on(store, registry, clock)
-    directory = open_chat_directory(store)
+    if store is None:
+        store = open_store(database_url, schema=schema)
+        with _closed_on_failure(store):
+            engine = engine_on(store, registry, clock)
+            directory = open_chat_directory(store)
+    else:
+        engine = engine_on(store, registry, clock)
+        directory = open_chat_directory(store)
     return Services(
         store=store,
         engine=engine,

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from uuid import UUID
 
+from .action_commands import ActionCommands
 from .conversation import Conversation
 from .conversation_commands import ConversationCommands
 from .conversation_values import ConversationState
@@ -21,13 +22,13 @@ from .events import HistoryEntry
 from .exchange import ExchangeCommands
 from .flow import Flow, FlowState
 from .flow_commands import FlowCommands
-from .flow_definition import FlowRegistry
+from .flow_definition import FlowDefinition, FlowRegistry
 from .flow_reply import FlowReply, own_words
 from .outbox_commands import Notice, OutboxCommands, own_notice
 from .store import Store
 
 
-class Engine(ConversationCommands, FlowCommands, ExchangeCommands, OutboxCommands):
+class Engine(ConversationCommands, FlowCommands, ActionCommands, ExchangeCommands, OutboxCommands):
     """Commands and queries on conversations and their flows, by id."""
 
     def __init__(
@@ -46,6 +47,8 @@ class Engine(ConversationCommands, FlowCommands, ExchangeCommands, OutboxCommand
         self.store = store
         self.clock = clock
         self.flows = flows if flows is not None else FlowRegistry()
+        self.recorded_versions: set[tuple[str, int]] = set()
+        self.definitions_from_log: dict[tuple[str, int], FlowDefinition] = {}
         self.phrase = phrase
         self.notice = notice
         self.backoff = backoff

@@ -21,9 +21,9 @@ from uuid import UUID, uuid4
 import msgspec
 from eventsourcing.domain import Aggregate
 
-from .commands import Commands
 from .conversation import Conversation
 from .conversation_values import Address, Message, OutboundKind, Role, Status
+from .definition_commands import DefinitionCommands
 from .errors import InvalidTransition, NotFound
 from .flow import Flow, FlowState, FlowStatus
 from .flow_definition import FlowDefinition, FlowRegistry
@@ -85,11 +85,19 @@ class Exchange:
         expired: FlowReply | None,
         opened: bool,
         check: Callable[[str], None] = lambda text: None,
+        definition_of: Callable[[str, int], FlowDefinition] | None = None,
+        recording: Callable[[FlowDefinition, datetime], list[Aggregate]] | None = None,
     ) -> None:
         self._conversation = conversation
         self._check = check  # the Engine's limits on what a message may hold
         self._flow = flow  # the active one
         self._flows = flows
+        # A run's definition (loaded here, else as the log recorded it), and what records
+        # a version in the log with the first run that starts on it: the Engine's.
+        self._definition_of = definition_of or flows.get
+        self._recording = recording or (lambda definition, at: [])
+        self._histories: list[Aggregate] = []
+        self.versions_recorded: list[tuple[str, int]] = []
         self._touched: list[Flow] = [flow] if flow is not None else []
         self._at = at
         self.inbound = inbound
@@ -152,9 +160,14 @@ class Exchange:
         self._begin()
         flow = Flow.begin(self.conversation_id, chosen, mode, at=self._at, flow_id=uuid4())
         self._conversation.begin_flow(flow.id, chosen.name, at=self._at)
+        reply = FlowReply.of(flow, chosen, accepted=True)  # a prompt hook may fail: before all
         self._flow = flow
         self._touched.append(flow)
-        return FlowReply.of(flow, chosen, accepted=True)
+        histories = self._recording(chosen, self._at)
+        self._histories.extend(histories)
+        if histories:
+            self.versions_recorded.append((chosen.name, chosen.version))
+        return reply
 
     def answer(self, text: str, *, expected_step: str | None = None) -> FlowReply:
         """Answer the form's current step (a refused answer is recorded too)."""
@@ -236,7 +249,7 @@ class Exchange:
         return self._flow
 
     def _definition(self, flow: Flow) -> FlowDefinition:
-        return self._flows.get(flow.definition, flow.definition_version)
+        return self._definition_of(flow.definition, flow.definition_version)
 
     def _begin(self) -> None:
         """The user's message is recorded before anything it causes."""
@@ -278,7 +291,7 @@ class Exchange:
         if self._ignored:
             return []
         self._begin()
-        return [self._conversation, *self._touched]
+        return [self._conversation, *self._touched, *self._histories]
 
     def _result(self) -> ExchangeResult:
         text, choices = self._reply or ("", ())
@@ -297,10 +310,8 @@ class Exchange:
 Decide = Callable[[Exchange], None]
 
 
-class ExchangeCommands(Commands):
+class ExchangeCommands(DefinitionCommands):
     """The Engine's command for one incoming chat message (see the module's docstring)."""
-
-    flows: FlowRegistry
 
     def exchange(
         self,
@@ -319,8 +330,10 @@ class ExchangeCommands(Commands):
         self._check_content(inbound.text)
         at = self._now(at)
         outcome: list[ExchangeResult] = []
+        exchanges: list[Exchange] = []
 
         def work() -> list[Aggregate]:
+            exchanges.clear()
             opened = False
             try:
                 conversation = self._load(conversation_id, Conversation, cached=True)
@@ -365,7 +378,10 @@ class ExchangeCommands(Commands):
                 expired=expired,
                 opened=opened,
                 check=self._check_content,
+                definition_of=self.definition,
+                recording=self._recording,
             )
+            exchanges[:] = [exchange]
             decide(exchange)
             saved = exchange._finish()
             outcome[:] = [exchange._result()]
@@ -374,6 +390,8 @@ class ExchangeCommands(Commands):
             return [*saved, *(f for f in touched if f not in saved)]
 
         self._transact(work)
+        for exchange in exchanges:
+            self.recorded_versions.update(exchange.versions_recorded)
         return outcome[0]
 
 

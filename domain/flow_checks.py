@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from .errors import Problem, ValidationFailed
+from .flow_actions import ENDINGS, Action
 from .flow_steps import TEMPLATE, Branch, Edge, Next, Rule, Step
 from .validators import Unbuildable, Validator, answer_text
 
@@ -24,6 +25,9 @@ class FlowDefinition(Protocol):
     idle_timeout_s: float | None
     remind_before_s: float | None
     skip_words: tuple[str, ...]
+    on_complete: tuple[Action, ...]
+    on_cancel: tuple[Action, ...]
+    on_expire: tuple[Action, ...]
     steps: tuple[Step, ...]
 
     @property
@@ -148,6 +152,13 @@ def _flow_problems(definition: FlowDefinition) -> Found:
         yield None, "a skip word cannot be blank"
     if not definition.skip_words and any(step.optional for step in definition.steps):
         yield None, "optional steps need at least one skip word (skip_words)"
+    for key in ENDINGS.values():
+        actions: tuple[Action, ...] = getattr(definition, key)
+        for index, action in enumerate(actions):
+            if action in actions[:index]:
+                yield None, f"action {action.name!r} is listed twice in {key}"
+            elif action.function is None:
+                yield None, f"no action named {action.name!r} is registered ({key})"
 
 
 def _step_problems(definition: FlowDefinition, shape: _Shape) -> Found:

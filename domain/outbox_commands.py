@@ -12,12 +12,12 @@ from uuid import UUID
 import msgspec
 from eventsourcing.domain import Aggregate
 
-from .commands import Commands
 from .conversation import Conversation
 from .conversation_values import DeliveryStatus, Outbound, OutboundKind, Role, Status
+from .definition_commands import DefinitionCommands
 from .errors import NotFound
 from .flow import Flow, FlowStatus
-from .flow_definition import FlowDefinition, FlowRegistry
+from .flow_definition import FlowDefinition
 from .flow_reply import FlowReply
 
 
@@ -56,10 +56,9 @@ class Swept(msgspec.Struct, frozen=True):
     ended: list[UUID]
 
 
-class OutboxCommands(Commands):
+class OutboxCommands(DefinitionCommands):
     """Record how delivery went; expire and remind with a notice to the user."""
 
-    flows: FlowRegistry
     notice: Callable[[Notice], str]
     end_idle_conversation: Callable[..., bool]  # the conversation commands' own
 
@@ -198,7 +197,7 @@ class OutboxCommands(Commands):
             reminded[:] = [False]
             flow = self._load(flow_id, Flow, cached=True)
             try:
-                definition = self.flows.get(flow.definition, flow.definition_version)
+                definition = self.definition(flow.definition, flow.definition_version)
             except NotFound:
                 return [flow]  # a flow this process does not run: no words for it
             expires_at = _reminder_due(flow, definition, at)

@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from ..domain.conversation import STATUS_EVENTS, Conversation
+from ..domain.definition_history import FlowDefinitionHistory as History
 from ..domain.events import event_data, stream_type
 from ..domain.flow import STATUS_EVENTS as FLOW_STATUS_EVENTS
 from ..domain.flow import Flow
@@ -180,6 +181,12 @@ FLOW_FACTS: dict[type, Callable[[Any, Facts], Facts]] = {
         "return_to": None,
     },
     Flow.Completed: lambda e, f: {"step": None, "return_to": None},
+    # Once the run has ended: where each of its actions stands.
+    Flow.ActionStarted: lambda e, f: {f"action.{e.action}": f"attempt {e.attempt} started"},
+    Flow.ActionSucceeded: lambda e, f: {f"action.{e.action}": "succeeded"},
+    Flow.ActionFailed: lambda e, f: {
+        f"action.{e.action}": "failed" if e.final else f"attempt {e.attempt} failed"
+    },
 }
 
 
@@ -315,6 +322,16 @@ SUMMARIES: dict[type, Callable[[Any], str]] = {
     Flow.Completed: lambda e: f"completed with {len(e.data)} answers",
     Flow.Cancelled: lambda e: f"cancelled at {e.step}{_also(e.reason)}",
     Flow.Expired: lambda e: f"expired at {e.step} after {e.idle_s:.0f} s idle",
+    Flow.ActionStarted: lambda e: f"action {e.action}: attempt {e.attempt} started",
+    Flow.ActionSucceeded: lambda e: f"action {e.action}: attempt {e.attempt} succeeded",
+    Flow.ActionFailed: lambda e: (
+        f"action {e.action}: attempt {e.attempt} failed{' for good' if e.final else ''}: "
+        f"{_show(e.error)}"
+    ),
+    History.Started: lambda e: f"the versions of flow {e.name}",
+    History.VersionRegistered: lambda e: (
+        f"v{e.version} recorded from {e.source} (hash {e.content_hash[:12]})"
+    ),
 }
 
 

@@ -167,12 +167,24 @@ class FunnelStep(msgspec.Struct, frozen=True):
     abandoned: int
 
 
+class FunnelEdge(msgspec.Struct, frozen=True):
+    """A way on between two steps (None: the start, or the end) and how many runs took it
+    (each run once, however often it went that way)."""
+
+    source: str | None
+    target: str | None
+    runs: int
+
+
 class Funnel(msgspec.Struct, frozen=True):
-    """A flow definition's runs, step by step, deepest steps last."""
+    """A flow definition's runs (of one version, or of every version), step by step,
+    deepest steps last, and the ways on they took."""
 
     definition: str
     outcomes: FlowOutcomes
     steps: list[FunnelStep]
+    version: int | None = None  # None: every version
+    edges: list[FunnelEdge] = []
 
 
 class ConversationSearch(msgspec.Struct, frozen=True, kw_only=True):
@@ -458,28 +470,46 @@ class Projections:
         )
         return [AuditEntry(**row) for row in rows]
 
-    def funnel(self, definition: str) -> Funnel:
-        """How far the runs of a flow definition got, and where they stopped."""
+    def funnel(self, definition: str, version: int | None = None) -> Funnel:
+        """How far the runs of a flow definition (of one version, or of all) got, where
+        they stopped, and which ways on they took."""
+        only = "" if version is None else " AND version = %(v)s"
         steps = self._rows(
-            "SELECT step, reached, rejected, abandoned FROM {metrics_flow_steps} "
-            "WHERE definition = %(d)s "
-            "ORDER BY depth_sum::float8 / greatest(reached, 1), reached DESC, step",
+            "SELECT step, sum(reached)::int AS reached, sum(rejected)::int AS rejected, "
+            "sum(abandoned)::int AS abandoned, sum(depth_sum)::float8 AS depth "
+            f"FROM {{metrics_flow_steps}} WHERE definition = %(d)s{only} GROUP BY step "
+            "ORDER BY sum(depth_sum)::float8 / greatest(sum(reached), 1), sum(reached) DESC, step",
             d=definition,
+            v=version,
         )
         (outcomes,) = self._rows(
             "SELECT coalesce(sum(started), 0)::int AS started, "
             "coalesce(sum(completed), 0)::int AS completed, "
             "coalesce(sum(cancelled), 0)::int AS cancelled, "
             "coalesce(sum(expired), 0)::int AS expired "
-            "FROM {metrics_flows} WHERE definition = %(d)s",
+            f"FROM {{metrics_flows}} WHERE definition = %(d)s{only}",
             d=definition,
+            v=version,
         )
         if not steps and not outcomes["started"]:
-            raise NotFound(f"no runs of flow {definition!r} are recorded")
+            wanted = f"{definition!r}" if version is None else f"{definition!r} v{version}"
+            raise NotFound(f"no runs of flow {wanted} are recorded")
+        edges = self._rows(
+            "SELECT nullif(source, '') AS source, nullif(target, '') AS target, "
+            f"sum(runs)::int AS runs FROM {{metrics_flow_edges}} WHERE definition = %(d)s{only} "
+            "GROUP BY source, target ORDER BY source, target",
+            d=definition,
+            v=version,
+        )
         return Funnel(
             definition=definition,
             outcomes=FlowOutcomes(definition=definition, **outcomes),
-            steps=[FunnelStep(**row) for row in steps],
+            steps=[
+                FunnelStep(row["step"], row["reached"], row["rejected"], row["abandoned"])
+                for row in steps
+            ],
+            version=version,
+            edges=[FunnelEdge(**row) for row in edges],
         )
 
     def search_conversations(
@@ -585,74 +615,23 @@ class Projections:
 
     def funnel_by_version(self, definition: str) -> list[VersionFunnel]:
         """How far the runs of each version of a flow definition got, and where they
-        stopped, oldest version first. Counted as the metrics projection counts its funnel
-        (a step once per run however often it is asked), from the runs in the current
-        state and the steps in their audit trails, which name each run's version."""
-        runs = (
-            "WITH runs AS (SELECT flow_id, definition_version AS v, status, current_step "
-            "FROM {current_flows} WHERE definition = %(d)s) "
-        )
-        outcomes = self._rows(
-            runs + "SELECT v, count(*)::int AS started, "
-            "count(*) FILTER (WHERE status = 'completed')::int AS completed, "
-            "count(*) FILTER (WHERE status = 'cancelled')::int AS cancelled, "
-            "count(*) FILTER (WHERE status = 'expired')::int AS expired "
-            "FROM runs GROUP BY v ORDER BY v",
+        stopped, oldest version first (the metrics projection's funnel of each version)."""
+        versions = self._rows(
+            "SELECT DISTINCT version FROM {metrics_flows} WHERE definition = %(d)s "
+            "ORDER BY version",
             d=definition,
         )
-        # Each step a run reached, first reached at which version of the run: its depth is
-        # how many steps the run had reached before it.
-        reached = self._rows(
-            runs + ", reach AS ("
-            "  SELECT r.v, a.stream_id, a.changes->'step'->>'new' AS step, min(a.version) AS at"
-            "  FROM runs r JOIN {audit_trail} a ON a.stream_id = r.flow_id"
-            "  WHERE a.changes ? 'step' AND a.changes->'step'->>'new' IS NOT NULL"
-            "  GROUP BY 1, 2, 3) "
-            "SELECT v, step, count(*)::int AS n, avg(depth)::float8 AS depth FROM ("
-            "  SELECT v, step, rank() OVER (PARTITION BY stream_id ORDER BY at) - 1 AS depth"
-            "  FROM reach) AS ranked GROUP BY v, step",
-            d=definition,
-        )
-        # A refused answer was for the step the run stood at: the last step set before it.
-        rejected = self._rows(
-            runs + "SELECT r.v, s.step, count(*)::int AS n "
-            "FROM runs r JOIN {audit_trail} a ON a.stream_id = r.flow_id "
-            "CROSS JOIN LATERAL ("
-            "  SELECT p.changes->'step'->>'new' AS step FROM {audit_trail} p"
-            "  WHERE p.stream_id = a.stream_id AND p.version < a.version AND p.changes ? 'step'"
-            "  ORDER BY p.version DESC LIMIT 1) AS s "
-            "WHERE a.event_type = 'AnswerRejected' AND s.step IS NOT NULL GROUP BY 1, 2",
-            d=definition,
-        )
-        abandoned = self._rows(
-            runs + "SELECT v, current_step AS step, count(*)::int AS n FROM runs "
-            "WHERE status IN ('cancelled', 'expired') AND current_step IS NOT NULL "
-            "GROUP BY 1, 2",
-            d=definition,
-        )
-        # version -> step -> [reached, rejected, abandoned, depth]
-        steps: dict[int, dict[str, list[float]]] = {}
-        for rows, column in ((reached, 0), (rejected, 1), (abandoned, 2)):
-            for row in rows:
-                counts = steps.setdefault(row["v"], {}).setdefault(row["step"], [0, 0, 0, 0.0])
-                counts[column] = row["n"]
-                if column == 0:
-                    counts[3] = row["depth"]
         funnels = []
-        for row in outcomes:
-            version = row.pop("v")
-            by_step = steps.get(version, {})
-            order = sorted(by_step, key=lambda s: (by_step[s][3], -by_step[s][0], s))
-            ended = row["completed"] + row["cancelled"] + row["expired"]
+        for row in versions:
+            funnel = self.funnel(definition, row["version"])
+            o = funnel.outcomes
             funnels.append(
                 VersionFunnel(
                     definition=definition,
-                    version=version,
-                    outcomes=FlowOutcomes(definition=definition, **row),
-                    active=row["started"] - ended,
-                    steps=[
-                        FunnelStep(step, *(int(n) for n in by_step[step][:3])) for step in order
-                    ],
+                    version=row["version"],
+                    outcomes=o,
+                    active=o.started - o.completed - o.cancelled - o.expired,
+                    steps=funnel.steps,
                 )
             )
         return funnels

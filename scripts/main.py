@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from ..domain.errors import Unavailable, VoxledgerError
 from . import (
+    actions,
     bench,
     chat,
     deliver,
@@ -25,6 +26,7 @@ from . import (
     replay,
     serve,
     telegram,
+    test,
     timetravel,
     transfer,
 )
@@ -32,10 +34,9 @@ from .arguments import UsageError
 from .output import fail
 
 EXAMPLES = """examples:
-  voxledger demo                          a scripted voice-and-chat conversation, stored
   voxledger log ID; voxledger at ID --time 2026-11-20T14:02Z; voxledger diff ID 10 12
   voxledger bisect ID --where 'flow.step == "city"'; voxledger replay --all --verify
-  voxledger serve --port 8080             Telegram webhook and the /v1 JSON API
+  voxledger demo; voxledger serve --port 8080   a stored sample; webhooks and the /v1 API
   voxledger telegram poll                 a Telegram bot without a public URL
   voxledger COMMAND --help                one command in full, with an example
 
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (
         demo, inspect, timetravel, replay, transfer, flows, listen, chat, serve, telegram,
-        deliver, bench, project, query, erase,
+        deliver, bench, project, query, erase, actions, test,
     ):  # fmt: skip
         module.register(commands)
     return parser

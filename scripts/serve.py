@@ -1,4 +1,5 @@
-"""`voxledger serve`: the HTTP server (Telegram webhook, JSON API, health, OpenAPI schema)."""
+"""`voxledger serve`: the HTTP server (Telegram webhook, JSON API, live voice, health, OpenAPI
+schema)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add the serve command."""
     serve = commands.add_parser(
         "serve",
-        help="Telegram webhook and JSON API over HTTP",
+        help="Telegram webhook, JSON API and live voice over HTTP",
         description="Serve the chat bot over HTTP. POST /telegram/webhook takes Telegram "
         "updates (secret: $VOXLEDGER_TELEGRAM_SECRET); /v1 is the JSON API (bearer token: "
-        "$VOXLEDGER_API_TOKEN); /schema is its OpenAPI document; request bodies are limited "
+        "$VOXLEDGER_API_TOKEN); /v1/media-stream takes Twilio Media Streams (signed with "
+        "$VOXLEDGER_TWILIO_AUTH_TOKEN, for the URL under $VOXLEDGER_PUBLIC_URL) and "
+        "/v1/audio-stream a PCM stream (bearer token), both WebSockets; "
+        "/schema is its OpenAPI document; request bodies are limited "
         "to $VOXLEDGER_MAX_BODY_BYTES (default 65536); /console is the operator console "
         "(sign in with the API token). "
         "Example: voxledger serve --host 127.0.0.1 --port 8080",
@@ -27,6 +31,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--flow", default="intake", help="the flow the chat bot runs: built-in or loaded (--flows)"
     )
+    serve.add_argument(
+        "--no-actions",
+        action="store_true",
+        help="do not run the actions of ended runs here (by default they run when a loaded "
+        "flow names any; `voxledger actions run` runs them elsewhere)",
+    )
     add_flow_options(serve)
     serve.set_defaults(run=run)
 
@@ -35,7 +45,13 @@ def run(args: argparse.Namespace) -> int:
     """Build the services and the app, and serve until interrupted."""
     import uvicorn
 
-    from ..adapters.bootstrap import http_settings, open_app, open_services, start_logging
+    from ..adapters.bootstrap import (
+        http_settings,
+        open_actions,
+        open_app,
+        open_services,
+        start_logging,
+    )
 
     start_logging(args.log_level, default="INFO")  # a server logs its requests by default
     settings = http_settings(args.flow)
@@ -50,13 +66,29 @@ def run(args: argparse.Namespace) -> int:
 
     with open_services(args.database_url, **flow_options(args)) as services:
         app = open_app(services, settings, closing=closing)
+        actions = None
+        if not args.no_actions and any(
+            d.on_complete or d.on_cancel or d.on_expire for d in services.engine.flows.definitions()
+        ):
+            subscriber = open_actions(services.engine)
+            # A daemon: an action that hangs must not keep the server from stopping.
+            actions = threading.Thread(
+                target=subscriber.run, args=(closing,), name="voxledger-actions", daemon=True
+            )
+            actions.start()
         say(
             f"voxledger: serving on http://{args.host}:{args.port} "
-            f"(console at /console, OpenAPI at /schema)"
+            f"(console at /console, OpenAPI at /schema"
+            f"{', running actions' if actions else ''})"
         )
         # uvicorn's own logging stays unconfigured: structlog writes one line per request.
         config = uvicorn.Config(
             app, host=args.host, port=args.port, log_config=None, access_log=False
         )
-        Server(config).run()
+        try:
+            Server(config).run()
+        finally:
+            closing.set()
+            if actions is not None:
+                actions.join(timeout=10)
     return 0

@@ -16,6 +16,7 @@ import msgspec
 from voxledger.adapters.debug.history import History, event_classes
 from voxledger.domain.conversation import Conversation
 from voxledger.domain.conversation_snapshot import ConversationSnapshot
+from voxledger.domain.definition_history import FlowDefinitionHistory
 from voxledger.domain.engine import Engine
 from voxledger.domain.events import fields_of
 from voxledger.domain.flow import Flow
@@ -53,6 +54,9 @@ STORED = {
     "voxledger:Conversation.TurnStarted": ("turn_id: str, user_message_id: str | None", ()),
     "voxledger:Conversation.UsageRecorded": ("tokens_in: int, tokens_out: int, cost: float, audio_seconds: float", ()),  # noqa: E501
     "voxledger:Conversation.UserTurnEnded": ("utterances: int", ()),
+    "voxledger:Flow.ActionFailed": ("action: str, attempt: int, error: str, final: bool", ("error",)),  # noqa: E501
+    "voxledger:Flow.ActionStarted": ("action: str, attempt: int", ()),
+    "voxledger:Flow.ActionSucceeded": ("action: str, attempt: int, result: Any", ("result",)),
     "voxledger:Flow.AnswerAccepted": ("step: str, field: str, value: Any, next_step: str | None", ("value",)),  # noqa: E501
     "voxledger:Flow.AnswerRejected": ("step: str, raw: str, reason: str", ("raw", "reason")),
     "voxledger:Flow.AnswerWithdrawn": ("step: str, field: str, previous: Any", ("previous",)),
@@ -64,6 +68,8 @@ STORED = {
     "voxledger:Flow.Expired": ("step: str | None, idle_s: float", ()),
     "voxledger:Flow.FieldEdited": ("step: str, field: str, previous: Any, value: Any, next_step: str | None", ("previous", "value")),  # noqa: E501
     "voxledger:Flow.Started": ("conversation_id: UUID, definition: str, definition_version: int, mode: str | None, step: str, idle_timeout_s: float | None", ()),  # noqa: E501
+    "voxledger:FlowDefinitionHistory.Started": ("name: str", ()),
+    "voxledger:FlowDefinitionHistory.VersionRegistered": ("version: int, content_hash: str, content: str, source: str", ()),  # noqa: E501
 }  # fmt: skip
 
 
@@ -117,9 +123,9 @@ def sample(tp: Any) -> Any:
 
 def test_every_event_class_written_through_the_store_reads_back_equal(engine: Engine) -> None:
     store = engine.store
-    streams = {Conversation: uuid4(), Flow: uuid4()}
+    streams = {Conversation: uuid4(), Flow: uuid4(), FlowDefinitionHistory: uuid4()}
     written: dict[UUID, list[Any]] = {stream: [] for stream in streams.values()}
-    by_aggregate = {"Conversation": Conversation, "Flow": Flow}
+    by_aggregate = {a.__name__: a for a in streams}
     classes = stored_event_classes()
     for topic in sorted(classes, key=lambda t: (not t.endswith(".Started"), t)):  # Started first
         cls = classes[topic]

@@ -21,6 +21,7 @@ are talking to each other): a form starts with a command or a button.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Collection
 from contextlib import suppress
 from datetime import datetime
@@ -29,20 +30,23 @@ from uuid import UUID
 
 import anyio.to_thread
 import msgspec
+import structlog
 
 from ...domain.conversation import Address, Role
 from ...domain.engine import Engine
-from ...domain.errors import BadInput, InvalidTransition, NotFound, VoxledgerError
+from ...domain.errors import BadInput, CodeFailed, InvalidTransition, NotFound, VoxledgerError
 from ...domain.exchange import ConversationClosed, Decide, Exchange, ExchangeResult, Inbound
 from ...domain.exchange import reply_id as reply_id
 from ...domain.flow_definition import FlowDefinition, show_answer
 from ...domain.flow_reply import FlowReply
 from ..store.mapper import Erased
 from .directory import ChatDirectory, ChatKey
-from .wording import CHANGED, EXPIRED, NOT_CHANGED, NOT_TEXT, reply_text
+from .wording import CHANGED, CODE_FAILED, EXPIRED, NOT_CHANGED, NOT_TEXT, reply_text
 
 if TYPE_CHECKING:
     from ..async_engine import AsyncEngine
+
+log = structlog.get_logger("voxledger.chat")
 
 COMMANDS = "Commands: /start, /cancel, /back (undo the last answer), /edit FIELD, /status."
 # Every chat of many people shares one form (instead of one form per member).
@@ -165,6 +169,27 @@ class ChatBot:
         except (ConversationClosed, Erased):
             return self._exchange(directory.move_on(key, conversation_id), message)
 
+    def _exchange(
+        self, conversation_id: UUID, message: Incoming, *, open_missing: bool = True
+    ) -> Reply:
+        inbound = self._inbound(message)
+        try:
+            result = self.engine.exchange(
+                conversation_id,
+                inbound,
+                self._decider(message),
+                open_missing=open_missing,
+                at=message.at,
+            )
+        except CodeFailed as failed:
+            # The flow's own code failed and the exchange recorded nothing: record the
+            # message and an apology instead, so that the user can try again.
+            _log_failure(failed, conversation_id)
+            result = self.engine.exchange(
+                conversation_id, inbound, _apology, open_missing=open_missing, at=message.at
+            )
+        return Reply.of(result)
+
     async def handle_chat_async(self, message: Incoming, engine: AsyncEngine) -> Reply:
         """`handle_chat` on the async engine: the directory is read in a thread, then the
         exchange runs in the event loop and shares a commit when the conversation is in
@@ -175,29 +200,33 @@ class ChatBot:
         conversation_id = await anyio.to_thread.run_sync(lookup, key)
         if conversation_id is None:
             return self._ignored(message)
-        inbound, decide = self._inbound(message), self._decider(message)
         try:
-            result = await engine.exchange(conversation_id, inbound, decide, at=message.at)
+            return await self._exchange_async(engine, conversation_id, message)
         except (ConversationClosed, Erased):
             closed = conversation_id
             conversation_id = await anyio.to_thread.run_sync(directory.move_on, key, closed)
-            result = await engine.exchange(conversation_id, inbound, decide, at=message.at)
+            return await self._exchange_async(engine, conversation_id, message)
+
+    async def _exchange_async(
+        self, engine: AsyncEngine, conversation_id: UUID, message: Incoming
+    ) -> Reply:
+        inbound = self._inbound(message)
+        try:
+            result = await engine.exchange(
+                conversation_id, inbound, self._decider(message), at=message.at
+            )
+        except CodeFailed as failed:
+            _log_failure(failed, conversation_id)
+            result = await engine.exchange(conversation_id, inbound, _apology, at=message.at)
         return Reply.of(result)
 
     def handle(self, conversation_id: UUID, message: Incoming) -> Reply:
         """Answer a message in an existing conversation (NotFound if there is none,
         InvalidTransition if it has ended)."""
         try:
-            result = self.engine.exchange(
-                conversation_id,
-                self._inbound(message),
-                self._decider(message),
-                open_missing=False,
-                at=message.at,
-            )
+            return self._exchange(conversation_id, message, open_missing=False)
         except ConversationClosed as closed:
             raise InvalidTransition(str(closed)) from None  # a conversation by id: no next one
-        return Reply.of(result)
 
     def where(self, message: Incoming, *, reserve: bool = False) -> Reply:
         """Where the chat of a message stands now, as the bot would say it (how a restarted
@@ -224,12 +253,6 @@ class ChatBot:
         return channel in self.delivering
 
     # -- one message ---------------------------------------------------------------------------
-
-    def _exchange(self, conversation_id: UUID, message: Incoming) -> Reply:
-        result = self.engine.exchange(
-            conversation_id, self._inbound(message), self._decider(message), at=message.at
-        )
-        return Reply.of(result)
 
     def _inbound(self, message: Incoming) -> Inbound:
         metadata: dict[str, Any] = {"chat_id": message.chat_id}
@@ -292,6 +315,8 @@ class ChatBot:
             ex.acknowledge(message.callback_id)
         try:
             said = self._said(ex, message, command)
+        except CodeFailed:
+            raise  # the flow's own code: the whole exchange is given up (see _exchange)
         except VoxledgerError as refused:
             # A command the form refused records nothing of itself: say why, then where
             # the chat stands.
@@ -444,6 +469,22 @@ class ChatBot:
     def _mode_named(self, text: str) -> str | None:
         wanted = text.strip().casefold()
         return next((m for m in self._modes if m.casefold() == wanted), None)
+
+
+def _apology(ex: Exchange) -> None:
+    """The reply when the flow's own code failed: the message is kept, nothing else."""
+    ex.reply(CODE_FAILED)
+
+
+def _log_failure(failed: CodeFailed, conversation_id: UUID) -> None:
+    """The flow's code failed: the operator reads why, and the line of the code that
+    raised (one log line, no traceback)."""
+    cause = failed.__cause__
+    frames = traceback.extract_tb(cause.__traceback__) if cause is not None else []
+    where = f"{frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}" if frames else None
+    log.error(
+        "flow.code_failed", conversation_id=str(conversation_id), error=str(failed), raised_at=where
+    )
 
 
 def _link(reply: FlowReply, field: str | None, message_id: str) -> dict[str, Any] | None:

@@ -17,6 +17,10 @@ REMINDER = "Still there? This form expires in {minutes} unless you answer.\n{pro
 NOT_TEXT = "I can only read text here, not a {media}."
 CHANGED = "Changed {field} to {value}."
 NOT_CHANGED = "{field} stays {value}: {reason}"
+# The flow's own code failed (a custom validator or a hook): nothing was recorded.
+CODE_FAILED = (
+    "Sorry, something went wrong on our side. Please try again in a moment, or send /cancel."
+)
 
 _ENDINGS = {
     FlowStatus.COMPLETED: COMPLETED,

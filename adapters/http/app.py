@@ -1,5 +1,6 @@
-"""The HTTP app: Telegram's and WhatsApp's webhooks, the JSON API under /v1, /healthz, and
-its OpenAPI schema at /schema.
+"""The HTTP app: Telegram's and WhatsApp's webhooks, the JSON API under /v1, the voice routes
+(Twilio Media Streams, a PCM stream, the assistant's speech on a call), /healthz, and its
+OpenAPI schema at /schema.
 
 Litestar decodes request bodies into msgspec Structs (validated once, at the edge) and
 documents them in the schema. Handlers get the engine, the async engine, the chat bot, the
@@ -31,6 +32,7 @@ from .health import healthz
 from .request_log import request_logs
 from .settings import Settings
 from .telegram import WEBHOOK_MAX_BODY, telegram_webhook
+from .voice import voice_router
 from .whatsapp import ROUTES as WHATSAPP_ROUTES
 
 if TYPE_CHECKING:
@@ -96,7 +98,7 @@ def create_app(
     whatsapp = Router(path="/", route_handlers=WHATSAPP_ROUTES)
     bot = services.bot(settings.flow)
     app = Litestar(
-        route_handlers=[webhook, whatsapp, healthz, api_router, *routes],
+        route_handlers=[webhook, whatsapp, healthz, api_router, voice_router(settings), *routes],
         dependencies={
             "engine": _value(services.engine),
             "async_engine": _value(services.async_engine),
@@ -107,6 +109,8 @@ def create_app(
             "channels": _value(services.channels),
             "telegram_identity": _value(telegram.BotIdentity()),
             "outbox_wake": _value(_nothing_to_wake),
+            "live_streams": _value(services.live_streams),
+            "clock": _value(services.clock),
             **(dependencies or {}),
         },
         request_max_body_size=settings.max_body_bytes,
