@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
 
-from .commands import Commands
+from .commands import Commands, check_values
 from .conversation import Conversation
 from .conversation_values import Role
 from .errors import FlowExpired
@@ -78,6 +78,7 @@ class FlowCommands(Commands):
 
     def edit(self, flow_id: UUID, field: str, *, at: datetime | None = None) -> FlowReply:
         """Ask a field again; the run returns where it was afterwards."""
+        check_values(field)
         return self._flow_command(flow_id, lambda f, d, at: f.edit(d, field, at=at), at=at)
 
     def undo(self, flow_id: UUID, *, at: datetime | None = None) -> FlowReply:
@@ -90,6 +91,7 @@ class FlowCommands(Commands):
 
     def cancel(self, flow_id: UUID, reason: str = "", *, at: datetime | None = None) -> FlowReply:
         """Give up the run where it is."""
+        check_values(reason)
         return self._flow_command(flow_id, lambda f, d, at: f.cancel(reason, at=at), at=at)
 
     def expire_flow(self, flow_id: UUID, *, at: datetime | None = None) -> bool:

@@ -21,7 +21,7 @@ from voxledger.adapters.store.event_store import EventStore, fold
 from voxledger.adapters.store.keys import KeyRing
 from voxledger.adapters.store.mapper import CorruptEvent, Erased
 from voxledger.domain.engine import Engine
-from voxledger.domain.errors import BadInput, InvalidTransition, NotFound
+from voxledger.domain.errors import BadInput, InvalidTransition, NotFound, VoxledgerError
 from voxledger.domain.flow import FlowStatus
 from voxledger.projections.registry import default_projections
 from voxledger.projections.runner import ProjectionRunner
@@ -149,26 +149,53 @@ def test_a_key_survives_a_restart_and_is_shared_between_processes(
     assert engine.get_conversation(cid).messages[1].content == "from process two"
 
 
-def test_two_processes_issuing_a_key_for_one_stream_at_once_get_the_same_key(
-    engine: Engine,
+def test_two_processes_sealing_a_streams_first_personal_data_at_once_share_one_key(
+    engine: Engine, database_url: str, schema: str, clock
 ) -> None:
-    datastore = engine.store.recorder.datastore  # type: ignore[attr-defined]
-    rings = [KeyRing(datastore) for _ in range(4)]  # four caches, as four processes have
-    stream, keys, start = uuid4(), [None] * 4, threading.Barrier(4)
+    cid = engine.start_conversation("chat")  # nothing personal yet, so no key yet
+    others = [open_engine(database_url, schema=schema, clock=clock) for _ in range(3)]
+    engines, start = [engine, *others], threading.Barrier(4)
 
-    def issue(i: int) -> None:
+    def say(i: int) -> None:
         start.wait()
-        keys[i] = rings[i].key_for(stream, create=True)
+        engines[i].add_message(cid, "user", f"{MARK} {i}")
 
-    threads = [threading.Thread(target=issue, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert keys[0] is not None and len(keys[0]) == 32 and keys.count(keys[0]) == 4
+    threads = [threading.Thread(target=say, args=(i,)) for i in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for other in others:
+            other.close()
+    with open_engine(database_url, schema=schema) as fresh:  # a process that made no key
+        contents = sorted(m.content for m in fresh.get_conversation(cid).messages)
+    assert contents == [f"{MARK} {i}" for i in range(4)]
+    with psycopg.connect(database_url) as conn:
+        (keys,) = conn.execute(
+            f"SELECT count(*) FROM {schema}.voxledger_keys WHERE stream_id = %s", (cid,)
+        ).fetchone()
+    assert keys == 1
 
 
-def test_a_stream_reads_its_key_once_and_its_commands_after_that_none(
+def test_a_refused_first_save_leaves_no_key_behind(
+    engine: Engine, database_url: str, schema: str
+) -> None:
+    cid = engine.start_conversation("chat")
+    with pytest.raises(VoxledgerError):  # an integer msgpack cannot hold
+        engine.add_message(cid, "user", MARK, metadata={"n": 2**70})
+    with pytest.raises(VoxledgerError):
+        engine.start_conversation("chat", MARK, {"n": -(2**70)})
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(f"SELECT stream_id FROM {schema}.voxledger_keys").fetchall()
+    assert rows == []
+    engine.add_message(cid, "user", MARK)  # and the stream still takes personal data
+    engine.store.forget_cached()  # type: ignore[attr-defined]
+    assert [m.content for m in engine.get_conversation(cid).messages] == [MARK]
+
+
+def test_a_stream_this_process_started_needs_no_key_read_at_all(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fetches: list[UUID] = []
@@ -184,7 +211,9 @@ def test_a_stream_reads_its_key_once_and_its_commands_after_that_none(
     for answer in ("1042", "21.11.2026", "Ivan Petrov"):
         engine.answer(flow, answer)
     engine.get_conversation(cid)
-    assert fetches == [cid, flow]  # each issued its key, once
+    # Streams this process started are known to be keyless: their first personal value
+    # makes a key that goes in with it, without a read.
+    assert fetches == []
 
 
 def test_rows_written_before_sealing_still_read(engine: Engine) -> None:

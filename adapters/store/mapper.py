@@ -36,7 +36,7 @@ from eventsourcing.domain import DomainEvent, DomainEventProtocol
 from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent
 from eventsourcing.utils import TopicError, get_topic, resolve_topic
 
-from ...domain.errors import InvalidTransition, VoxledgerError
+from ...domain.errors import InvalidTransition, ValidationFailed, VoxledgerError
 from .keys import KeyRing
 
 # Types msgpack gives back exactly as they went in (datetime travels as a timestamp ext).
@@ -83,11 +83,15 @@ class MsgspecMapper(Mapper[UUID]):
         class_version = getattr(cls, "class_version", 1)
         if class_version > 1:
             state["class_version"] = class_version
-        if self.keys is not None:
-            personal = getattr(cls, "PERSONAL", ())
-            if personal:
-                self._seal(state, originator_id, personal)
-        data = msgspec.msgpack.encode(state)
+        try:
+            if self.keys is not None:
+                personal = getattr(cls, "PERSONAL", ())
+                if personal:
+                    self._seal(state, originator_id, personal)
+            data = msgspec.msgpack.encode(state)
+        except (OverflowError, TypeError, msgspec.EncodeError) as e:
+            # The domain refuses such values first; this is the last line before the log.
+            raise ValidationFailed(f"{cls.__name__} cannot be stored: {e}") from None
         if self.compressor:
             data = self.compressor.compress(data)
         if self.cipher:
