@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from .arguments import add_flow_options, flow_options
 from .output import say
+
+if TYPE_CHECKING:
+    from ..adapters.services import Services
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -32,31 +37,68 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the services and the app, and serve until interrupted."""
+    """Serve at once; build the services as soon as the database answers (until then the
+    server reports not ready); on SIGTERM or SIGINT finish the requests in flight, write
+    what is queued, release the database, and exit 0."""
     import uvicorn
 
-    from ..adapters.bootstrap import http_settings, open_app, open_services, start_logging
+    from ..adapters.bootstrap import (
+        http_settings,
+        open_app,
+        open_flows,
+        open_services_when_reachable,
+        start_logging,
+    )
+    from ..adapters.http.server import server_config
+    from ..adapters.http.starting import StartingApp
 
     start_logging(args.log_level, default="INFO")  # a server logs its requests by default
     settings = http_settings(args.flow)
+    flows = open_flows(**flow_options(args))  # a broken flow file stops the start, here
     closing = threading.Event()
+    starting = StartingApp()
+    built: list[Services] = []
+
+    def connect() -> None:
+        services = open_services_when_reachable(
+            args.database_url, stopping=closing, waiting=starting.waiting, flows=flows
+        )
+        if services is None:
+            return
+        built.append(services)
+        if closing.is_set():
+            return
+        starting.ready(open_app(services, settings, closing=closing))
 
     class Server(uvicorn.Server):
-        """uvicorn's server, telling the console's live tails when it begins to stop."""
+        """uvicorn's server, telling the console's live tails and the connecting thread
+        when it begins to stop."""
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             closing.set()  # live console tails end, so they do not hold the shutdown up
             super().handle_exit(sig, frame)
 
-    with open_services(args.database_url, **flow_options(args)) as services:
-        app = open_app(services, settings, closing=closing)
+    # uvicorn handles these signals while it serves, then raises them again; without a
+    # handler of ours, that second SIGTERM would end the process before its exit handlers
+    # (the embedded PostgreSQL's release among them) could run.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: closing.set())
+    connecting = threading.Thread(target=connect, name="voxledger-connect", daemon=True)
+    connecting.start()
+    try:
         say(
             f"voxledger: serving on http://{args.host}:{args.port} "
             f"(console at /console, OpenAPI at /schema)"
         )
         # uvicorn's own logging stays unconfigured: structlog writes one line per request.
-        config = uvicorn.Config(
-            app, host=args.host, port=args.port, log_config=None, access_log=False
+        config = server_config(
+            starting, host=args.host, port=args.port, read_timeout_s=settings.read_timeout_s
         )
-        Server(config).run()
+        if not closing.is_set():
+            Server(config).run()
+    finally:
+        closing.set()
+        connecting.join(timeout=60)
+        for services in built:
+            services.close()  # queued snapshots written, connections released
     return 0

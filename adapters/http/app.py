@@ -1,4 +1,5 @@
-"""The HTTP app: Telegram's webhook, the JSON API under /v1, /healthz, and its OpenAPI
+"""The HTTP app: Telegram's webhook, the JSON API under /v1, health (/livez, /readyz,
+/healthz), and its OpenAPI
 schema at /schema.
 
 Litestar decodes request bodies into msgspec Structs (validated once, at the edge) and
@@ -25,7 +26,7 @@ from psycopg import Error as PsycopgError
 from ...domain.errors import VoxledgerError
 from . import api, errors
 from .guards import bearer_token, telegram_secret
-from .health import healthz
+from .health import healthz, livez, readyz
 from .request_log import request_logs
 from .settings import Settings
 from .telegram import telegram_webhook
@@ -87,7 +88,7 @@ def create_app(
     )
     bot = services.bot(settings.flow)
     app = Litestar(
-        route_handlers=[webhook, healthz, api_router, *routes],
+        route_handlers=[webhook, livez, readyz, healthz, api_router, *routes],
         dependencies={
             "engine": _value(services.engine),
             "async_engine": _value(services.async_engine),

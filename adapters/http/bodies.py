@@ -62,6 +62,12 @@ class ConversationView(msgspec.Struct, frozen=True):
     flow: FlowView | None
 
 
+class Liveness(msgspec.Struct, frozen=True):
+    """The process is up and serving."""
+
+    status: str
+
+
 class Health(msgspec.Struct, frozen=True):
     """The database answers; how far each projection trails the event log."""
 
