@@ -5,7 +5,7 @@ projections). Each handler gets its pieces by dependency injection (see `app`)."
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any, TypeVar
 from uuid import UUID, uuid4
@@ -18,12 +18,19 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from ...domain.engine import Engine, HistoryEntry
-from ...domain.errors import Conflict
+from ...domain.errors import Conflict, ValidationFailed
 from ...domain.flow import FlowState
 from ...projections.queries import ConversationRow, MetricsSummary, Projections
 from ..async_engine import AsyncEngine
 from ..chat.bot import ChatBot, Incoming, Reply, conversation_id_for
-from .bodies import ConversationStarted, ConversationView, FlowView, NewConversation, NewMessage
+from .bodies import (
+    NO_NUL,
+    ConversationStarted,
+    ConversationView,
+    FlowView,
+    NewConversation,
+    NewMessage,
+)
 from .errors import ProjectionsNotBuilt
 
 T = TypeVar("T")
@@ -110,7 +117,7 @@ async def _flow_view(engine: Engine, flow_id: UUID) -> FlowView:
 @get("/conversations", sync_to_thread=True)
 def list_conversations(
     projections: NamedDependency[Projections],
-    status: Annotated[str | None, Parameter(max_length=32)] = None,
+    status: Annotated[str | None, Parameter(max_length=32, pattern=NO_NUL)] = None,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
 ) -> list[ConversationRow]:
     """Conversations, most recently active first, from the current-state projection."""
@@ -123,7 +130,7 @@ def read_metrics(
 ) -> MetricsSummary:
     """Totals and response-time percentiles over every conversation, from the metrics
     projection (whole UTC hours from ``since``, or all time)."""
-    return _from_projections(lambda: projections.metrics(since))
+    return _from_projections(lambda: projections.metrics(_in_range(since)))
 
 
 ROUTES = [
@@ -135,6 +142,29 @@ ROUTES = [
     list_conversations,
     read_metrics,
 ]
+
+
+# The moments a query may name: the years every calendar and PostgreSQL agree on, with room
+# for any time zone on either side.
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def _in_range(moment: datetime | None) -> datetime | None:
+    """A moment from a query, refused (422) if it lies where UTC arithmetic overflows."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise ValidationFailed("query.since: a time needs a time zone (add Z or +00:00)")
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise ValidationFailed(
+            f"query.since: {moment.isoformat()} is outside the years 0001 to 9999 in UTC"
+        )
+    return utc
 
 
 def _from_projections(query: Callable[[], T]) -> T:

@@ -28,6 +28,7 @@ from . import api, errors
 from .guards import bearer_token, telegram_secret
 from .health import healthz, livez, readyz
 from .request_log import request_logs
+from .screening import screened
 from .settings import Settings
 from .telegram import telegram_webhook
 
@@ -102,7 +103,7 @@ def create_app(
         openapi_config=openapi(),
         logging_config=None,  # structlog writes the request logs (request_log)
     )
-    return request_logs(app)
+    return request_logs(screened(app, max_body_bytes=settings.max_body_bytes))
 
 
 def _value(piece: Any) -> Provide:
