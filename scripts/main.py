@@ -26,7 +26,7 @@ from . import (
     timetravel,
     transfer,
 )
-from .arguments import UsageError
+from .arguments import UsageError, database_url
 from .output import fail
 
 EXAMPLES = """examples:
@@ -37,7 +37,13 @@ EXAMPLES = """examples:
   voxledger COMMAND --help                one command in full, with an example
 
 Configuration: VOXLEDGER_DATABASE_URL (or --database-url) names a PostgreSQL server;
-without it an embedded server keeps its data under $VOXLEDGER_HOME."""
+without it an embedded server keeps its data under $VOXLEDGER_HOME.
+
+Exit codes: 0 done, 1 refused (not found, not allowed, bad input), 2 usage (a bad option or
+argument), 3 the database is unreachable, 130 interrupted."""
+
+# The exit codes, one meaning each (the README lists them too).
+OK, REFUSED, USAGE, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class OneScreen(argparse.RawDescriptionHelpFormatter):
@@ -58,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--database-url",
         metavar="URL",
+        type=database_url,
         help="postgresql://user:password@host:port/db (default: $VOXLEDGER_DATABASE_URL, "
         "else the embedded server)",
     )
@@ -79,26 +86,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ..adapters.bootstrap import start_logging
 
         start_logging(args.log_level)
-        return int(args.run(args) or 0)
-    except (Unavailable, UsageError) as e:
+        return int(args.run(args) or OK)
+    except UsageError as e:
         fail(str(e))
-        return 2
+        return USAGE
+    except Unavailable as e:
+        fail(str(e))
+        return UNREACHABLE
     except VoxledgerError as e:
         fail(str(e))
-        return 1
+        return REFUSED
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`voxledger log ID | head`): stop quietly, as Unix tools do,
         # and point stdout at nothing so the flush at exit does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception as e:
-        if not database_failed(e):
-            raise
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        fail(f"database unavailable: {first_line}")
-        return 2
+        if database_failed(e):
+            fail(f"database unavailable: {first_line}")
+            return UNREACHABLE
+        # A bug: one line for the user, the traceback for whoever runs with --log-level DEBUG.
+        import structlog  # loaded by then, by the command that failed
+
+        structlog.get_logger("voxledger").debug("cli.unexpected_error", exc_info=e)
+        fail(f"internal error ({type(e).__name__}): {first_line}")
+        return REFUSED
 
 
 def database_failed(error: Exception) -> bool:

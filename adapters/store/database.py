@@ -52,7 +52,10 @@ def eventsourcing_settings(
     try:
         parts = psycopg.conninfo.conninfo_to_dict(database_url)
     except psycopg.ProgrammingError as e:
-        raise BadInput(f"not a PostgreSQL URL: {redact(database_url)} ({e})") from None
+        reason = (str(e).strip().splitlines() or ["unparseable"])[0]
+        raise BadInput(
+            f"not a PostgreSQL URL (postgresql://user:password@host:port/db): {reason}"
+        ) from None
     settings = {
         "POSTGRES_DBNAME": str(parts.get("dbname") or "postgres"),
         "POSTGRES_HOST": str(parts.get("host") or "localhost"),
