@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..domain.errors import BadInput
 from .arguments import UsageError, stream_id, timestamp
 from .output import print_fields, print_json, print_table, to_plain, warn
 
