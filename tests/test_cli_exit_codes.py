@@ -15,9 +15,7 @@ VOXLEDGER = [sys.executable, "-m", "voxledger.scripts.main"]
 
 
 def voxledger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*VOXLEDGER, *args], env=env, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([*VOXLEDGER, *args], env=env, capture_output=True, text=True, timeout=120)
 
 
 def one_line(result: subprocess.CompletedProcess[str]) -> str:
