@@ -290,12 +290,19 @@ def test_a_sealed_value_moved_to_another_stream_does_not_open_there(
 
 
 def without_content(document: dict[str, Any]) -> dict[str, Any]:
-    """A conversation document less the personal fields (what erasure may change)."""
-    kept = {k: v for k, v in document.items() if k not in ("participant", "metadata", "context")}
+    """A conversation document less the personal fields (what erasure may change): content,
+    message ids, free text."""
+    personal = ("participant", "metadata", "context", "end_reason")
+    kept = {k: v for k, v in document.items() if k not in personal}
     kept["messages"] = [
-        {k: v for k, v in m.items() if k not in ("content", "metadata")}
+        {k: v for k, v in m.items() if k not in ("id", "content", "metadata")}
         for m in document["messages"]
     ]
+    kept["turns"] = [
+        {k: v for k, v in t.items() if k not in ("user_message_id", "assistant_message_id")}
+        for t in document["turns"]
+    ]
+    kept["connection"] = {k: v for k, v in document["connection"].items() if k != "last_error"}
     return kept
 
 
@@ -416,3 +423,53 @@ def test_another_process_stops_showing_erased_content_within_the_key_cache_time(
     assert engine.get_conversation(cid).messages[0].content == ERASED
     with pytest.raises(Erased):
         engine.add_message(cid, "user", "more")
+
+
+def test_erasing_also_erases_client_message_ids_and_free_text(
+    engine: Engine, database_url: str, schema: str, cli_env: dict[str, str], projected
+) -> None:
+    cid = engine.start_conversation("api")
+    engine.connect(cid, "api", "c-1")
+    said = engine.add_message(cid, "user", "hello", message_id=f"{MARK}-msg")
+    engine.start_turn(cid, said)
+    engine.add_message(cid, "assistant", "hi", message_id=f"{MARK}-reply")
+    engine.complete_turn(cid, f"{MARK}-reply")
+    engine.update_context(cid, {f"{MARK} key": 1})
+    engine.update_context(cid, removed=[f"{MARK} key"])
+    engine.record_error(cid, f"{MARK} could not be reached")
+    flow = engine.start_flow(cid, "intake", "design").flow_id
+    engine.cancel(flow, f"{MARK} changed their mind")
+    engine.disconnect(cid, f"{MARK} hung up")
+    engine.end(cid, f"{MARK} said goodbye")
+    projected.catch_up()
+    shown = voxledger(cli_env, "show", str(cid), "--json").stdout
+    assert MARK in shown and MARK in projection_text(database_url, schema)
+
+    voxledger(cli_env, "erase", str(cid), "--yes")
+    assert not [state for state in stored_bytes(database_url, schema) if MARK.encode() in state]
+    assert MARK not in projection_text(database_url, schema)
+    for command in ("show", "log", "audit"):
+        assert MARK not in voxledger(cli_env, command, str(cid), "--json").stdout
+    assert MARK not in voxledger(cli_env, "export", str(cid)).stdout
+    with fresh_engine(database_url, schema) as reader:
+        state = reader.get_conversation(cid)
+        assert {m.id for m in state.messages} == {ERASED} and state.end_reason == ERASED
+        assert MARK not in json.dumps(msgspec.to_builtins(reader.history(cid)), default=str)
+
+
+def test_an_erased_stream_still_records_system_facts_with_their_free_text_erased(
+    engine: Engine,
+) -> None:
+    cid = engine.start_conversation("voice")
+    engine.connect(cid, "twilio", "c-1")
+    engine.add_message(cid, "user", f"{MARK} speaking")
+    engine.store.erase(cid)  # type: ignore[attr-defined]
+    engine.record_error(cid, f"{MARK}: the line dropped")
+    with pytest.raises(Erased):
+        engine.add_message(cid, "user", "more content")
+    engine.disconnect(cid, f"{MARK} hung up")
+    engine.end(cid, f"{MARK} is gone")
+    engine.store.forget_cached()  # type: ignore[attr-defined]
+    state = engine.get_conversation(cid)
+    assert state.status == "ended" and state.end_reason == ERASED
+    assert state.connection.last_error == ERASED
