@@ -58,17 +58,22 @@ def run(args: argparse.Namespace) -> int:
     closing = threading.Event()
     starting = StartingApp()
     built: list[Services] = []
+    failed: list[BaseException] = []
 
     def connect() -> None:
-        services = open_services_when_reachable(
-            args.database_url, stopping=closing, waiting=starting.waiting, flows=flows
-        )
-        if services is None:
-            return
-        built.append(services)
-        if closing.is_set():
-            return
-        starting.ready(open_app(services, settings, closing=closing))
+        try:
+            services = open_services_when_reachable(
+                args.database_url, stopping=closing, waiting=starting.waiting, flows=flows
+            )
+            if services is None:
+                return
+            built.append(services)
+            if not closing.is_set():
+                starting.ready(open_app(services, settings, closing=closing))
+        except BaseException as error:  # not an outage: a server that cannot start stops
+            failed.append(error)
+            closing.set()
+            server.should_exit = True
 
     class Server(uvicorn.Server):
         """uvicorn's server, telling the console's live tails and the connecting thread
@@ -83,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
     # (the embedded PostgreSQL's release among them) could run.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: closing.set())
+    config = server_config(
+        starting, host=args.host, port=args.port, read_timeout_s=settings.read_timeout_s
+    )
+    server = Server(config)
     connecting = threading.Thread(target=connect, name="voxledger-connect", daemon=True)
     connecting.start()
     try:
@@ -90,15 +99,13 @@ def run(args: argparse.Namespace) -> int:
             f"voxledger: serving on http://{args.host}:{args.port} "
             f"(console at /console, OpenAPI at /schema)"
         )
-        # uvicorn's own logging stays unconfigured: structlog writes one line per request.
-        config = server_config(
-            starting, host=args.host, port=args.port, read_timeout_s=settings.read_timeout_s
-        )
         if not closing.is_set():
-            Server(config).run()
+            server.run()
     finally:
         closing.set()
         connecting.join(timeout=60)
         for services in built:
             services.close()  # queued snapshots written, connections released
+    if failed:
+        raise failed[0]  # the command's own error line and exit code
     return 0

@@ -81,9 +81,7 @@ def test_integers_outside_64_bits_in_metadata_are_refused_and_leave_no_key(
     assert "metadata" in str(refused(response, 400, 422)["detail"])
 
 
-@pytest.mark.parametrize(
-    "since", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59Z"]
-)
+@pytest.mark.parametrize("since", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"])
 def test_metrics_since_a_moment_that_overflows_is_refused(client: httpx.Client, since: str) -> None:
     response = client.get("/v1/metrics", params={"since": since}, headers=AUTH)
     assert "since" in refused(response, 422)["detail"]

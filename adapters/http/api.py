@@ -15,7 +15,7 @@ import psycopg
 import structlog
 from litestar import Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody, Parameter
 
 from ...domain.engine import Engine, HistoryEntry
 from ...domain.errors import Conflict, ValidationFailed
@@ -92,11 +92,13 @@ async def read_conversation(
 async def read_history(
     engine: NamedDependency[Engine],
     conversation_id: FromPath[UUID],
-    since_version: Annotated[int | None, Parameter(ge=0)] = None,
+    since_version: Annotated[int, Parameter(ge=0, le=2**63 - 1)] = 0,
 ) -> list[HistoryEntry]:
-    """Every recorded event of a conversation (or a flow), oldest first."""
+    """Every recorded event of a conversation (or a flow), oldest first; with
+    ``since_version``, those after it."""
     structlog.contextvars.bind_contextvars(conversation_id=str(conversation_id))
-    return await _blocking(engine.history, conversation_id, since_version=since_version)
+    since = since_version or None  # 0: the whole history, and 404 for a missing stream
+    return await _blocking(engine.history, conversation_id, since_version=since)
 
 
 @get("/flows/{flow_id:uuid}")
@@ -124,13 +126,17 @@ def list_conversations(
     return _from_projections(lambda: projections.conversations(status, limit))
 
 
+DATE_TIME = {"format": "date-time"}  # read by `_moment`, not by a lenient decoder
+
+
 @get("/metrics", sync_to_thread=True)
 def read_metrics(
-    projections: NamedDependency[Projections], since: FromQuery[datetime | None] = None
+    projections: NamedDependency[Projections],
+    since: Annotated[str | None, Parameter(schema_extra=DATE_TIME, max_length=64)] = None,
 ) -> MetricsSummary:
     """Totals and response-time percentiles over every conversation, from the metrics
-    projection (whole UTC hours from ``since``, or all time)."""
-    return _from_projections(lambda: projections.metrics(_in_range(since)))
+    projection (whole UTC hours from ``since``, an RFC 3339 time, or all time)."""
+    return _from_projections(lambda: projections.metrics(_moment(since)))
 
 
 ROUTES = [
@@ -144,27 +150,26 @@ ROUTES = [
 ]
 
 
-# The moments a query may name: the years every calendar and PostgreSQL agree on, with room
-# for any time zone on either side.
-EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
-LATEST = datetime(9999, 12, 30, tzinfo=UTC)
-
-
-def _in_range(moment: datetime | None) -> datetime | None:
-    """A moment from a query, refused (422) if it lies where UTC arithmetic overflows."""
-    if moment is None:
+def _moment(text: str | None) -> datetime | None:
+    """A moment from a query (RFC 3339, its offset required) in UTC; refused (422) when it
+    is not one, or lies outside the years 1 to 9999 in UTC (the arithmetic overflows)."""
+    if text is None:
         return None
+    try:
+        # Read as written: a number is no time here (a lenient decoder took 0.5 as one).
+        moment = datetime.fromisoformat(text.upper()) if "T" in text.upper() else None
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise ValidationFailed(f"query.since: {text!r} is not an RFC 3339 date-time")
     if moment.tzinfo is None:
         raise ValidationFailed("query.since: a time needs a time zone (add Z or +00:00)")
     try:
-        utc = moment.astimezone(UTC)
+        return moment.astimezone(UTC)
     except OverflowError:
-        utc = None
-    if utc is None or not EARLIEST <= utc <= LATEST:
         raise ValidationFailed(
             f"query.since: {moment.isoformat()} is outside the years 0001 to 9999 in UTC"
-        )
-    return utc
+        ) from None
 
 
 def _from_projections(query: Callable[[], T]) -> T:

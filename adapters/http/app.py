@@ -27,8 +27,9 @@ from ...domain.errors import VoxledgerError
 from . import api, errors
 from .guards import bearer_token, telegram_secret
 from .health import healthz, livez, readyz
+from .openapi import document
 from .request_log import request_logs
-from .screening import screened
+from .screening import Routes, screened, strict_body
 from .settings import Settings
 from .telegram import telegram_webhook
 
@@ -99,11 +100,14 @@ def create_app(
             **(dependencies or {}),
         },
         request_max_body_size=settings.max_body_bytes,
+        before_request=strict_body,
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi(),
         logging_config=None,  # structlog writes the request logs (request_log)
     )
-    return request_logs(screened(app, max_body_bytes=settings.max_body_bytes))
+    document(app)  # the OpenAPI document as the server behaves
+    routes = Routes.of(app)
+    return request_logs(screened(app, max_body_bytes=settings.max_body_bytes, routes=routes))
 
 
 def _value(piece: Any) -> Provide:
