@@ -6,6 +6,7 @@ every request goes to that app (its lifespan run first, as the server would have
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import msgspec
@@ -27,13 +28,19 @@ class StartingApp:
         self.reason = "connecting to the database"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inner: _Lifespan | None = None
+        # Whether the server's lifespan began decides who starts the app's: both sides
+        # look and act under this lock, so it is started exactly once.
+        self._lock = threading.Lock()
 
     def ready(self, app: Any) -> None:
-        """Serve ``app`` from now on (callable from any thread, once the server started)."""
-        if self._loop is None:
-            self.app = app  # not serving yet: the server's own lifespan will start it
-            return
-        asyncio.run_coroutine_threadsafe(self._start(app), self._loop).result()
+        """Serve ``app`` from now on (callable from any thread, before or after the
+        server started)."""
+        with self._lock:
+            loop = self._loop
+            if loop is None:
+                self.app = app  # not serving yet: the server's own lifespan will start it
+                return
+        asyncio.run_coroutine_threadsafe(self._start(app), loop).result(timeout=60)
 
     def waiting(self, reason: str) -> None:
         """Why the services are not there yet, for readiness probes."""
@@ -67,9 +74,11 @@ class StartingApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self._loop = asyncio.get_running_loop()
-                if self.app is not None:  # built before the server started
-                    self._inner = _Lifespan(self.app)
+                with self._lock:
+                    self._loop = asyncio.get_running_loop()
+                    built = self.app  # built before the server started, if at all
+                if built is not None:
+                    self._inner = _Lifespan(built)
                     await self._inner.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
