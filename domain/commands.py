@@ -5,6 +5,7 @@ the clock that times it, and the limits on what it takes in."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -113,17 +114,22 @@ class Commands:
 # What an event can hold: PostgreSQL's 64-bit integers, and text the projections' text
 # columns can store (PostgreSQL text has no NUL character). One rule for every way in.
 INT64 = range(-(2**63), 2**63)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def check_values(*values: Any) -> None:
-    """Refuse values no event may hold: text with a NUL character, an integer outside 64
-    bits, a number that is not finite (NaN, infinity), a map whose keys are not text."""
+    """Refuse values no event may hold: text with a NUL character or a lone surrogate, an
+    integer outside 64 bits, a number that is not finite (NaN, infinity), a map whose keys
+    are not text."""
     todo = list(values)
     while todo:
         value = todo.pop()
         if isinstance(value, str):
             if "\x00" in value:
                 raise ValidationFailed(f"text may not contain the NUL character: {_shown(value)}")
+            if not value.isascii() and _SURROGATE.search(value):
+                # a lone UTF-16 half (JSON's "\ud800"): no UTF-8 text, so no event can hold it
+                raise ValidationFailed(f"text is not valid Unicode (UTF-8): {_shown(value)}")
         elif isinstance(value, bool) or value is None:
             continue
         elif isinstance(value, int):
