@@ -1,4 +1,5 @@
-"""`voxledger serve`: the HTTP server (Telegram webhook, JSON API, health, OpenAPI schema)."""
+"""`voxledger serve`: the HTTP server (Telegram webhook, JSON API, live voice, health, OpenAPI
+schema)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add the serve command."""
     serve = commands.add_parser(
         "serve",
-        help="Telegram webhook and JSON API over HTTP",
+        help="Telegram webhook, JSON API and live voice over HTTP",
         description="Serve the chat bot over HTTP. POST /telegram/webhook takes Telegram "
         "updates (secret: $VOXLEDGER_TELEGRAM_SECRET); /v1 is the JSON API (bearer token: "
-        "$VOXLEDGER_API_TOKEN); /schema is its OpenAPI document; request bodies are limited "
+        "$VOXLEDGER_API_TOKEN); /v1/media-stream takes Twilio Media Streams (signed with "
+        "$VOXLEDGER_TWILIO_AUTH_TOKEN, for the URL under $VOXLEDGER_PUBLIC_URL) and "
+        "/v1/audio-stream a PCM stream (bearer token), both WebSockets; "
+        "/schema is its OpenAPI document; request bodies are limited "
         "to $VOXLEDGER_MAX_BODY_BYTES (default 65536); /console is the operator console "
         "(sign in with the API token). "
         "Example: voxledger serve --host 127.0.0.1 --port 8080",
@@ -31,6 +35,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=8080, help="port to listen on")
     serve.add_argument(
         "--flow", default="intake", help="the flow the chat bot runs: built-in or loaded (--flows)"
+    )
+    serve.add_argument(
+        "--no-actions",
+        action="store_true",
+        help="do not run the actions of ended runs here (by default they run when a loaded "
+        "flow names any; `voxledger actions run` runs them elsewhere)",
     )
     add_flow_options(serve)
     serve.set_defaults(run=run)
@@ -44,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..adapters.bootstrap import (
         http_settings,
+        open_actions,
         open_app,
         open_flows,
         open_services_when_reachable,
@@ -59,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
     starting = StartingApp()
     built: list[Services] = []
     failed: list[BaseException] = []
+    running: list[threading.Thread] = []  # the actions' subscriber, once the services exist
+    actions = not args.no_actions and any(
+        d.on_complete or d.on_cancel or d.on_expire for d in flows.definitions()
+    )
 
     def connect() -> None:
         try:
@@ -70,6 +85,14 @@ def run(args: argparse.Namespace) -> int:
             built.append(services)
             if not closing.is_set():
                 starting.ready(open_app(services, settings, closing=closing))
+            if actions and not closing.is_set():
+                subscriber = open_actions(services.engine)
+                # A daemon: an action that hangs must not keep the server from stopping.
+                thread = threading.Thread(
+                    target=subscriber.run, args=(closing,), name="voxledger-actions", daemon=True
+                )
+                thread.start()
+                running.append(thread)
         except BaseException as error:  # not an outage: a server that cannot start stops
             failed.append(error)
             closing.set()
@@ -97,13 +120,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         say(
             f"voxledger: serving on http://{args.host}:{args.port} "
-            f"(console at /console, OpenAPI at /schema)"
+            f"(console at /console, OpenAPI at /schema"
+            f"{', running actions' if actions else ''})"
         )
         if not closing.is_set():
             server.run()
     finally:
         closing.set()
         connecting.join(timeout=60)
+        for thread in running:
+            thread.join(timeout=10)
         for services in built:
             services.close()  # queued snapshots written, connections released
     if failed:
