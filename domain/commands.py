@@ -16,6 +16,7 @@ from eventsourcing.domain import Aggregate
 
 from .conversation import Conversation
 from .errors import Conflict, NotFound, ValidationFailed
+from .events import fields_of
 from .store import Store
 
 A = TypeVar("A", bound=Aggregate)
@@ -60,6 +61,7 @@ class Commands:
         command_id = command_id or uuid4()
         for attempt in range(self.max_retries + 1):
             aggregates = work()
+            _check_pending(aggregates)
             try:
                 self.store.save(*aggregates, command_id=command_id)
                 return
@@ -146,6 +148,15 @@ def check_values(*values: Any) -> None:
             todo.extend(value.values())
         elif isinstance(value, list | tuple):
             todo.extend(value)
+
+
+def _check_pending(aggregates: list[Aggregate]) -> None:
+    """Every value of every event about to be saved obeys `check_values`, whichever command
+    (or chat channel's field: a name, a caption) it came from. The aggregates are the
+    command's own copies (the cache handed them out), so refusing here leaves no trace."""
+    for aggregate in aggregates:
+        for event in aggregate.pending_events:
+            check_values(*(getattr(event, name) for name in fields_of(type(event))))
 
 
 def _shown(value: Any) -> str:

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
 
-from .commands import Commands, check_values
+from .commands import check_values
 from .conversation import Conversation
 from .conversation_values import Role
 from .definition_commands import DefinitionCommands

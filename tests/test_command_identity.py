@@ -5,7 +5,7 @@ finds the first attempt's events and returns its result instead of applying it t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import anyio
 import psycopg
@@ -111,3 +111,34 @@ def test_events_stored_before_command_ids_still_load(engine: Engine, database_ur
         again.record_traffic(cid, messages_received=1)
         assert received(again, cid) == (3, 2)
     assert isinstance(engine.store.load(cid), Conversation)  # type: ignore[attr-defined]
+
+
+def test_a_chat_message_whose_commit_answer_is_lost_is_one_exchange_with_its_first_reply(
+    proxied: Engine, proxy: PostgresProxy, database_url: str, schema: str
+) -> None:
+    from voxledger.domain.conversation_values import Address
+    from voxledger.domain.exchange import Exchange, Inbound
+
+    cid = uuid4()
+    decided: list[str] = []
+
+    def reply(ex: Exchange) -> None:
+        decided.append(ex.inbound.text)
+        ex.reply(f"you said {ex.inbound.text}")
+
+    def message(message_id: str, text: str) -> Inbound:
+        return Inbound(
+            message_id=message_id, text=text, channel="telegram", address=Address("4242", None)
+        )
+
+    proxied.exchange(cid, message("1", "hello"), reply)
+    proxy.cut("after")
+    result = proxied.exchange(cid, message("2", "again"), reply)
+    assert proxy.cuts == 1
+    assert (result.text, result.duplicate) == ("you said again", False)  # its own reply
+    assert decided == ["hello", "again"]  # decided once: found, not run on fresh state
+    proxied.store.forget_cached()  # type: ignore[attr-defined]
+    said = [(m.id, m.content) for m in proxied.get_conversation(cid).messages]
+    assert [text for _, text in said].count("again") == 1
+    ids = command_ids(database_url, schema, cid)
+    assert len(set(ids)) == 2  # one identity per exchange, its events sharing it

@@ -63,6 +63,25 @@ def test_the_document_lists_every_refusal_with_the_body_the_server_sends(
     history = document["paths"]["/v1/conversations/{conversation_id}/history"]["get"]
     since = next(p for p in history["parameters"] if p["name"] == "since_version")
     assert since["schema"]["minimum"] == 0
+    # The API refuses NUL in text; Telegram's webhook acknowledges such an update (200) and
+    # records nothing, so its documented body lets NUL through.
+    assert new_message["properties"]["text"]["pattern"] == "^[^\\x00]*$"
+    webhook = document["paths"]["/telegram/webhook"]["post"]["requestBody"]
+    assert "x00" not in json.dumps(reachable(document, webhook))
+
+
+def reachable(document: dict, node: object, seen: set[str] | None = None) -> list[object]:
+    """A part of the document and every component schema it refers to, however deep."""
+    seen = set() if seen is None else seen
+    found: list[object] = [node]
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
+    for child in children:
+        found += reachable(document, child, seen)
+    ref = node.get("$ref") if isinstance(node, dict) else None
+    if isinstance(ref, str) and ref not in seen:
+        seen.add(ref)
+        found += reachable(document, document["components"]["schemas"][ref.split("/")[-1]], seen)
+    return found
 
 
 def test_schemathesis_finds_nothing_with_all_its_checks(

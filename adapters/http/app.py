@@ -95,6 +95,7 @@ def create_app(
         guards=[telegram_secret(settings.telegram_secret)],
         # Telegram's own limit, not the API's: an update it sends must never get a 413.
         request_max_body_size=max(WEBHOOK_MAX_BODY, settings.max_body_bytes),
+        exception_handlers={HTTPException: errors.refused_update},
     )
     # Checked by signature, on the raw body, in its handler.
     whatsapp = Router(path="/", route_handlers=WHATSAPP_ROUTES)

@@ -70,6 +70,23 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorB
     return _error(status, f"invalid {' and '.join(sources)}", detail, exc.headers)
 
 
+def refused_update(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """A Telegram update refused only because its text holds a NUL character (which no edge
+    lets in): 200 and nothing recorded, since Telegram would otherwise redeliver it for as
+    long as it tries, and it would be refused each time. Any other refusal as usual."""
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    if exc.status_code == 400 and any(_nul_refused(p) for p in problems):
+        log.warning("telegram.update_refused", error="text with a NUL character")
+        return Response({}, status_code=200)
+    return http_error(request, exc)
+
+
+def _nul_refused(problem: Any) -> bool:
+    """Whether a body problem is a text failing the NUL-free pattern."""
+    message = str(problem.get("message", "")) if isinstance(problem, dict) else ""
+    return "matching regex" in message and "x00]*$" in message
+
+
 def _source(problem: dict[str, Any]) -> str:
     """body, query, path, header, cookie (Litestar gives an enum for some)."""
     source = problem.get("source", "request")

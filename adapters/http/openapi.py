@@ -51,6 +51,12 @@ ALSO_SUCCEEDS = {
 }
 INT64 = (-(2**63), 2**63 - 1)
 
+# Routes that acknowledge (200) a body whose text holds a NUL character rather than refuse
+# it: the channel would redeliver a refused one for as long as it tries. Their documented
+# bodies leave NUL allowed, as the server takes them (and records nothing).
+ACKNOWLEDGES_NUL = {("/telegram/webhook", "post")}
+NUL_FREE = r"^[^\x00]*$"
+
 
 def _exact_integers(schema: Any) -> None:
     """Integer bounds as exact integers, within 64 bits (Litestar writes them as floats,
@@ -107,6 +113,9 @@ def document(app: Litestar) -> OpenAPI:
                 continue
             for parameter in operation.parameters or ():
                 _exact_integers(getattr(parameter, "schema", None))
+            if (path, method) in ACKNOWLEDGES_NUL and operation.request_body is not None:
+                for media in (getattr(operation.request_body, "content", None) or {}).values():
+                    _allow_nul(media.schema, schemas, set())
             responses = dict(operation.responses or {})
             also = ALSO_SUCCEEDS.get((path, method))
             if also is not None:
@@ -123,6 +132,24 @@ def document(app: Litestar) -> OpenAPI:
                 responses[str(status)] = _refusal(status, path)
             operation.responses = responses
     return openapi
+
+
+def _allow_nul(node: Any, schemas: dict[str, Any], seen: set[str]) -> None:
+    """Drop the NUL-free pattern from a schema and every schema it refers to."""
+    if isinstance(node, Reference):
+        name = node.ref.rsplit("/", 1)[-1]
+        if name not in seen:
+            seen.add(name)
+            _allow_nul(schemas.get(name), schemas, seen)
+        return
+    if not isinstance(node, Schema):
+        return
+    if node.pattern == NUL_FREE:
+        node.pattern = None
+    children = [*(node.properties or {}).values(), *(node.one_of or ()), *(node.any_of or ())]
+    children += [*(node.all_of or ()), node.items]
+    for child in children:
+        _allow_nul(child, schemas, seen)
 
 
 def _refusal(status: int, path: str) -> OpenAPIResponse:
