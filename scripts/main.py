@@ -36,15 +36,12 @@ from .output import fail
 EXAMPLES = """examples:
   voxledger log ID; voxledger at ID --time 2026-11-20T14:02Z; voxledger diff ID 10 12
   voxledger bisect ID --where 'flow.step == "city"'; voxledger replay --all --verify
-  voxledger demo; voxledger serve --port 8080   a stored sample; webhooks and the /v1 API
-  voxledger telegram poll                 a Telegram bot without a public URL
+  voxledger demo; voxledger serve --port 8080; voxledger telegram poll (no public URL)
   voxledger COMMAND --help                one command in full, with an example
 
-Configuration: VOXLEDGER_DATABASE_URL (or --database-url) names a PostgreSQL server;
-without it an embedded server keeps its data under $VOXLEDGER_HOME.
-
-Exit codes: 0 done, 1 refused (not found, not allowed, bad input), 2 usage (a bad option or
-argument), 3 the database is unreachable, 130 interrupted."""
+VOXLEDGER_DATABASE_URL (or --database-url) names a PostgreSQL server, else an embedded one
+keeps its data under $VOXLEDGER_HOME. Exit codes: 0 done, 1 refused, 2 usage, 3 database
+unreachable, 130 interrupted."""
 
 # The exit codes, one meaning each (the README lists them too).
 OK, REFUSED, USAGE, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 130
