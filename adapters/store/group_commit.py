@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from eventsourcing.persistence import IntegrityError
+
+from .recorder import Append
 
 
 class _Ticket:
@@ -23,9 +24,9 @@ class _Ticket:
 
     __slots__ = ("finished", "outcomes", "saves", "size", "wake")
 
-    def __init__(self, saves: Sequence[Sequence[Any]]) -> None:
+    def __init__(self, saves: Sequence[Append]) -> None:
         self.saves = saves
-        self.size = sum(len(events) for events in saves)
+        self.size = sum(len(save.events) for save in saves)
         self.wake: threading.Event | None = None  # made only if the caller has to wait
         self.finished = False
         # Per save: its positions in the log, or the error that stopped it.
@@ -35,22 +36,24 @@ class _Ticket:
 class GroupCommit:
     """Writes batches of pending saves with one leader at a time, no thread of its own."""
 
-    def __init__(self, write: Callable[[list[Any]], Sequence[int]], max_batch: int = 500) -> None:
-        self._write = write  # appends events in one transaction; returns their positions
+    def __init__(
+        self, write: Callable[[list[Append]], Sequence[int]], max_batch: int = 500
+    ) -> None:
+        self._write = write  # appends saves in one transaction; returns their positions
         self._max_batch = max_batch  # events per transaction, when the queue offers more
         self._lock = threading.Lock()
         self._pending: list[_Ticket] = []
         self._committing = False
         self.batches = 0  # commits made, for benchmarks: saves / batches = mean batch size
 
-    def append(self, events: Sequence[Any]) -> Sequence[int]:
+    def append(self, save: Append) -> Sequence[int]:
         """Append one save's events atomically; returns their positions in the log."""
-        (outcome,) = self.append_each([events])
+        (outcome,) = self.append_each([save])
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
-    def append_each(self, saves: Sequence[Sequence[Any]]) -> list[Sequence[int] | BaseException]:
+    def append_each(self, saves: Sequence[Append]) -> list[Sequence[int] | BaseException]:
         """Append several saves, each atomically, in as few transactions as the batch
         allows; returns per save its positions or the error that stopped it."""
         ticket = _Ticket(saves)
@@ -90,24 +93,24 @@ class GroupCommit:
                 if ticket.wake is not None:
                     ticket.wake.set()
 
-    def _commit(self, saves: list[Sequence[Any]], batch: list[_Ticket]) -> None:
+    def _commit(self, saves: list[Append], batch: list[_Ticket]) -> None:
         self.batches += 1
         outcomes: list[Sequence[int] | BaseException] = []
         if len(saves) > 1:
             try:
-                positions = list(self._write([e for events in saves for e in events]))
+                positions = list(self._write(saves))
             except IntegrityError:
                 pass  # some save in the batch lost a race: find out which, one at a time
             except BaseException as error:
                 outcomes = [error] * len(saves)
             else:
-                for events in saves:
-                    outcomes.append(positions[: len(events)])
-                    del positions[: len(events)]
+                for save in saves:
+                    outcomes.append(positions[: len(save.events)])
+                    del positions[: len(save.events)]
         if not outcomes:
-            for events in saves:
+            for save in saves:
                 try:
-                    outcomes.append(self._write(list(events)))
+                    outcomes.append(self._write([save]))
                 except BaseException as error:
                     outcomes.append(error)
         for ticket in batch:
