@@ -353,3 +353,29 @@ def test_the_projection_worker_starts_without_its_database_and_projects_once_it_
         assert open_projections(engine.store).conversation(cid).message_count == 1
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=60) == 0
+
+
+def test_the_delivery_worker_starts_without_its_database_and_delivers_once_it_comes(
+    own_server, spawn, telegram_api, tmp_path: Path
+) -> None:
+    url = own_server.get_uri()
+    stop_postgres(own_server)
+    log = tmp_path / "deliver.log"
+    with log.open("wb") as out:
+        worker = spawn(
+            [*VOXLEDGER, "deliver"],
+            env=base_env(
+                VOXLEDGER_DATABASE_URL=url,
+                VOXLEDGER_SCHEMA="late_delivery",
+                VOXLEDGER_TELEGRAM_TOKEN=telegram_api.token,
+                VOXLEDGER_TELEGRAM_API_URL=telegram_api.url,
+            ),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    wait_until(lambda: "trying again" in log.read_text(), "a report of the wait")
+    assert worker.poll() is None  # waiting, not crashed
+    start_postgres(own_server)
+    wait_until(lambda: "delivering on telegram" in log.read_text(), "the worker at work")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0
