@@ -158,21 +158,34 @@ def test_with_a_token_the_webhook_answers_200_and_the_replies_go_through_the_bot
     assert len(delivered) == 5  # menu, answer, unbutton, question, question
 
 
+def decisions_stored(database_url: str, schema: str) -> int:
+    """The events in the schema's log less the delivery worker's (how a delivery went),
+    which it records on its own time, after the platform has the message."""
+    with psycopg.connect(database_url) as conn:
+        query = sql.SQL(
+            "SELECT count(*) FROM {} WHERE topic NOT IN "
+            "('voxledger:Conversation.OutboundDelivered', 'voxledger:Conversation.OutboundFailed',"
+            " 'voxledger:Conversation.DeliveryStatusReported')"
+        ).format(sql.Identifier(schema, "voxledger_events"))
+        row = conn.execute(query).fetchone()
+    return row[0] if row else 0
+
+
 def test_commands_for_another_bot_are_ignored_and_ours_work(
     client: httpx.Client, bot_api: FakeTelegram, database_url: str, server_schema: str
 ) -> None:
     group = -1002000000001
     user = User(client, bot_api, group, type="supergroup", title="Visits")
-    before = events_stored(database_url, server_schema)
+    before = decisions_stored(database_url, server_schema)
     user.deliver(bot_api.user_sends(group, "/start@SomeOtherBot", user_id=31))
-    assert events_stored(database_url, server_schema) == before
+    assert decisions_stored(database_url, server_schema) == before
     (menu,) = user.says("/start@voxledger_test_bot", user_id=31)
     assert menu["text"].startswith(MENU)
     assert menu["reply_to_message"]["text"] == "/start@voxledger_test_bot"  # whom it answers
     # Another member's chatter is theirs, not an answer to anyone's form.
-    before = events_stored(database_url, server_schema)
+    before = decisions_stored(database_url, server_schema)
     user.deliver(bot_api.user_sends(group, "interview", user_id=32))
-    assert events_stored(database_url, server_schema) == before
+    assert decisions_stored(database_url, server_schema) == before
 
 
 def test_a_forum_topic_is_answered_in_its_topic(
@@ -237,10 +250,10 @@ def test_the_largest_update_telegram_sends_is_accepted(
 def test_updates_the_bot_does_not_process_get_200_and_record_nothing(
     client: httpx.Client, database_url: str, server_schema: str, update: dict[str, Any]
 ) -> None:
-    before = events_stored(database_url, server_schema)
+    before = decisions_stored(database_url, server_schema)
     response = post_update(client, {"update_id": 9, **update})
     assert (response.status_code, response.json()) == (200, {})
-    assert events_stored(database_url, server_schema) == before
+    assert decisions_stored(database_url, server_schema) == before
 
 
 def test_an_erased_user_starts_afresh_and_nothing_ties_the_chat_to_what_was_erased(
@@ -338,7 +351,8 @@ def test_polling_handles_each_update_once_across_a_restart(
     first.wait(10)
     poll_api.user_sends(chat, "1042")  # written while the bot was down
     second = poller(spawn, poll_env, tmp_path / "poll.log")
-    wait_for(lambda: len(said()) == 3, "the answer to what was written meanwhile")
+    # A new process starts, takes the lead of delivery and catches up: slow on a busy machine.
+    wait_for(lambda: len(said()) == 3, "the answer to what was written meanwhile", timeout=90)
     poll_api.user_sends(chat, "21.11.2026")
     wait_for(lambda: len(said()) == 4, "the next question")
     assert said()[1:] == [AUDIO, DATE, "Who made the visit? Please send the employee's name."]
