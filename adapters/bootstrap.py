@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import platformdirs
 import psycopg
 import structlog
@@ -112,9 +113,13 @@ def jittered_backoff(attempt: int) -> None:
 # -- settings from the environment ---------------------------------------------------------------
 
 
-def start_logging(level: str | None = None, *, default: str = "WARNING") -> None:
-    """Structured logs on stderr at ``level``, else $VOXLEDGER_LOG_LEVEL, else ``default``."""
-    configure_logging(level or os.environ.get(ENV_LOG_LEVEL) or default)
+def start_logging(
+    level: str | None = None, *, default: str = "WARNING", worker: int | None = None
+) -> None:
+    """Structured logs on stderr at ``level``, else $VOXLEDGER_LOG_LEVEL, else ``default``;
+    a serving worker's lines carry its number."""
+    fields = None if worker is None else {"worker": worker}
+    configure_logging(level or os.environ.get(ENV_LOG_LEVEL) or default, fields=fields)
 
 
 def voxledger_home() -> Path:
@@ -135,10 +140,11 @@ def describe_database(database_url: str | None = None) -> str:
     return f"embedded PostgreSQL under {voxledger_home() / 'pgdata'}"
 
 
-def environment_for(database_url: str, schema: str | None = None) -> dict[str, str]:
+def environment_for(database_url: str | None, schema: str | None = None) -> dict[str, str]:
     """The environment for a voxledger process this one starts: this process's own, with
-    the database (and schema) the child is to use."""
-    return {**os.environ, ENV_URL: database_url, **({ENV_SCHEMA: schema} if schema else {})}
+    the database (and schema) the child is to use, if given."""
+    url = {ENV_URL: database_url} if database_url else {}
+    return {**os.environ, **url, **({ENV_SCHEMA: schema} if schema else {})}
 
 
 def connections() -> Connections:
@@ -149,6 +155,51 @@ def connections() -> Connections:
         connect_timeout_s=_positive_int(ENV_CONNECT_TIMEOUT, defaults.connect_timeout_s),
         create_tables=_yes_or_no(ENV_CREATE_TABLES, defaults.create_tables),
     )
+
+
+# Connections left to everyone but the serving workers: the projection worker's pool, the
+# commands people run, a psql session.
+OTHERS_CONNECTIONS = 25
+# The fewest a serving process works with: the appenders' connection, one for reads and
+# first loads, one for the snapshot writer.
+MIN_CONNECTIONS = 3
+
+
+def serving_connections(database_url: str, workers: int) -> Connections:
+    """The connections each of ``workers`` serving processes may hold: `connections()`,
+    cut where needed so that all of them together leave `OTHERS_CONNECTIONS` free under
+    the server's max_connections (BadInput if even `MIN_CONNECTIONS` each do not fit)."""
+    wanted = connections()
+    if workers == 1:
+        return wanted
+    try:
+        with psycopg.connect(
+            database_url, autocommit=True, connect_timeout=wanted.connect_timeout_s
+        ) as conn:
+            row = conn.execute(
+                "SELECT current_setting('max_connections')::int"
+                " - current_setting('superuser_reserved_connections')::int"
+                # PostgreSQL 16 keeps some more for roles granted pg_use_reserved_connections.
+                " - coalesce(current_setting('reserved_connections', true)::int, 0)"
+            ).fetchone()
+        limit = int(row[0]) if row else 0
+    except psycopg.OperationalError as e:
+        # Not reachable now: each worker keeps the configured pool, and connects later.
+        structlog.get_logger("voxledger.serve").warning(
+            "serve.connection_limit_unknown", error=str(e).strip().splitlines()[0]
+        )
+        return wanted
+    each = (limit - OTHERS_CONNECTIONS) // workers
+    if each >= wanted.pool_size + wanted.max_overflow:
+        return wanted
+    if each < MIN_CONNECTIONS:
+        raise BadInput(
+            f"{workers} workers do not fit in the database's {limit} connections (each needs "
+            f"{MIN_CONNECTIONS}, and {OTHERS_CONNECTIONS} stay free for others): serve with "
+            f"fewer --workers or raise max_connections"
+        )
+    overflow = min(wanted.max_overflow, each // 3)
+    return msgspec.structs.replace(wanted, pool_size=each - overflow, max_overflow=overflow)
 
 
 def http_settings(flow: str = "intake") -> Settings:
@@ -241,13 +292,15 @@ def open_store(
     *,
     schema: str | None = None,
     key_ring: Callable[[PostgresDatastore], KeyRing] | None = None,
+    pool: Connections | None = None,
 ) -> EventStore:
     """The PostgreSQL event store (on the given database, $VOXLEDGER_DATABASE_URL, or the
     embedded server); the schema and tables are created on first use. ``key_ring`` makes
-    the ring of data keys on the store's datastore (the store's own table by default)."""
+    the ring of data keys on the store's datastore (the store's own table by default);
+    ``pool`` says how it connects (by default, `connections()`)."""
     url = resolve_database_url(database_url)
     schema = schema or os.environ.get(ENV_SCHEMA) or None
-    settings = eventsourcing_settings(url, schema, connections())
+    settings = eventsourcing_settings(url, schema, pool or connections())
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
         exists = conn.execute(
@@ -339,19 +392,22 @@ def open_services(
     hooks: Hooks | None = None,
     code: Sequence[str] | None = None,
     store: EventStore | None = None,
+    pool: Connections | None = None,
 ) -> Services:
-    """Every real piece on one database (arguments as for `open_engine`); a test may hand
-    in a store of its own."""
+    """Every real piece on one database (arguments as for `open_engine`; ``pool`` as for
+    `open_store`); a test may hand in a store of its own."""
     if not structlog.is_configured():
         start_logging()
     registry = open_flows(flows, custom_validators=custom_validators, hooks=hooks, code=code)
-    store = store or open_store(database_url, schema=schema)
+    pool = pool or connections()
+    store = store or open_store(database_url, schema=schema, pool=pool)
     clock = clock or system_clock()
     engine = engine_on(store, registry, clock)
     return Services(
         store=store,
         engine=engine,
-        async_engine=AsyncEngine(engine, store),
+        # As many commands in threads as the pool has connections for.
+        async_engine=AsyncEngine(engine, store, max_threads=pool.pool_size),
         projections=open_projections(store),
         runner=functools.partial(open_runner, store, clock=clock),
         bot=functools.partial(ChatBot, engine),

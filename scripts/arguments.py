@@ -61,6 +61,13 @@ def timestamp(text: str) -> datetime:
     return value
 
 
+def positive_int(text: str) -> int:
+    """A whole number above 0."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise UsageError(f"{text!r} is not a whole number above 0")
+    return int(text)
+
+
 def add_flow_options(parser: argparse.ArgumentParser) -> None:
     """--flows and --code: the user's flow definitions, and the Python code they name."""
     parser.add_argument(

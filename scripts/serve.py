@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import argparse
 import threading
-from types import FrameType
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
-from .arguments import add_flow_options, flow_options
+from .arguments import add_flow_options, flow_options, positive_int
 from .output import say
+
+if TYPE_CHECKING:
+    from litestar.types import ASGIApp
+
+    from ..adapters.http.serving import Listener
+    from ..adapters.http.settings import Settings
+    from ..adapters.store.database import Connections
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -20,43 +31,84 @@ def register(commands: argparse._SubParsersAction) -> None:
         "$VOXLEDGER_API_TOKEN); /schema is its OpenAPI document; request bodies are limited "
         "to $VOXLEDGER_MAX_BODY_BYTES (default 65536); /console is the operator console "
         "(sign in with the API token). "
-        "Example: voxledger serve --host 127.0.0.1 --port 8080",
+        "Example: voxledger serve --host 127.0.0.1 --port 8080 --workers 4",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on")
     serve.add_argument(
         "--flow", default="intake", help="the flow the chat bot runs: built-in or loaded (--flows)"
     )
+    serve.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="processes serving the port, each with its own connections (default: one per core)",
+    )
+    serve.add_argument(
+        "--loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="event loop"
+    )
+    serve.add_argument(
+        "--http", choices=["auto", "httptools", "h11"], default="auto", help="HTTP parser"
+    )
     add_flow_options(serve)
     serve.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the services and the app, and serve until interrupted."""
-    import uvicorn
-
-    from ..adapters.bootstrap import http_settings, open_app, open_services, start_logging
+    """Build the services and the app (in each worker), and serve until interrupted."""
+    from ..adapters.bootstrap import (
+        http_settings,
+        resolve_database_url,
+        serving_connections,
+        start_logging,
+        system_clock,
+    )
+    from ..adapters.http.serving import Listener, default_workers, serve
 
     start_logging(args.log_level, default="INFO")  # a server logs its requests by default
-    settings = http_settings(args.flow)
-    closing = threading.Event()
-
-    class Server(uvicorn.Server):
-        """uvicorn's server, telling the console's live tails when it begins to stop."""
-
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            closing.set()  # live console tails end, so they do not hold the shutdown up
-            super().handle_exit(sig, frame)
-
-    with open_services(args.database_url, **flow_options(args)) as services:
-        app = open_app(services, settings, closing=closing)
-        say(
-            f"voxledger: serving on http://{args.host}:{args.port} "
-            f"(console at /console, OpenAPI at /schema)"
-        )
-        # uvicorn's own logging stays unconfigured: structlog writes one line per request.
-        config = uvicorn.Config(
-            app, host=args.host, port=args.port, log_config=None, access_log=False
-        )
-        Server(config).run()
+    workers = args.workers or default_workers()
+    # Resolved here, once: the embedded server (if it is the one) lives as long as this
+    # process, and the workers share one clock.
+    url = resolve_database_url(args.database_url)
+    app = partial(
+        served_app,
+        url,
+        http_settings(args.flow),
+        flow_options(args),
+        system_clock(),
+        serving_connections(url, workers),
+        args.log_level,
+    )
+    listener = Listener(
+        host=args.host, port=args.port, workers=workers, loop=args.loop, http=args.http
+    )
+    serve(app, listener, ready=_say_ready)
     return 0
+
+
+def _say_ready(listener: Listener) -> None:
+    processes = f", {listener.workers} workers" if listener.workers > 1 else ""
+    say(
+        f"voxledger: serving on http://{listener.host}:{listener.port}{processes} "
+        f"(console at /console, OpenAPI at /schema)"
+    )
+
+
+@contextmanager
+def served_app(
+    database_url: str,
+    settings: Settings,
+    flows: dict[str, Any],
+    clock: Callable[[], datetime],
+    pool: Connections,
+    log_level: str | None,
+    closing: threading.Event,
+    worker: int | None,
+) -> Iterator[ASGIApp]:
+    """The app over this process's own services (one worker's)."""
+    from ..adapters.bootstrap import open_app, open_services, start_logging
+
+    if worker is not None:  # a process of its own: its logging is not set up yet
+        start_logging(log_level, default="INFO", worker=worker)
+    with open_services(database_url, clock=clock, pool=pool, **flows) as services:
+        yield open_app(services, settings, closing=closing)
