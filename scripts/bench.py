@@ -56,6 +56,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="load generator (default: wrk where installed)",
     )
+    served.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="also record the served app with py-spy (one more run per route): where the "
+        "GIL goes and where the time goes, as collapsed stacks in DIR",
+    )
     served.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto")
     served.add_argument(
         "--parser", choices=["auto", "httptools", "h11"], default="auto", help="HTTP parser"
@@ -80,8 +86,10 @@ def run(args: argparse.Namespace) -> int:
         results = _served(args, url, only)
     else:
         from .benchmarks.harness import FULL, QUICK
-        from .benchmarks.suite import run_all
+        from .benchmarks.suite import BENCHMARKS, run_all
 
+        if only and not only <= set(BENCHMARKS):
+            raise UsageError(f"{', '.join(sorted(only - set(BENCHMARKS)))}: only with --http")
         results = run_all(url, QUICK if args.quick else FULL, only)
     if args.json:
         print_json([to_plain(r) for r in results])
@@ -111,9 +119,12 @@ def _served(args: argparse.Namespace, url: str, only: set[str] | None) -> list[R
         HTTP_FULL,
         HTTP_QUICK,
         default_generator,
+        py_spy,
         run_http,
     )
 
+    if args.profile and py_spy() is None:
+        raise UsageError("--profile needs py-spy (pip install py-spy)")
     if only and not only & set(HTTP_BENCHMARKS):
         raise UsageError(f"with --http, --only takes {', '.join(HTTP_BENCHMARKS)}")
     setting = msgspec.structs.replace(
@@ -122,6 +133,7 @@ def _served(args: argparse.Namespace, url: str, only: set[str] | None) -> list[R
         generator=args.generator or default_generator(),
         loop=args.loop,
         http=args.parser,
+        profile=args.profile,
     )
     if args.workers:
         setting = msgspec.structs.replace(setting, workers=tuple(dict.fromkeys(args.workers)))
@@ -129,6 +141,7 @@ def _served(args: argparse.Namespace, url: str, only: set[str] | None) -> list[R
 
 
 def _show(figure: Figure) -> str:
+    digits = 2 if abs(figure.max) < 10 else 1  # small figures (cores, ratios) keep two
     if figure.runs == 1:
-        return f"{figure.median:,.1f}"
-    return f"{figure.median:,.1f} [{figure.min:,.1f}-{figure.max:,.1f}]"
+        return f"{figure.median:,.{digits}f}"
+    return f"{figure.median:,.{digits}f} [{figure.min:,.{digits}f}-{figure.max:,.{digits}f}]"

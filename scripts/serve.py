@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     """Build the services and the app (in each worker), and serve until interrupted."""
     from ..adapters.bootstrap import (
         http_settings,
+        open_flows,
         resolve_database_url,
         serving_connections,
         start_logging,
@@ -66,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
     from ..adapters.http.serving import Listener, default_workers, serve
 
     start_logging(args.log_level, default="INFO")  # a server logs its requests by default
+    settings = http_settings(args.flow)
+    # A flow that is not there (or a broken flow file) is reported before a worker starts.
+    open_flows(**flow_options(args)).latest(args.flow)
     workers = args.workers or default_workers()
     # Resolved here, once: the embedded server (if it is the one) lives as long as this
     # process, and the workers share one clock.
@@ -73,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     app = partial(
         served_app,
         url,
-        http_settings(args.flow),
+        settings,
         flow_options(args),
         system_clock(),
         serving_connections(url, workers),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -22,14 +23,21 @@ from test_http_server import (  # noqa: F401  (the shared harness and its fixtur
     AUTH,
     SECRET_HEADER,
     TOKEN,
+    VOXLEDGER,
     Server,
     server_env_fixture,
     server_schema_fixture,
     text_update,
 )
 
-from voxledger.adapters.bootstrap import open_engine
+from voxledger.adapters.bootstrap import (
+    OTHERS_CONNECTIONS,
+    connections,
+    open_engine,
+    serving_connections,
+)
 from voxledger.adapters.chat.bot import conversation_id_for, reply_id
+from voxledger.domain.errors import BadInput
 
 CLIENTS = 6  # concurrent clients, each on connections of its own
 CHATS = 4  # every client writes to every chat
@@ -236,3 +244,49 @@ def _gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_a_second_server_on_a_port_in_use_says_so_and_exits(
+    two_workers: Server, server_env: dict[str, str]
+) -> None:
+    command = [*VOXLEDGER, "serve", "--port", str(two_workers.port), "--workers", "2"]
+    result = subprocess.run(command, env=server_env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"cannot serve on 127.0.0.1:{two_workers.port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_each_workers_pool_is_cut_so_that_all_fit_under_the_servers_max_connections(
+    database_url: str,
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        limit = int(conn.execute("SHOW max_connections").fetchone()[0])  # type: ignore[index]
+    assert serving_connections(database_url, 1) == connections()
+    assert serving_connections(database_url, 2) == connections()  # plenty of room
+    workers = limit // 8
+    each = serving_connections(database_url, workers)
+    assert each.pool_size >= 1
+    assert workers * (each.pool_size + each.max_overflow) <= limit - OTHERS_CONNECTIONS
+    with pytest.raises(BadInput, match="do not fit"):
+        serving_connections(database_url, limit)
+
+
+def test_a_worker_that_dies_is_started_again_and_serving_goes_on(
+    server_env: dict[str, str], tmp_path: Path
+) -> None:
+    log = tmp_path / "server.log"
+    server = start_two_workers(server_env, log)
+    try:
+        first, second = worker_pids(server)
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: first not in worker_pids(server), "the dead worker to be reaped")
+        wait_for(lambda: len(worker_pids(server)) == 2, "a new worker in its place")
+        assert second in worker_pids(server)
+        (stopped,) = worker_lines(log, "serve.worker_stopped")
+        assert stopped["exit_code"] == -signal.SIGKILL
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            for n in range(10):  # fresh connections: the new worker takes its share in time
+                update = text_update(7300, 100 + n, "/start")
+                assert http.post("/telegram/webhook", json=update, headers=SECRET_HEADER).is_success
+    finally:
+        server.stop()

@@ -23,6 +23,7 @@ import multiprocessing.connection
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,7 +36,7 @@ import msgspec
 import structlog
 import uvicorn
 
-from ...domain.errors import VoxledgerError
+from ...domain.errors import BadInput, VoxledgerError
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp
@@ -83,23 +84,19 @@ def serve(
 ) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully and return. ``ready`` hears
     once every worker serves, with the port filled in."""
+    say = ready or _nobody
     if listener.workers > 1:
-        _Supervisor(app, listener).run(ready or _ignore)
+        _Supervisor(app, listener).run(say)
         return
     with _bound(listener, reuse_port=False) as sock:
         here = msgspec.structs.replace(listener, port=sock.getsockname()[1])
         closing = threading.Event()
         with app(closing, None) as asgi:
-            started = (lambda: ready(here)) if ready else _ignore_nothing
-            _Server(_config(asgi, here), closing, started).run(sockets=[sock])
+            _Server(_config(asgi, here), closing, lambda: say(here)).run(sockets=[sock])
 
 
-def _ignore(_: Listener) -> None:
-    pass
-
-
-def _ignore_nothing() -> None:
-    pass
+def _nobody(_: Listener) -> None:
+    """Nobody listens for the news that the server serves."""
 
 
 class _Server(uvicorn.Server):
@@ -159,7 +156,12 @@ def _bound(listener: Listener, *, reuse_port: bool) -> Iterator[socket.socket]:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((listener.host, listener.port))
+        try:
+            sock.bind((listener.host, listener.port))
+        except OSError as e:
+            raise BadInput(
+                f"cannot serve on {listener.host}:{listener.port}: {e.strerror}"
+            ) from None
         sock.set_inheritable(False)
         yield sock
     finally:
@@ -289,8 +291,13 @@ def _work(app: AppFactory, listener: Listener, index: int, serving: Connection) 
         serving.send(True)
         serving.close()
 
-    with app(closing, index) as asgi, _bound(listener, reuse_port=True) as sock:
-        _Server(_config(asgi, listener), closing, started).run(sockets=[sock])
+    try:
+        with app(closing, index) as asgi, _bound(listener, reuse_port=True) as sock:
+            _Server(_config(asgi, listener), closing, started).run(sockets=[sock])
+    except Exception:
+        # One log line (the traceback inside it), and the supervisor says the rest.
+        log.exception("serve.worker_failed", worker=index)
+        sys.exit(1)
 
 
 def _stop_with_supervisor() -> None:

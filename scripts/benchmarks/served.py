@@ -18,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -64,6 +67,7 @@ class HttpSetting(msgspec.Struct, frozen=True, kw_only=True):
     loop: str = "auto"
     http: str = "auto"
     memory_conversations: int = 10_000
+    profile: str | None = None  # a folder for py-spy's profiles of the served app
 
 
 HTTP_FULL = HttpSetting(runs=5, seconds=8.0, warmup_s=3.0)
@@ -305,6 +309,11 @@ def _route(
         for name, server in order if i % 2 == 0 else reversed(order):
             _add(samples[name], run(server))
         _add(samples["noop2"], run(noop, processes=2))
+    if s.profile:
+        for mode in ("gil", "wall"):
+            profile(
+                ours, Path(s.profile) / f"{route}-{workers}w-{mode}.txt", mode, lambda: run(ours)
+            )
     mine = {key: Figure.of(values) for key, values in samples["ours"].items()}
     reference = {key: Figure.of(values) for key, values in samples["noop"].items()}
     two = Figure.of(samples["noop2"]["updates_per_s"])
@@ -331,6 +340,40 @@ def _route(
         f"process moved from {reference['updates_per_s'].median:,.0f} to "
         f"{two.median:,.0f} updates/s",
     )
+
+
+def py_spy() -> str | None:
+    """The py-spy command, if installed (beside this Python or on the PATH)."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def profile(server: Served, into: Path, mode: str, load: Callable[[], object]) -> None:
+    """Record the server's processes with py-spy while ``load`` runs (a run of its own:
+    sampling slows the server). ``mode`` "gil": only the thread holding the GIL, what the
+    CPU does for Python; "wall": every thread, idle or not, where the time goes. Written
+    as collapsed stacks (one line per stack, with its samples; speedscope and inferno
+    draw them)."""
+    command = py_spy()
+    if command is None:
+        raise RuntimeError("profiling needs py-spy (pip install py-spy)")
+    into.parent.mkdir(parents=True, exist_ok=True)
+    assert server.process is not None
+    spy = subprocess.Popen(
+        [
+            command, "record", "--pid", str(server.process.pid), "--subprocesses",
+            "--threads", "--nonblocking", "--rate", "100", "--format", "raw",
+            "--output", str(into), "--gil" if mode == "gil" else "--idle",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(1)  # py-spy attaches
+        load()
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes what it recorded, and exits
+        spy.wait(60)
 
 
 def _add(samples: dict[str, list[float]], run: dict[str, float]) -> None:
@@ -367,7 +410,8 @@ def memory(bench: HttpBench) -> Result:
             half = half or [rss_mb(pid) for pid in pids]
         at_end = [rss_mb(pid) for pid in pids]
     return Result(
-        f"memory per worker with {n:,} active conversations, {workers} workers",
+        f"memory per worker with {n:,} active conversations, {workers} "
+        f"worker{'s' if workers > 1 else ''}",
         "MB resident",
         {f"worker {k}: rss_mb": _once(mb) for k, mb in enumerate(at_end)},
         {
