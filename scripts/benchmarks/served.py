@@ -209,24 +209,22 @@ class HttpBench:
             log.unlink()
         self.folder.rmdir()
 
-    def serve(self, workers: int) -> Served:
-        """`voxledger serve` with this many workers."""
-        return Served(
-            "voxledger serve",
-            [*VOXLEDGER, "serve", *self._options(workers)],
-            self.env,
-            self.folder / "serve.log",
-        )
+    def serve(self, workers: int, loop: str | None = None, http: str | None = None) -> Served:
+        """`voxledger serve` with this many workers (and the setting's loop and parser,
+        unless given)."""
+        options = self._options(workers, loop, http)
+        log = self.folder / f"serve-{'-'.join(options)}.log"
+        return Served("voxledger serve", [*VOXLEDGER, "serve", *options], self.env, log)
 
-    def noop(self, workers: int) -> Served:
+    def noop(self, workers: int, loop: str | None = None, http: str | None = None) -> Served:
         """The no-op app, served the same way."""
-        return Served(
-            "the no-op app", [*NOOP, *self._options(workers)], self.env, self.folder / "noop.log"
-        )
+        options = self._options(workers, loop, http)
+        log = self.folder / f"noop-{'-'.join(options)}.log"
+        return Served("the no-op app", [*NOOP, *options], self.env, log)
 
-    def _options(self, workers: int) -> list[str]:
-        s = self.setting
-        return ["--workers", str(workers), "--loop", s.loop, "--http", s.http]
+    def _options(self, workers: int, loop: str | None, http: str | None) -> list[str]:
+        loop, http = loop or self.setting.loop, http or self.setting.http
+        return ["--workers", str(workers), "--loop", loop, "--http", http]
 
     def target(
         self, server: Served, route: Route, first_chat: int, conversations: tuple[str, ...]

@@ -3,7 +3,7 @@
 N``: one listening socket shared by the workers), driven by the same load. For each: updates
 per second, and how the connections and the CPU time spread over the workers.
 
-Run as ``python -m voxledger.scripts.benchmarks.supervisors [--workers 2] [--runs 3]
+Run as ``python -m voxledger.scripts.benchmarks.supervisors [--workers 2] [--runs 5]
 [--seconds 8] [--connections 64]`` (wrk where installed, else the Python client); prints a
 table.
 """
@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 
 from ...adapters.bootstrap import environment_for
@@ -43,31 +45,51 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
-def connected_sockets(pid: int) -> int:
-    """The sockets a no-op worker holds, less its listening one: its client connections."""
-    sockets = 0
+def connections_to(port: int, pid: int) -> int:
+    """The established TCP connections to ``port`` that process ``pid`` holds."""
+    inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            sockets += os.readlink(fd).startswith("socket:")
-        except OSError:
-            continue
-    return max(0, sockets - 1)
+        with suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    held = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            established = fields[3] == "01"
+            held += local_port == port and established and fields[9] in inodes
+    return held
 
 
-def _sample(workers: list[int], into: list[list[int]]) -> None:
-    into.append([connected_sockets(pid) for pid in workers])
+def accepts(port: int) -> bool:
+    """Whether something accepts connections on the port."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
-def measure(command: list[str], port: int, env: dict[str, str], args: argparse.Namespace) -> dict:
+def _sample(port: int, workers: list[int], into: list[list[int]]) -> None:
+    into.append([connections_to(port, pid) for pid in workers])
+
+
+def measure(
+    command: list[str], port: int, env: dict[str, str], args: argparse.Namespace
+) -> dict[str, str]:
     """Serve with ``command``, drive it ``args.runs`` times; the figures."""
     server = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 60
-        while len(children(server.pid)) < args.workers and time.monotonic() < deadline:
+        deadline = time.monotonic() + 120
+        while not (len(children(server.pid)) == args.workers and accepts(port)):
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError(f"{command[2]} did not start serving")
             time.sleep(0.2)
-        time.sleep(3)  # the workers finish starting
+        time.sleep(5)  # uvicorn says nothing when all its workers serve: give them time
         workers = children(server.pid)
         generator = "wrk" if wrk_installed() else "python"
         target = Target(
@@ -78,7 +100,7 @@ def measure(command: list[str], port: int, env: dict[str, str], args: argparse.N
         for _ in range(args.runs):
             before = [cpu_seconds(pid) for pid in workers]
             seen: list[list[int]] = []
-            sampler = threading.Timer(args.seconds / 2, _sample, (workers, seen))
+            sampler = threading.Timer(args.seconds / 2, _sample, (port, workers, seen))
             sampler.start()
             load = drive(target, args.connections, args.seconds, generator=generator)
             sampler.join()
@@ -87,11 +109,11 @@ def measure(command: list[str], port: int, env: dict[str, str], args: argparse.N
             spreads.append(seen[0] if seen else [])
             shares.append([u / sum(used) for u in used] if sum(used) else [])
         return {
-            "updates_per_s": statistics.median(rates),
-            "min": min(rates),
-            "max": max(rates),
-            "connections per worker (each run)": spreads,
-            "CPU share per worker (median run)": [round(s, 2) for s in shares[len(shares) // 2]],
+            "updates/s": f"{statistics.median(rates):,.0f} [{min(rates):,.0f}-{max(rates):,.0f}]",
+            "connections per worker, each run": " ".join("/".join(map(str, s)) for s in spreads),
+            "CPU share per worker, each run": " ".join(
+                "/".join(f"{x:.2f}" for x in share) for share in shares
+            ),
         }
     finally:
         server.terminate()
@@ -102,7 +124,7 @@ def main() -> None:
     """Measure both ways and print them side by side."""
     parser = argparse.ArgumentParser(prog="supervisors", description=__doc__)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args()
@@ -124,11 +146,11 @@ def main() -> None:
         ("uvicorn --workers: one shared socket", theirs, uvicorn_port),
     ):
         figures = measure(command, port, env, args)
-        rows.append((name, *(str(v) for v in figures.values())))
+        rows.append((name, *figures.values()))
     print_table(
         f"the no-op webhook, {args.workers} workers, {args.connections} connections, "
         f"median [min-max] of {args.runs} runs of {args.seconds:g} s",
-        ["supervisor", "updates/s", "min", "max", "connections per worker", "CPU share"],
+        ["supervisor", "updates/s", "connections per worker", "CPU share per worker"],
         rows,
     )
 
