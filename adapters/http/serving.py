@@ -5,9 +5,10 @@
 With N, this process supervises N workers, each started fresh (spawn: no threads, locks or
 connections inherited), building its own pieces (store, pool, engine) and binding the port
 with SO_REUSEPORT, so that the kernel spreads connections over the workers by their
-addresses. uvicorn's own supervisor hands its workers one shared listening socket instead,
-and asyncio accepts every connection waiting at each wake-up: a burst of new connections (a
-proxy's pool, a load generator's) then lands mostly in one worker (README, Performance).
+addresses. (uvicorn's own supervisor would serve as fast, measured: README, Performance. But
+its workers share one listening socket, from which asyncio accepts every waiting connection
+at each wake-up, so connections spread less evenly; and each of its workers runs a plain
+`uvicorn.Server`, without what this module adds to each.)
 
 The supervisor reports when every worker serves, starts a worker again if it dies, and
 passes SIGTERM and SIGINT on to every worker, which then stops gracefully: it ends the

@@ -174,6 +174,11 @@ end
 """
 
 
+def share(connections: int, processes: int, p: int) -> int:
+    """Process ``p``'s share of the connections (the first ones take the remainder)."""
+    return connections // processes + (p < connections % processes)
+
+
 def _lua_string(text: str) -> str:
     """A Lua string literal holding ``text`` (here: a JSON string literal)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -209,7 +214,7 @@ def _wrk(target: Target, connections: int, seconds: float, processes: int, threa
             command = [
                 "wrk",
                 f"-t{threads}",
-                f"-c{connections // processes}",
+                f"-c{share(connections, processes, p)}",
                 f"-d{max(1, round(seconds))}s",
                 "--timeout",
                 "10s",
@@ -257,7 +262,7 @@ def _python(target: Target, connections: int, seconds: float, processes: int) ->
     for p in range(processes):
         job = {
             "target": msgspec.to_builtins(target),
-            "connections": connections // processes,
+            "connections": share(connections, processes, p),
             "seconds": seconds,
             "start_at": start_at,
             "process": p,

@@ -295,9 +295,12 @@ def _route(
 ) -> Result:
     s = bench.setting
 
-    def run(server: Served, seconds: float | None = None, processes: int = 1) -> dict[str, float]:
+    # wrk drives from one process (two threads); the Python client needs two processes.
+    processes = 1 if s.generator == "wrk" else 2
+
+    def run(server: Served, seconds: float | None = None, more: int = 0) -> dict[str, float]:
         target = bench.target(server, route, first_chat, conversations)
-        return bench.drive(server, target, seconds=seconds, processes=processes)
+        return bench.drive(server, target, seconds=seconds, processes=processes + more)
 
     run(ours, seconds=s.warmup_s)  # first loads, caches, pools filled
     run(noop, seconds=s.warmup_s)
@@ -306,7 +309,7 @@ def _route(
         order = [("ours", ours), ("noop", noop)]
         for name, server in order if i % 2 == 0 else reversed(order):
             _add(samples[name], run(server))
-        _add(samples["noop2"], run(noop, processes=2))
+        _add(samples["noop2"], run(noop, more=1))
     if s.profile:
         for mode in ("gil", "wall"):
             profile(
@@ -319,7 +322,7 @@ def _route(
     met = (
         ratio >= TARGET_RATIO and mine["p99_ms"].median < TARGET_P99_MS and mine["errors"].max == 0
     )
-    generator = "wrk (2 threads)" if s.generator == "wrk" else "the python client (1 process)"
+    generator = "wrk (2 threads)" if s.generator == "wrk" else "the python client (2 processes)"
     return Result(
         f"served {ROUTE_NAMES[route]}, {workers} worker{'s' if workers > 1 else ''}, "
         f"{s.connections} connections",
