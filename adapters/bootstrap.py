@@ -5,16 +5,22 @@ get their pieces here; tests swap them here."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+from uuid import UUID
 
+import anyio
 import msgspec
 import platformdirs
 import psycopg
@@ -24,19 +30,50 @@ from psycopg import sql
 
 from ..domain.engine import Engine
 from ..domain.errors import BadInput
+from ..domain.flow_actions import Actions
 from ..domain.flow_definition import CustomValidators, FlowDefinition, FlowRegistry, Hooks
+from ..projections.outbox import Outbox
+from ..projections.projection import Projection
 from ..projections.queries import Projections
 from ..projections.registry import default_projections
 from ..projections.runner import PAGE_SIZE, ProjectionRunner
+from .actions import ActionSubscriber
 from .async_engine import AsyncEngine
 from .chat.bot import ChatBot
-from .chat.wording import reply_text
-from .flow_files import FlowCode, load_builtin, load_code, load_flows
+from .chat.channels import (
+    ENV_TELEGRAM_API_URL,
+    ENV_TELEGRAM_SHARED_CHATS,
+    ENV_TELEGRAM_TOKEN,
+    ENV_WHATSAPP_API_URL,
+    ENV_WHATSAPP_APP_SECRET,
+    ENV_WHATSAPP_PHONE_NUMBER_ID,
+    ENV_WHATSAPP_TEMPLATE,
+    ENV_WHATSAPP_TOKEN,
+    ENV_WHATSAPP_VERIFY_TOKEN,
+    TELEGRAM_API_URL,
+    WHATSAPP_API_URL,
+    ChannelSettings,
+    Template,
+)
+from .chat.delivery import DeliveryWorker, Leadership, Sender, Sleep, listener
+from .chat.delivery_errors import DeliveryError
+from .chat.directory import ChatDirectory
+from .chat.polling import UpdateOffsets
+from .chat.telegram import BotIdentity
+from .chat.telegram_api import TelegramBotApi
+from .chat.telegram_sender import TelegramSender
+from .chat.whatsapp_api import WhatsAppCloudApi
+from .chat.whatsapp_sender import WhatsAppSender
+from .chat.wording import notice_text, reply_text
+from .conversation_tests import ManualClock, Outcome, load_tests, play
+from .flow_files import FlowCode, builtin_source, load_builtin, load_code, load_flow_files
 from .http.settings import (
     DEFAULT_MAX_BODY,
     ENV_API_TOKEN,
     ENV_MAX_BODY,
+    ENV_PUBLIC_URL,
     ENV_TELEGRAM_SECRET,
+    ENV_TWILIO_AUTH_TOKEN,
     Settings,
 )
 from .logs import configure_logging
@@ -62,6 +99,8 @@ ENV_CODE = "VOXLEDGER_CODE"
 # time at which the process's clock starts, running on at the machine's steady pace from
 # there. Meant for tests (and for replaying a day by hand); production leaves it unset.
 ENV_TEST_CLOCK = "VOXLEDGER_TEST_CLOCK"
+
+log = structlog.get_logger("voxledger")
 
 # Serialises schema creation across processes: two processes creating the same tables at
 # once can otherwise collide in PostgreSQL's catalogue.
@@ -204,7 +243,8 @@ def serving_connections(database_url: str, workers: int) -> Connections:
 
 def http_settings(flow: str = "intake") -> Settings:
     """What the HTTP server needs besides its pieces: $VOXLEDGER_TELEGRAM_SECRET,
-    $VOXLEDGER_API_TOKEN and $VOXLEDGER_MAX_BODY_BYTES."""
+    $VOXLEDGER_API_TOKEN, $VOXLEDGER_MAX_BODY_BYTES, $VOXLEDGER_TWILIO_AUTH_TOKEN and
+    $VOXLEDGER_PUBLIC_URL."""
     raw_limit = os.environ.get(ENV_MAX_BODY) or str(DEFAULT_MAX_BODY)
     if not raw_limit.isdigit() or int(raw_limit) < 1:
         raise BadInput(f"{ENV_MAX_BODY} must be a positive number of bytes, not {raw_limit!r}")
@@ -213,7 +253,56 @@ def http_settings(flow: str = "intake") -> Settings:
         api_token=os.environ.get(ENV_API_TOKEN) or None,
         max_body_bytes=int(raw_limit),
         flow=flow,
+        twilio_auth_token=os.environ.get(ENV_TWILIO_AUTH_TOKEN) or None,
+        public_url=_public_url(os.environ.get(ENV_PUBLIC_URL, "").strip() or None),
     )
+
+
+def channel_settings() -> ChannelSettings:
+    """The chat channels' tokens, secrets and API addresses: $VOXLEDGER_TELEGRAM_TOKEN,
+    $VOXLEDGER_TELEGRAM_API_URL, $VOXLEDGER_TELEGRAM_SHARED_CHATS and the
+    $VOXLEDGER_WHATSAPP_* variables (TOKEN, PHONE_NUMBER_ID, APP_SECRET, VERIFY_TOKEN,
+    API_URL, TEMPLATE as name:language)."""
+    token = os.environ.get(ENV_TELEGRAM_TOKEN, "").strip() or None
+    if token is not None and ("/" in token or any(ch.isspace() for ch in token)):
+        raise BadInput(f"{ENV_TELEGRAM_TOKEN} is not a bot token (one word, no slash)")
+    number = os.environ.get(ENV_WHATSAPP_PHONE_NUMBER_ID, "").strip() or None
+    if number is not None and not number.isdigit():
+        raise BadInput(f"{ENV_WHATSAPP_PHONE_NUMBER_ID} must be the number's numeric id")
+    template = None
+    raw_template = os.environ.get(ENV_WHATSAPP_TEMPLATE, "").strip()
+    if raw_template:
+        name, _, language = raw_template.partition(":")
+        if not name or not language:
+            raise BadInput(f"{ENV_WHATSAPP_TEMPLATE} must be name:language, like hello_world:en_US")
+        template = Template(name, language)
+    shared = os.environ.get(ENV_TELEGRAM_SHARED_CHATS, "")
+    return ChannelSettings(
+        telegram_token=token,
+        telegram_api_url=os.environ.get(ENV_TELEGRAM_API_URL, "").strip() or TELEGRAM_API_URL,
+        shared_chats=frozenset(part.strip() for part in shared.split(",") if part.strip()),
+        whatsapp_token=os.environ.get(ENV_WHATSAPP_TOKEN, "").strip() or None,
+        whatsapp_phone_number_id=number,
+        whatsapp_app_secret=os.environ.get(ENV_WHATSAPP_APP_SECRET) or None,
+        whatsapp_verify_token=os.environ.get(ENV_WHATSAPP_VERIFY_TOKEN) or None,
+        whatsapp_api_url=os.environ.get(ENV_WHATSAPP_API_URL, "").strip() or WHATSAPP_API_URL,
+        whatsapp_template=template,
+    )
+
+
+def _public_url(raw: str | None) -> str | None:
+    """The server's public base URL, as the world (Twilio) reaches it, checked once."""
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("https", "http", "wss", "ws") or not parts.netloc:
+        raise BadInput(
+            f"{ENV_PUBLIC_URL} must be an absolute https:// URL (the server's public base, "
+            f"like https://voice.example.com), not {raw!r}"
+        )
+    if parts.query or parts.fragment:
+        raise BadInput(f"{ENV_PUBLIC_URL} is a base URL: no query or fragment, not {raw!r}")
+    return raw.rstrip("/")
 
 
 def _positive_int(variable: str, default: int) -> int:
@@ -253,12 +342,13 @@ def open_flows(
     *,
     custom_validators: CustomValidators | None = None,
     hooks: Hooks | None = None,
+    actions: Actions | None = None,
     code: Sequence[str] | None = None,
 ) -> FlowRegistry:
     """The flow definitions to run: a registry as given, or the built-in ones and the
     user's (definitions, or files and folders; without any, those $VOXLEDGER_FLOWS names).
-    Custom validators and hooks come as functions, or from the Python modules `code` (or
-    $VOXLEDGER_CODE) names."""
+    Custom validators, hooks and actions come as functions, or from the Python modules
+    `code` (or $VOXLEDGER_CODE) names."""
     if isinstance(flows, FlowRegistry):
         return flows
     if isinstance(flows, FlowDefinition | str | os.PathLike):
@@ -268,13 +358,15 @@ def open_flows(
     loaded = flow_code(code)
     custom_validators = {**loaded.validators, **(custom_validators or {})}
     hooks = {**loaded.hooks, **(hooks or {})}
+    actions = {**loaded.actions, **(actions or {})}
     items = list(flows)
-    registry = FlowRegistry([load_builtin()])
+    registry = FlowRegistry(custom_validators=custom_validators, hooks=hooks, actions=actions)
+    registry.register(load_builtin(), builtin_source())
     paths = [item for item in items if not isinstance(item, FlowDefinition)]
     for definition in [item for item in items if isinstance(item, FlowDefinition)]:
         registry.register(definition)
-    for definition in load_flows(paths, custom_validators, hooks):
-        registry.register(definition)
+    for definition, file in load_flow_files(paths, custom_validators, hooks, actions):
+        registry.register(definition, file)
     return registry
 
 
@@ -319,23 +411,50 @@ def open_engine(
     flows: FlowSource = None,
     custom_validators: CustomValidators | None = None,
     hooks: Hooks | None = None,
+    actions: Actions | None = None,
     code: Sequence[str] | None = None,
 ) -> Engine:
     """A ready Engine on the given database, $VOXLEDGER_DATABASE_URL, or the embedded server;
     its clock is the given one, else this process's (`system_clock`). It runs the flows
-    `open_flows` gives for `flows`, `custom_validators`, `hooks` and `code`."""
+    `open_flows` gives for `flows`, `custom_validators`, `hooks`, `actions` and `code`,
+    checked against the versions the log holds (a changed definition that kept its version
+    is refused)."""
     if not structlog.is_configured():
         start_logging()
     # The definitions first: a broken flow file is reported before a database starts.
-    registry = open_flows(flows, custom_validators=custom_validators, hooks=hooks, code=code)
-    return engine_on(open_store(database_url, schema=schema), registry, clock)
+    registry = open_flows(
+        flows, custom_validators=custom_validators, hooks=hooks, actions=actions, code=code
+    )
+    store = open_store(database_url, schema=schema)
+    with _closed_on_failure(store):
+        return engine_on(store, registry, clock)
 
 
 def engine_on(store: EventStore, flows: FlowRegistry, clock: Clock | None = None) -> Engine:
-    """The Engine over a store, running these flows on this clock (else this process's)."""
-    return Engine(
-        store, clock or system_clock(), flows=flows, phrase=reply_text, backoff=jittered_backoff
+    """The Engine over a store, running these flows on this clock (else this process's),
+    once they are checked against the versions the log holds (DefinitionError if one
+    changed without a new version). Checking records nothing: a command that only reads
+    never writes to the log; a version is recorded with the first run that starts on it."""
+    engine = Engine(
+        store,
+        clock or system_clock(),
+        flows=flows,
+        phrase=reply_text,
+        notice=notice_text,
+        backoff=jittered_backoff,
     )
+    engine.check_definitions()
+    return engine
+
+
+@contextlib.contextmanager
+def _closed_on_failure(store: EventStore) -> Iterator[None]:
+    """A store this process opened for a piece that could not be built is closed again."""
+    try:
+        yield
+    except BaseException:
+        store.close()
+        raise
 
 
 def open_async_engine(engine: Engine, **limits: int) -> AsyncEngine:
@@ -346,21 +465,115 @@ def open_async_engine(engine: Engine, **limits: int) -> AsyncEngine:
     return AsyncEngine(engine, store, **limits)
 
 
+def open_chat_directory(store: EventStore) -> ChatDirectory:
+    """The chat directory beside the event store (its tables created unless the store may
+    not create tables), with the deployment's secret read."""
+    directory = ChatDirectory(store.recorder.datastore)
+    if store.factory.env_create_table():
+        directory.create_tables()
+    return directory.prepare()
+
+
+def erase_conversation(store: EventStore, conversation_id: UUID) -> list[UUID]:
+    """Erase a conversation's personal data and its flows' (`EventStore.erase`), and delete
+    the chat directory's row that led from its chat to it, so that nothing ties the two and
+    the chat's next message starts a new conversation; the streams erased."""
+    streams = store.erase(conversation_id)
+    open_chat_directory(store).forget(streams)
+    return streams
+
+
+def open_update_offsets(store: EventStore) -> UpdateOffsets:
+    """Where Telegram polling resumes, in a table beside the event store."""
+    offsets = UpdateOffsets(store.recorder.datastore)
+    if store.factory.env_create_table():
+        offsets.create_table()
+    return offsets
+
+
+# -- actions -------------------------------------------------------------------------------------
+
+
+def open_actions(engine: Engine, **options: Any) -> ActionSubscriber:
+    """The subscriber that runs the actions of ended runs, on the engine's event store
+    (``options``: ActionSubscriber's max_attempts, retry_wait_s, page_size)."""
+    if not isinstance(engine.store, EventStore):
+        raise TypeError("actions run from the log of an EventStore")
+    recorder = engine.store.recorder
+    recorder.datastore.pool.open()  # the library opens it on first use; we may come first
+    return ActionSubscriber(
+        engine,
+        recorder.datastore.pool,
+        recorder.datastore.schema,
+        events_table=recorder.events_table_name,
+        erased=engine.store.keys.is_erased,
+        **options,
+    )
+
+
+# -- conversation tests --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def scratch_schema(database_url: str | None = None) -> Iterator[tuple[str, str]]:
+    """A new schema on the given database (else the usual one), and that database's URL;
+    dropped with everything in it afterwards."""
+    url = resolve_database_url(database_url)
+    name = f"voxledger_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield url, name
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def play_conversation_tests(
+    paths: Sequence[str],
+    database_url: str | None = None,
+    *,
+    flows: FlowSource = None,
+    code: Sequence[str] | None = None,
+) -> Iterator[Outcome]:
+    """Play the cases of conversation test files through the chat bot, on a schema made
+    for them and dropped afterwards, on a clock of their own that starts now; each case's
+    outcome as it is played. The files are read (and refused, naming the problem) first."""
+    files = [(path, load_tests(path)) for path in paths]
+    registry = open_flows(flows, code=code)  # a broken flow is reported before a database
+    clock = ManualClock(system_clock()())
+    with scratch_schema(database_url) as (url, schema):
+        services = open_services(url, schema=schema, clock=clock, flows=registry)
+        with services:
+            bots: dict[str, ChatBot] = {}
+
+            def bot(flow: str) -> ChatBot:
+                if flow not in bots:
+                    bots[flow] = services.bot(flow)
+                return bots[flow]
+
+            for path, tests in files:
+                yield from play(bot, clock, path, tests)
+
+
 # -- projections ---------------------------------------------------------------------------------
 
 
 def open_runner(
-    store: EventStore, page_size: int = PAGE_SIZE, *, clock: Clock | None = None
+    store: EventStore,
+    page_size: int = PAGE_SIZE,
+    *,
+    clock: Clock | None = None,
+    projections: Sequence[Projection] | None = None,
 ) -> ProjectionRunner:
-    """The projection runner on the event store's database, schema and event decoder; its
-    clock (for how far behind it is in time) is this process's unless given."""
+    """The projection runner on the event store's database, schema and event decoder (for
+    every projection, or those given); its clock (for how far behind it is in time) is
+    this process's unless given."""
     recorder = store.recorder
     recorder.datastore.pool.open()  # the library opens it on first use; we may come first
     return ProjectionRunner(
         recorder.datastore.pool,
         recorder.datastore.schema,
         store.mapper.to_domain_event,
-        default_projections(),
+        default_projections() if projections is None else list(projections),
         page_size=page_size,
         events_table=recorder.events_table_name,
         clock=clock or system_clock(),
@@ -390,19 +603,31 @@ def open_services(
     flows: FlowSource = None,
     custom_validators: CustomValidators | None = None,
     hooks: Hooks | None = None,
+    actions: Actions | None = None,
     code: Sequence[str] | None = None,
     store: EventStore | None = None,
     pool: Connections | None = None,
+    channels: ChannelSettings | None = None,
 ) -> Services:
     """Every real piece on one database (arguments as for `open_engine`; ``pool`` as for
-    `open_store`); a test may hand in a store of its own."""
+    `open_store`; the channels' settings from the environment unless given); a test may
+    hand in a store of its own."""
     if not structlog.is_configured():
         start_logging()
-    registry = open_flows(flows, custom_validators=custom_validators, hooks=hooks, code=code)
+    registry = open_flows(
+        flows, custom_validators=custom_validators, hooks=hooks, actions=actions, code=code
+    )
+    channels = channels or channel_settings()
     pool = pool or connections()
-    store = store or open_store(database_url, schema=schema, pool=pool)
     clock = clock or system_clock()
-    engine = engine_on(store, registry, clock)
+    if store is None:
+        store = open_store(database_url, schema=schema, pool=pool)
+        with _closed_on_failure(store):
+            engine = engine_on(store, registry, clock)
+            directory = open_chat_directory(store)
+    else:
+        engine = engine_on(store, registry, clock)
+        directory = open_chat_directory(store)
     return Services(
         store=store,
         engine=engine,
@@ -410,9 +635,137 @@ def open_services(
         async_engine=AsyncEngine(engine, store, max_threads=pool.pool_size),
         projections=open_projections(store),
         runner=functools.partial(open_runner, store, clock=clock),
-        bot=functools.partial(ChatBot, engine),
+        bot=functools.partial(
+            ChatBot,
+            engine,
+            directory=directory,
+            delivering=channels.delivering,
+            shared_chats=channels.shared_chats,
+        ),
         clock=clock,
+        directory=directory,
+        channels=channels,
     )
+
+
+# -- delivery ------------------------------------------------------------------------------------
+
+
+def open_telegram_api(channels: ChannelSettings) -> TelegramBotApi:
+    """The Bot API client of the configured bot ($VOXLEDGER_TELEGRAM_TOKEN, at
+    $VOXLEDGER_TELEGRAM_API_URL); BadInput without a token."""
+    if channels.telegram_token is None:
+        raise BadInput(f"{ENV_TELEGRAM_TOKEN} is not set: no bot to talk to")
+    return TelegramBotApi(channels.telegram_token, base_url=channels.telegram_api_url)
+
+
+def open_senders(channels: ChannelSettings) -> dict[str, Sender]:
+    """A sender for each channel that delivers: Telegram with a bot token, WhatsApp with an
+    access token and a phone number id."""
+    senders: dict[str, Sender] = {}
+    if channels.telegram_delivers:
+        senders["telegram"] = TelegramSender(open_telegram_api(channels))
+    if channels.whatsapp_delivers:
+        assert channels.whatsapp_token and channels.whatsapp_phone_number_id
+        api = WhatsAppCloudApi(
+            channels.whatsapp_token,
+            channels.whatsapp_phone_number_id,
+            base_url=channels.whatsapp_api_url,
+        )
+        senders["whatsapp"] = WhatsAppSender(api, channels.whatsapp_template)
+    return senders
+
+
+def open_delivery(
+    services: Services,
+    senders: Mapping[str, Sender],
+    *,
+    clock: Callable[[], float] | None = None,
+    sleep: Sleep | None = None,
+    concurrency: int = 16,
+    lead: bool = True,
+) -> DeliveryWorker:
+    """The delivery worker over the services: its own runner of the outbox projection, the
+    log's NOTIFY to wake it, the senders given, and (with ``lead``) the lock that makes it
+    the one worker delivering in this schema. ``clock`` and ``sleep`` (seconds) measure and
+    wait for the rate limits: the machine's unless given."""
+    store = services.store
+    runner = open_runner(store, clock=services.clock, projections=[Outbox()])
+    projections = services.projections
+
+    def pending(channels: list[str]) -> list[tuple[Any, str]]:
+        runner.catch_up()
+        return projections.outbox(channels)
+
+    pool = store.recorder.datastore.pool
+    kwargs = pool.kwargs or {}
+    schema = store.recorder.datastore.schema
+    return DeliveryWorker(
+        services.async_engine,
+        pending,
+        senders,
+        now=services.clock,
+        clock=clock or time.monotonic,
+        sleep=sleep or anyio.sleep,
+        concurrency=concurrency,
+        listen=listener(pool.conninfo, kwargs, runner.channel),
+        leadership=Leadership(pool.conninfo, kwargs, schema) if lead else None,
+    )
+
+
+async def learn_username(api: TelegramBotApi, identity: BotIdentity) -> None:
+    """Ask Telegram who the bot is (getMe) until it answers, and keep its username: commands
+    that name another bot are then ignored."""
+    pause = 1.0
+    while True:
+        try:
+            me = await api.get_me()
+        except DeliveryError as e:
+            log.warning("telegram.get_me_failed", error=str(e), retry_in_s=pause)
+            await anyio.sleep(pause)
+            pause = min(60.0, pause * 2)
+            continue
+        identity.username = me.username
+        log.info("telegram.bot", username=me.username)
+        return
+
+
+def delivery_lifespan(
+    services: Services,
+    identity: BotIdentity,
+    worker: DeliveryWorker | None,
+    senders: Mapping[str, Sender],
+) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """What runs beside the HTTP app while it serves: the delivery worker, and learning the
+    bot's username; both stop (and the senders close) when the app stops."""
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        stopping = anyio.Event()
+        try:
+            async with anyio.create_task_group() as tasks:
+                if services.channels.telegram_token is not None:
+                    api = open_telegram_api(services.channels)
+                    tasks.start_soon(_learning, api, identity)
+                if worker is not None:
+                    tasks.start_soon(worker.run, stopping)
+                try:
+                    yield
+                finally:
+                    stopping.set()
+                    tasks.cancel_scope.cancel()
+        finally:
+            for sender in senders.values():
+                await sender.aclose()
+
+    return lifespan
+
+
+async def _learning(api: TelegramBotApi, identity: BotIdentity) -> None:
+    try:
+        await learn_username(api, identity)
+    finally:
+        await api.aclose()
 
 
 def open_app(
@@ -425,11 +778,35 @@ def open_app(
 ) -> ASGIApp:
     """The HTTP app over the services, with the operator console: settings from the
     environment unless given; other routers or route handlers (and what they depend on) join
-    the app's own; the console's live tails end when ``closing`` is set."""
+    the app's own; the console's live tails end when ``closing`` is set. With a channel that
+    delivers (a Telegram bot token, WhatsApp's), the delivery worker runs beside it."""
     # Imported here: the web stack costs every command that does not serve its start-up.
+    from litestar.di import Provide
+
     from .console import console_router
     from .http.app import create_app
 
     settings = settings or http_settings()
     console = console_router(services, settings.api_token, closing=closing)
-    return create_app(services, settings, routes=[*routes, console], dependencies=dependencies)
+    senders = open_senders(services.channels)
+    worker = open_delivery(services, senders) if senders else None
+    identity = BotIdentity()
+
+    def value(piece: Any) -> Provide:
+        return Provide(lambda: piece, use_cache=True, sync_to_thread=False)
+
+    ours = {
+        "telegram_identity": value(identity),
+        "outbox_wake": value(worker.wake if worker is not None else _no_wake),
+    }
+    return create_app(
+        services,
+        settings,
+        routes=[*routes, console],
+        dependencies={**ours, **(dependencies or {})},
+        lifespan=[delivery_lifespan(services, identity, worker, senders)],
+    )
+
+
+def _no_wake(conversation_id: Any = None) -> None:
+    """Nothing to wake: no delivery worker runs in this process."""

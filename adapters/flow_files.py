@@ -19,6 +19,7 @@ import yaml
 
 from .. import domain
 from ..domain.errors import BadInput, DefinitionError, Problem
+from ..domain.flow_actions import Actions
 from ..domain.flow_definition import FlowDefinition
 from ..domain.flow_steps import CustomValidators, Hooks
 
@@ -41,6 +42,7 @@ def load_definition(
     path: str | Path,
     custom_validators: CustomValidators | None = None,
     hooks: Hooks | None = None,
+    actions: Actions | None = None,
 ) -> FlowDefinition:
     """The flow definition in a .toml, .json, .yaml or .yml file; DefinitionError names
     the file with every problem."""
@@ -50,17 +52,22 @@ def load_definition(
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeError) as error:
         raise DefinitionError(_at(str(path), f"cannot read the file: {error}")) from None
-    return _compile(parse, text, str(path), custom_validators, hooks)
+    return _compile(parse, text, str(path), custom_validators, hooks, actions)
 
 
 def load_builtin(
     resource: str = "intake.toml", custom_validators: CustomValidators | None = None
 ) -> FlowDefinition:
     """A flow definition file shipped inside the voxledger.domain package."""
-    source = f"voxledger.domain/{resource}"
+    source = builtin_source(resource)
     parse = _parser(source)
     text = (resources.files(domain) / resource).read_text(encoding="utf-8")
-    return _compile(parse, text, source, custom_validators, None)
+    return _compile(parse, text, source, custom_validators, None, None)
+
+
+def builtin_source(resource: str = "intake.toml") -> str:
+    """How a built-in definition's source is named: its place in the package."""
+    return f"voxledger.domain/{resource}"
 
 
 def definition_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -81,11 +88,23 @@ def check_files(
     paths: Iterable[str | Path],
     custom_validators: CustomValidators | None = None,
     hooks: Hooks | None = None,
+    actions: Actions | None = None,
 ) -> tuple[list[FlowDefinition], list[Problem]]:
     """Every definition in the files and folders, and every problem found in them, each
     naming its file: a path that is not there, a folder with no definition files, what
     each file holds, one name and version defined twice with different content."""
-    definitions: list[FlowDefinition] = []
+    found, problems = _read_files(paths, custom_validators, hooks, actions)
+    return [definition for definition, _ in found], problems
+
+
+def _read_files(
+    paths: Iterable[str | Path],
+    custom_validators: CustomValidators | None,
+    hooks: Hooks | None,
+    actions: Actions | None,
+) -> tuple[list[tuple[FlowDefinition, str]], list[Problem]]:
+    paths = list(paths)
+    found: list[tuple[FlowDefinition, str]] = []
     problems: list[Problem] = []
     seen: dict[tuple[str, int], tuple[FlowDefinition, str]] = {}
     for path in map(Path, paths):
@@ -95,7 +114,7 @@ def check_files(
             problems.append(_at(str(path), "no .toml, .json, .yaml or .yml files in this folder"))
     for file in definition_files(p for p in map(Path, paths) if p.exists()):
         try:
-            definition = load_definition(file, custom_validators, hooks)
+            definition = load_definition(file, custom_validators, hooks, actions)
         except DefinitionError as error:
             problems.extend(error.problems)
             continue
@@ -112,38 +131,56 @@ def check_files(
                 )
             )
         elif first[1] == str(file):
-            definitions.append(definition)
-    return definitions, problems
+            found.append((definition, str(file)))
+    return found, problems
 
 
 def load_flows(
     paths: Iterable[str | Path],
     custom_validators: CustomValidators | None = None,
     hooks: Hooks | None = None,
+    actions: Actions | None = None,
 ) -> list[FlowDefinition]:
     """The definitions in these files and folders (every .toml, .json, .yaml and .yml file
     in a folder, in name order); DefinitionError names every problem and its file."""
-    definitions, problems = check_files(paths, custom_validators, hooks)
+    return [
+        definition for definition, _ in load_flow_files(paths, custom_validators, hooks, actions)
+    ]
+
+
+def load_flow_files(
+    paths: Iterable[str | Path],
+    custom_validators: CustomValidators | None = None,
+    hooks: Hooks | None = None,
+    actions: Actions | None = None,
+) -> list[tuple[FlowDefinition, str]]:
+    """As `load_flows`, each definition with the file it came from."""
+    found, problems = _read_files(paths, custom_validators, hooks, actions)
     if problems:
         raise DefinitionError(*problems)
-    return definitions
+    return found
 
 
 class FlowCode(msgspec.Struct, frozen=True):
-    """The Python code flow definitions name: custom validators and hooks, by name."""
+    """The Python code flow definitions name: custom validators, hooks and actions, by
+    name."""
 
     validators: dict[str, Callable[[str], Any]] = {}
     hooks: dict[str, Callable[..., Any]] = {}
+    actions: dict[str, Callable[..., Any]] = {}
 
 
 def load_code(specs: Iterable[str]) -> FlowCode:
-    """The custom validators and hooks of Python modules, each a .py file or an importable
-    module name that defines VALIDATORS and/or HOOKS: dicts of names to functions."""
+    """The custom validators, hooks and actions of Python modules, each a .py file or an
+    importable module name that defines VALIDATORS, HOOKS and/or ACTIONS: dicts of names to
+    functions."""
     validators: dict[str, Callable[[str], Any]] = {}
     hooks: dict[str, Callable[..., Any]] = {}
+    actions: dict[str, Callable[..., Any]] = {}
     for spec in specs:
         module = _import(spec)
-        for attribute, into in (("VALIDATORS", validators), ("HOOKS", hooks)):
+        named_kinds = (("VALIDATORS", validators), ("HOOKS", hooks), ("ACTIONS", actions))
+        for attribute, into in named_kinds:
             named = getattr(module, attribute, {})
             if not isinstance(named, Mapping) or not all(
                 isinstance(k, str) and callable(v) for k, v in named.items()
@@ -152,7 +189,7 @@ def load_code(specs: Iterable[str]) -> FlowCode:
             for name, function in named.items():
                 if into.setdefault(name, function) is not function:
                     raise BadInput(f"{spec}: {attribute} names {name!r} again")
-    return FlowCode(validators, hooks)
+    return FlowCode(validators, hooks, actions)
 
 
 def _import(spec: str) -> Any:
@@ -195,13 +232,14 @@ def _compile(
     source: str,
     custom_validators: CustomValidators | None,
     hooks: Hooks | None,
+    actions: Actions | None,
 ) -> FlowDefinition:
     try:
         data = parse(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
         raise DefinitionError(_at(source, f"cannot parse: {_one_line(error)}")) from None
     try:
-        return FlowDefinition.from_mapping(data, custom_validators, hooks)
+        return FlowDefinition.from_mapping(data, custom_validators, hooks, actions)
     except DefinitionError as error:
         raise error.in_file(source) from None
 

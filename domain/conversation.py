@@ -18,11 +18,16 @@ from eventsourcing.domain import Aggregate
 
 from .conversation_snapshot import ConversationSnapshot
 from .conversation_values import (
+    STATUS_RANK,
     TRANSITIONS,
+    Address,
     Audio,
     Connection,
     ConversationState,
+    DeliveryStatus,
     Message,
+    Outbound,
+    OutboundKind,
     Role,
     Status,
     Turn,
@@ -74,6 +79,11 @@ class Conversation(Aggregate):
         self.ended_at: datetime | None = None
         self.end_reason: str | None = None
         self.active_flow_id: UUID | None = None
+        self.outbox: dict[str, Outbound] = {}  # by id, in the order queued
+        self.address: Address | None = None
+        self.keyboards: list[str] = []
+        self.sent: dict[str, str] = {}
+        self.notices: list[str] = []
 
     @classmethod
     def start(
@@ -723,6 +733,167 @@ class Conversation(Aggregate):
             raise InvalidTransition(f"flow {flow_id} is not running in conversation {self.id}")
         trigger(self, self.FlowFinished, flow_id, outcome, at=at)
 
+    # -- the outbox: what the bot decided to send, and how its delivery went ------------------
+
+    class OutboundQueued(Event):
+        TOPIC = "voxledger:Conversation.OutboundQueued"
+        PERSONAL = ("to", "text")  # the chat's address, and words that may quote the user
+        item_id: str
+        kind: str
+        channel: str
+        to: str
+        thread: str | None
+        text: str
+        choices: list[str]
+        reply_to: str | None
+        reference: str | None
+        cause: str
+
+        def apply(self, c: Conversation) -> None:
+            address = Address(self.to, self.thread)
+            c.outbox[self.item_id] = Outbound(
+                id=self.item_id,
+                kind=OutboundKind(self.kind),
+                channel=self.channel,
+                address=address,
+                text=self.text,
+                queued_at=self.timestamp,
+                cause=self.cause,
+                choices=tuple(self.choices),
+                reply_to=self.reply_to,
+                reference=self.reference,
+            )
+            c.address = address
+            if self.kind == OutboundKind.CLOSE_KEYBOARD and self.reference in c.keyboards:
+                c.keyboards.remove(self.reference)
+            if self.kind == OutboundKind.NOTICE:
+                c.notices = [*c.notices[-(KEPT - 1) :], self.cause]
+
+    def queue_outbound(
+        self,
+        item_id: str,
+        kind: OutboundKind | str,
+        address: Address,
+        text: str = "",
+        choices: tuple[str, ...] | list[str] = (),
+        *,
+        reply_to: str | None = None,
+        reference: str | None = None,
+        cause: str,
+        at: datetime,
+    ) -> None:
+        """Record something to send on the conversation's channel: it is delivered after the
+        save that records it, and only then (the outbox is the log)."""
+        self._require_open()
+        kind = OutboundKind(kind)
+        if not item_id:
+            raise ValidationFailed("an outbound message needs an id")
+        if item_id in self.outbox:
+            raise ValidationFailed(f"outbound {item_id!r} is already queued")
+        if kind in (OutboundKind.REPLY, OutboundKind.NOTICE) and not text.strip():
+            raise ValidationFailed(f"a {kind} needs text")
+        if kind is not OutboundKind.REPLY and kind is not OutboundKind.NOTICE and not reference:
+            raise ValidationFailed(f"a {kind} names what it is about (a reference)")
+        said = (item_id, str(kind), self.channel, address.to, address.thread, text, list(choices))
+        trigger(self, self.OutboundQueued, *said, reply_to, reference, cause, at=at)
+
+    class OutboundDelivered(Event):
+        TOPIC = "voxledger:Conversation.OutboundDelivered"
+        item_id: str
+        platform_ids: list[str]  # the channel's ids of what it took (a long text in parts)
+        complete: bool  # False: parts remain to be sent
+
+        def apply(self, c: Conversation) -> None:
+            item = c.outbox[self.item_id]
+            parts = (*item.sent_parts, *self.platform_ids)
+            if not self.complete:
+                c.outbox[self.item_id] = replace(item, sent_parts=parts)
+                return
+            del c.outbox[self.item_id]
+            for platform_id in parts:
+                c.sent[platform_id] = DeliveryStatus.SENT
+            while len(c.sent) > KEPT_SENT:
+                del c.sent[next(iter(c.sent))]
+            if item.choices and parts:
+                c.keyboards = [*c.keyboards[-(KEPT - 1) :], parts[-1]]
+
+    def record_delivered(
+        self, item_id: str, platform_ids: list[str], *, complete: bool = True, at: datetime
+    ) -> None:
+        """The channel took an outbound message (or, with ``complete`` false, the next parts
+        of it); its delivery is over once complete."""
+        self._require_pending(item_id)
+        trigger(self, self.OutboundDelivered, item_id, list(platform_ids), complete, at=at)
+
+    class OutboundFailed(Event):
+        TOPIC = "voxledger:Conversation.OutboundFailed"
+        item_id: str
+        reason: str
+        code: int | None
+        final: bool  # True: given up; False: to be tried again
+
+        def apply(self, c: Conversation) -> None:
+            item = c.outbox[self.item_id]
+            if self.final:
+                del c.outbox[self.item_id]
+            else:
+                c.outbox[self.item_id] = replace(
+                    item, attempts=item.attempts + 1, last_error=self.reason
+                )
+
+    def record_delivery_failure(
+        self, item_id: str, reason: str, code: int | None = None, *, final: bool, at: datetime
+    ) -> None:
+        """An attempt to send an outbound message failed: for good (``final``: the channel
+        refused it, or it was tried long enough), or to be tried again."""
+        self._require_pending(item_id)
+        if not reason:
+            raise ValidationFailed("a failed delivery needs a reason")
+        trigger(self, self.OutboundFailed, item_id, reason, code, final, at=at)
+
+    class DeliveryStatusReported(Event):
+        TOPIC = "voxledger:Conversation.DeliveryStatusReported"
+        platform_id: str
+        status: str
+        code: int | None
+        reason: str
+
+        def apply(self, c: Conversation) -> None:
+            c.sent[self.platform_id] = self.status
+
+    def record_delivery_status(
+        self,
+        platform_id: str,
+        status: DeliveryStatus | str,
+        code: int | None = None,
+        reason: str = "",
+        *,
+        at: datetime,
+    ) -> None:
+        """The channel reported what became of a message it took (sent, delivered, read,
+        failed); a report that would move it back is refused."""
+        status = DeliveryStatus(status)
+        if not self.status_moves_on(platform_id, status):
+            raise InvalidTransition(
+                f"message {platform_id!r} of conversation {self.id} is not known, or is "
+                f"already past {status}"
+            )
+        trigger(self, self.DeliveryStatusReported, platform_id, str(status), code, reason, at=at)
+
+    def status_moves_on(self, platform_id: str, status: DeliveryStatus) -> bool:
+        """True if the message was sent from here and the status is further along than
+        what is known of it."""
+        known = self.sent.get(platform_id)
+        return known is not None and STATUS_RANK[status] > STATUS_RANK[DeliveryStatus(known)]
+
+    def is_pending(self, item_id: str) -> bool:
+        """True if the outbound message is queued and its delivery has not ended."""
+        return item_id in self.outbox
+
+    def _require_pending(self, item_id: str) -> None:
+        if item_id not in self.outbox:
+            raise InvalidTransition(f"conversation {self.id} has no outbound {item_id!r} pending")
+
     # -- the state as a value ----------------------------------------------------------------
 
     def state(self) -> ConversationState:
@@ -746,6 +917,11 @@ class Conversation(Aggregate):
             ended_at=self.ended_at,
             end_reason=self.end_reason,
             active_flow_id=self.active_flow_id,
+            outbox=tuple(self.outbox.values()),
+            address=self.address,
+            keyboards=tuple(self.keyboards),
+            sent=dict(self.sent),
+            notices=tuple(self.notices),
         )
 
     @classmethod
@@ -763,8 +939,16 @@ class Conversation(Aggregate):
         c.context = dict(s.context)
         c.ended_at, c.end_reason = s.ended_at, s.end_reason
         c.active_flow_id = s.active_flow_id
+        c.outbox = {item.id: item for item in s.outbox}
+        c.address = s.address
+        c.keyboards, c.sent, c.notices = list(s.keyboards), dict(s.sent), list(s.notices)
         return c
 
+
+# How many of the latest keyboards and notices, and of the platform's message ids, a
+# conversation keeps: what a later message or status report can still refer to.
+KEPT = 20
+KEPT_SENT = 200
 
 # The events that may leave the conversation in another status than it was in (read models
 # follow the status through these alone).

@@ -134,6 +134,61 @@ class Usage(msgspec.Struct, frozen=True):
         return self.response_time_ms_total / self.turns if self.turns else None
 
 
+class OutboundKind(StrEnum):
+    """What the bot decided to send: a reply to a message, the answer to a button press, the
+    removal of a keyboard that was used, or a notice of its own (a form expired)."""
+
+    REPLY = "reply"
+    ACKNOWLEDGE = "acknowledge"
+    CLOSE_KEYBOARD = "close_keyboard"
+    NOTICE = "notice"
+
+
+class DeliveryStatus(StrEnum):
+    """What a channel reported about a message it took: sent, delivered, read, or failed."""
+
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+
+
+# How far along each status is: a status report never moves a message back.
+STATUS_RANK = {
+    DeliveryStatus.SENT: 1,
+    DeliveryStatus.DELIVERED: 2,
+    DeliveryStatus.READ: 3,
+    DeliveryStatus.FAILED: 4,
+}
+
+
+class Address(msgspec.Struct, frozen=True):
+    """Where a conversation's outbound messages go on its channel: the chat (a Telegram chat
+    id, a WhatsApp number) and, in a chat with topics, the topic."""
+
+    to: str
+    thread: str | None = None
+
+
+class Outbound(msgspec.Struct, frozen=True):
+    """Something the bot decided to send, recorded before it is sent and kept until its
+    delivery ends (delivered, or failed for good)."""
+
+    id: str
+    kind: OutboundKind
+    channel: str
+    address: Address
+    text: str
+    queued_at: datetime
+    cause: str  # the message that caused it, or what did (a form's expiry)
+    choices: tuple[str, ...] = ()
+    reply_to: str | None = None  # the platform's id of the message it answers
+    reference: str | None = None  # the button press to answer, the message to unbutton
+    sent_parts: tuple[str, ...] = ()  # the platform's ids of the parts delivered so far
+    attempts: int = 0  # attempts that failed and may be tried again
+    last_error: str | None = None
+
+
 class ConversationState(msgspec.Struct, frozen=True):
     """An immutable picture of a conversation at one version."""
 
@@ -155,6 +210,12 @@ class ConversationState(msgspec.Struct, frozen=True):
     ended_at: datetime | None = None
     end_reason: str | None = None
     active_flow_id: UUID | None = None
+    # The outbox: what the bot decided to send and has not finished delivering, in order.
+    outbox: tuple[Outbound, ...] = ()
+    address: Address | None = None  # where the last outbound message went
+    keyboards: tuple[str, ...] = ()  # delivered messages whose buttons are still shown
+    sent: dict[str, str] = {}  # the platform's ids of recent messages, and their status
+    notices: tuple[str, ...] = ()  # the causes of the latest notices (one each)
 
     @property
     def is_active(self) -> bool:

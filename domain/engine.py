@@ -1,7 +1,8 @@
 """The Engine: the command and query API that bots and voice agents embed.
 
 Every command reads the same way: load the aggregate, call one method, save (commands.py
-says how; the commands themselves are in conversation_commands.py and flow_commands.py).
+says how; the commands themselves are in conversation_commands.py, flow_commands.py,
+exchange.py (one chat message, one save) and outbox_commands.py (delivery and notices)).
 Queries read one conversation or run, now or as it was. The clock, the event store and the
 wording of recorded replies come in from the composition root (adapters/bootstrap.py).
 """
@@ -12,19 +13,22 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from uuid import UUID
 
+from .action_commands import ActionCommands
 from .conversation import Conversation
 from .conversation_commands import ConversationCommands
 from .conversation_values import ConversationState
 from .errors import NotFound
 from .events import HistoryEntry
+from .exchange import ExchangeCommands
 from .flow import Flow, FlowState
 from .flow_commands import FlowCommands
-from .flow_definition import FlowRegistry
+from .flow_definition import FlowDefinition, FlowRegistry
 from .flow_reply import FlowReply, own_words
+from .outbox_commands import Notice, OutboxCommands, own_notice
 from .store import Store
 
 
-class Engine(ConversationCommands, FlowCommands):
+class Engine(ConversationCommands, FlowCommands, ActionCommands, ExchangeCommands, OutboxCommands):
     """Commands and queries on conversations and their flows, by id."""
 
     def __init__(
@@ -34,6 +38,7 @@ class Engine(ConversationCommands, FlowCommands):
         *,
         flows: FlowRegistry | None = None,
         phrase: Callable[[FlowReply], str] = own_words,
+        notice: Callable[[Notice], str] = own_notice,
         max_retries: int = 8,
         backoff: Callable[[int], None] | None = None,
         max_content_chars: int = 64_000,
@@ -42,7 +47,10 @@ class Engine(ConversationCommands, FlowCommands):
         self.store = store
         self.clock = clock
         self.flows = flows if flows is not None else FlowRegistry()
+        self.recorded_versions: set[tuple[str, int]] = set()
+        self.definitions_from_log: dict[tuple[str, int], FlowDefinition] = {}
         self.phrase = phrase
+        self.notice = notice
         self.backoff = backoff
         self.max_retries = max_retries
         self.max_content_chars = max_content_chars

@@ -68,6 +68,32 @@ class DefinitionError(VoxledgerError):
         )
 
 
+class CodeFailed(DefinitionError):
+    """The user's code a flow definition names (a custom validator, a hook, an action)
+    raised, or gave what it may not; the command that called it recorded nothing. Reads as
+    one line naming the flow, the step and the code."""
+
+    def where(self, flow: str, version: int, step: str | None) -> CodeFailed:
+        """The same failure, naming the flow and step it happened in (where not named)."""
+        return CodeFailed(
+            *(
+                msgspec.structs.replace(
+                    problem,
+                    flow=problem.flow if problem.flow is not None else flow,
+                    version=problem.version if problem.flow is not None else version,
+                    step=problem.step if problem.step is not None else step,
+                )
+                for problem in self.problems
+            )
+        )
+
+
+def failure_text(error: BaseException) -> str:
+    """An exception as one line: its type and its message, with no traceback."""
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
 class Unavailable(VoxledgerError):
     """The database cannot be reached; nothing was recorded and the command may be retried."""
 

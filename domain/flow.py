@@ -17,6 +17,7 @@ from eventsourcing.domain import Aggregate
 
 from .errors import FlowExpired, InvalidTransition, ValidationFailed
 from .events import data_of, status_events, trigger
+from .flow_actions import ActionRecord, ActionRun, next_attempt
 from .flow_definition import FlowDefinition
 
 
@@ -55,6 +56,7 @@ class FlowState(msgspec.Struct, frozen=True):
     started_at: datetime
     updated_at: datetime
     idle_timeout_s: float | None
+    actions: dict[str, ActionRecord] = {}  # once ended: each action's last attempt
 
     @property
     def is_active(self) -> bool:
@@ -114,6 +116,8 @@ class Flow(Aggregate):
         self.trail: list[str] = []  # steps whose answers were accepted, in order (for undo)
         self.rejections: list[Rejection] = []
         self.editing: str | None = None  # the step to return to after an edit
+        self.actions: dict[str, ActionRecord] = {}  # after the end: each action's attempts
+        self.ended_at: datetime | None = None
 
     @classmethod
     def begin(
@@ -254,6 +258,36 @@ class Flow(Aggregate):
         step = next(s.name for s in definition.steps if s.field == field)
         trigger(self, self.EditRequested, field, step, self.editing or current, at=at)
 
+    def correct(self, definition: FlowDefinition, field: str, raw: str, *, at: datetime) -> bool:
+        """Change an answer given before without going back to its step (the user edited
+        the message that gave it): the new text is checked by that step, and the run stays
+        where it is unless the new answer opens a step on its path that has no answer yet.
+        True if accepted; a refused text is recorded and the answer stays as it was."""
+        current = self._require_step()
+        if self.editing is not None:
+            raise InvalidTransition(f"flow {self.id} is editing {current!r}: finish that first")
+        if field not in self.answers:
+            known = ", ".join(self.answers) or "none yet"
+            raise ValidationFailed(f"no answer to change for {field!r} (answered: {known})")
+        step = next(s.name for s in definition.steps if s.field == field)
+        try:
+            value = definition.validate(step, raw)
+        except ValidationFailed as refused:
+            trigger(self, self.AnswerRejected, step, raw, str(refused), at=at)
+            return False
+        answers = {**self.answers, field: value}
+        opened = next(
+            (
+                name
+                for name in definition.path(self.mode, answers)
+                if definition.step(name).field not in (None, *answers)
+            ),
+            None,
+        )
+        previous = self.answers[field]
+        trigger(self, self.FieldEdited, step, field, previous, value, opened or current, at=at)
+        return True
+
     class AnswerWithdrawn(Event):
         TOPIC = "voxledger:Flow.AnswerWithdrawn"
         PERSONAL = ("previous",)
@@ -294,6 +328,7 @@ class Flow(Aggregate):
             f.status = self.status_after(f.status)
             f.step = None
             f.editing = None
+            f.ended_at = self.timestamp
 
     def confirm(self, definition: FlowDefinition, *, at: datetime) -> None:
         """The user confirmed the summary: the run completes with its data."""
@@ -316,6 +351,7 @@ class Flow(Aggregate):
 
         def apply(self, f: Flow) -> None:
             f.status = self.status_after(f.status)
+            f.ended_at = self.timestamp
 
     def cancel(self, reason: str = "", *, at: datetime) -> None:
         """The user gave up; the run ends where it was."""
@@ -331,6 +367,7 @@ class Flow(Aggregate):
 
         def apply(self, f: Flow) -> None:
             f.status = self.status_after(f.status)
+            f.ended_at = self.timestamp
 
     def expire(self, *, at: datetime) -> None:
         """End a run that has been idle longer than its definition allows."""
@@ -347,6 +384,96 @@ class Flow(Aggregate):
             and self.idle_timeout_s is not None
             and (at - self.modified_on).total_seconds() > self.idle_timeout_s
         )
+
+    # -- actions, once the run has ended -------------------------------------------------
+
+    class ActionStarted(Event):
+        TOPIC = "voxledger:Flow.ActionStarted"
+        action: str
+        attempt: int
+
+        def apply(self, f: Flow) -> None:
+            f.actions[self.action] = ActionRecord(self.action, self.attempt, "started")
+
+    class ActionSucceeded(Event):
+        TOPIC = "voxledger:Flow.ActionSucceeded"
+        PERSONAL = ("result",)  # what the action gave back may name the user
+        action: str
+        attempt: int
+        result: Any
+
+        def apply(self, f: Flow) -> None:
+            f.actions[self.action] = ActionRecord(self.action, self.attempt, "succeeded")
+
+    class ActionFailed(Event):
+        TOPIC = "voxledger:Flow.ActionFailed"
+        PERSONAL = ("error",)  # an error message may quote the run's data
+        action: str
+        attempt: int
+        error: str
+        final: bool
+
+        def apply(self, f: Flow) -> None:
+            f.actions[self.action] = ActionRecord(
+                self.action, self.attempt, "failed", self.error, self.final
+            )
+
+    def start_action(
+        self, definition: FlowDefinition, action: str, *, max_attempts: int, at: datetime
+    ) -> ActionRun | None:
+        """Record the next attempt of one of the actions of the way this run ended, and
+        what the action is to be given; None when there is no attempt to make (it
+        succeeded, or failed for good). An interrupted last attempt is recorded as a final
+        failure instead."""
+        names = [a.name for a in definition.actions_for(self.status)]
+        if self.status is FlowStatus.ACTIVE:
+            raise InvalidTransition(f"flow {self.id} is active; its actions run once it ends")
+        if action not in names:
+            listed = ", ".join(names) or "none"
+            raise ValidationFailed(
+                f"flow {self.id} ({self.status}) has no action {action!r} (its actions: {listed})"
+            )
+        record = self.actions.get(action)
+        attempt = next_attempt(record, max_attempts)
+        if attempt is None:
+            if record is not None and record.outcome == "started":
+                reason = f"interrupted: attempt {record.attempt} recorded no outcome"
+                trigger(self, self.ActionFailed, action, record.attempt, reason, True, at=at)
+            return None
+        trigger(self, self.ActionStarted, action, attempt, at=at)
+        return ActionRun(
+            flow_id=self.id,
+            conversation_id=self.conversation_id,
+            definition=self.definition,
+            version=self.definition_version,
+            mode=self.mode,
+            status=str(self.status),
+            data=dict(self.answers),
+            ended_at=self.ended_at or self.modified_on,
+            action=action,
+            attempt=attempt,
+            key=f"{self.id}/{action}",
+        )
+
+    def finish_action(
+        self,
+        action: str,
+        attempt: int,
+        *,
+        error: str | None = None,
+        result: Any = None,
+        max_attempts: int,
+        at: datetime,
+    ) -> None:
+        """Record how an attempt went: succeeded (with what the action gave back), or
+        failed with an error (for good once it was the last attempt allowed)."""
+        record = self.actions.get(action)
+        if record is None or record.outcome != "started" or record.attempt != attempt:
+            raise InvalidTransition(f"flow {self.id}: {action!r} attempt {attempt} is not running")
+        if error is None:
+            trigger(self, self.ActionSucceeded, action, attempt, result, at=at)
+        else:
+            trigger(self, self.ActionFailed, action, attempt, error, attempt >= max_attempts, at=at)
 
     def _require_step(self) -> str:
         if self.status is FlowStatus.EXPIRED:
@@ -374,6 +501,7 @@ class Flow(Aggregate):
             started_at=self.created_on,
             updated_at=self.modified_on,
             idle_timeout_s=self.idle_timeout_s,
+            actions=dict(self.actions),
         )
 
 

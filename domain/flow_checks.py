@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from .errors import Problem, ValidationFailed
+from .flow_actions import ENDINGS, Action
 from .flow_steps import TEMPLATE, Branch, Edge, Next, Rule, Step
 from .validators import Unbuildable, Validator, answer_text
 
@@ -22,7 +23,11 @@ class FlowDefinition(Protocol):
     version: int
     modes: tuple[str, ...]
     idle_timeout_s: float | None
+    remind_before_s: float | None
     skip_words: tuple[str, ...]
+    on_complete: tuple[Action, ...]
+    on_cancel: tuple[Action, ...]
+    on_expire: tuple[Action, ...]
     steps: tuple[Step, ...]
 
     @property
@@ -129,10 +134,31 @@ def _flow_problems(definition: FlowDefinition) -> Found:
             yield None, f"mode {mode!r} is listed twice"
     if definition.idle_timeout_s is not None and definition.idle_timeout_s <= 0:
         yield None, f"idle_timeout_s must be more than 0, not {definition.idle_timeout_s}"
+    remind = definition.remind_before_s
+    if remind is not None:
+        if remind <= 0:
+            yield None, f"remind_before_s must be more than 0, not {remind}"
+        elif definition.idle_timeout_s is None:
+            yield None, "remind_before_s needs idle_timeout_s: a run that never expires"
+        elif remind >= definition.idle_timeout_s:
+            yield (
+                None,
+                (
+                    f"remind_before_s ({remind}) must be less than idle_timeout_s "
+                    f"({definition.idle_timeout_s})"
+                ),
+            )
     if any(not word.strip() for word in definition.skip_words):
         yield None, "a skip word cannot be blank"
     if not definition.skip_words and any(step.optional for step in definition.steps):
         yield None, "optional steps need at least one skip word (skip_words)"
+    for key in ENDINGS.values():
+        actions: tuple[Action, ...] = getattr(definition, key)
+        for index, action in enumerate(actions):
+            if action in actions[:index]:
+                yield None, f"action {action.name!r} is listed twice in {key}"
+            elif action.function is None:
+                yield None, f"no action named {action.name!r} is registered ({key})"
 
 
 def _step_problems(definition: FlowDefinition, shape: _Shape) -> Found:

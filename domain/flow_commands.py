@@ -10,9 +10,9 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
 
-from .commands import Commands
 from .conversation import Conversation
 from .conversation_values import Role
+from .definition_commands import DefinitionCommands
 from .errors import FlowExpired
 from .flow import Flow, FlowStatus
 from .flow_definition import FlowDefinition, FlowRegistry
@@ -21,7 +21,7 @@ from .flow_reply import FlowReply
 Act = Callable[[Flow, FlowDefinition, datetime], Any]
 
 
-class FlowCommands(Commands):
+class FlowCommands(DefinitionCommands):
     """Start a form in a conversation, then answer, edit, undo, confirm, cancel or expire it."""
 
     flows: FlowRegistry
@@ -37,21 +37,24 @@ class FlowCommands(Commands):
         flow_id: UUID | None = None,
         at: datetime | None = None,
     ) -> FlowReply:
-        """Start a form in a conversation (the latest definition version unless given)."""
+        """Start a form in a conversation (the latest definition version unless given).
+        The log records the version's content with the run's start, unless it holds it."""
         chosen = self.flows.get(definition, version)
         at = self._now(at)
         flow_id = flow_id or uuid4()
-        started: list[Flow] = []
+        started: list[FlowReply] = []
 
         def work() -> list[Aggregate]:
             conversation = self._load(conversation_id, Conversation, cached=True)
             flow = Flow.begin(conversation_id, chosen, mode, at=at, flow_id=flow_id)
             conversation.begin_flow(flow.id, chosen.name, at=at)
-            started[:] = [flow]
-            return [conversation, flow]
+            # Asked here, before the save: a prompt hook that fails records nothing.
+            started[:] = [FlowReply.of(flow, chosen, accepted=True)]
+            return [conversation, flow, *self._recording(chosen, at)]
 
         self._transact(work)
-        return FlowReply.of(started[0], chosen, accepted=True)
+        self.recorded_versions.add((chosen.name, chosen.version))
+        return started[0]
 
     def answer(
         self,
@@ -144,7 +147,7 @@ class FlowCommands(Commands):
         return outcome[0]
 
     def _definition_of(self, flow: Flow) -> FlowDefinition:
-        return self.flows.get(flow.definition, flow.definition_version)
+        return self.definition(flow.definition, flow.definition_version)
 
 
 def _expire(flow: Flow, conversation: Conversation, at: datetime) -> None:

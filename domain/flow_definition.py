@@ -9,7 +9,8 @@ from typing import Any
 
 import msgspec
 
-from .errors import DefinitionError, NotFound, Problem, ValidationFailed
+from .errors import CodeFailed, DefinitionError, NotFound, Problem, ValidationFailed
+from .flow_actions import ENDINGS, Action, Actions
 from .flow_checks import problems_of
 from .flow_steps import (
     TEMPLATE,
@@ -37,7 +38,11 @@ class FlowDefinition(DefinitionData, kw_only=True):
     modes: tuple[str, ...] = ()
     start: Next = None  # None: the first listed step
     idle_timeout_s: float | None = None
+    remind_before_s: float | None = None  # a reminder this long before an idle run expires
     skip_words: tuple[str, ...] = ("skip", "-")
+    on_complete: tuple[Action, ...] = ()  # actions run once a run completes
+    on_cancel: tuple[Action, ...] = ()
+    on_expire: tuple[Action, ...] = ()
     steps: tuple[Step, ...]
 
     def __post_init__(self) -> None:
@@ -51,10 +56,12 @@ class FlowDefinition(DefinitionData, kw_only=True):
         data: Mapping[str, Any],
         custom_validators: CustomValidators | None = None,
         hooks: Hooks | None = None,
+        actions: Actions | None = None,
     ) -> FlowDefinition:
-        """Compiles a definition from data (parsed TOML, JSON or YAML). Custom validators
-        and hooks are plain functions, named in the data: `{"type": "custom", "name": ...}`,
-        `prompt_hook = "name"`, `next = {hook = "name", targets = [...]}`."""
+        """Compiles a definition from data (parsed TOML, JSON or YAML). Custom validators,
+        hooks and actions are plain functions, named in the data: `{"type": "custom",
+        "name": ...}`, `prompt_hook = "name"`, `next = {hook = "name", targets = [...]}`,
+        `on_complete = ["name"]`."""
         if not isinstance(data, Mapping):
             raise DefinitionError("a flow definition must be a table of keys and values")
 
@@ -69,7 +76,9 @@ class FlowDefinition(DefinitionData, kw_only=True):
                 raise ValueError(f"Expected a validator table or type name, got {spec!r}")
             if type_ is Hook and isinstance(spec, str):
                 return Hook(spec, (hooks or {}).get(spec))
-            raise ValueError(f"Expected a hook name, got {spec!r}")
+            if type_ is Action and isinstance(spec, str):
+                return Action(spec, (actions or {}).get(spec))
+            raise ValueError(f"Expected a {type_.__name__.lower()} name, got {spec!r}")
 
         try:
             return msgspec.convert(dict(data), cls, dec_hook=build)
@@ -80,6 +89,12 @@ class FlowDefinition(DefinitionData, kw_only=True):
         """The definition as plain data (as JSON would hold it); `from_mapping` gives it
         back."""
         return _plain(msgspec.to_builtins(self, enc_hook=_spec_of))
+
+    def actions_for(self, status: str) -> tuple[Action, ...]:
+        """The actions to run once a run has ended with this status (completed,
+        cancelled, expired); none for a run still active."""
+        key = ENDINGS.get(str(status))
+        return getattr(self, key) if key else ()
 
     def step(self, name: str) -> Step:
         """The step with this name."""
@@ -101,7 +116,10 @@ class FlowDefinition(DefinitionData, kw_only=True):
     def first_step(self, mode: str | None = None) -> str:
         """Where a run in `mode` starts."""
         self._check_mode(mode)
-        first = _decide(self.entry, mode, {})
+        try:
+            first = _decide(self.entry, mode, {})
+        except CodeFailed as failed:
+            raise failed.where(self.name, self.version, None) from failed.__cause__
         if first is None:
             raise DefinitionError(f"flow {self.name!r} v{self.version}: the start chose no step")
         return first
@@ -110,7 +128,10 @@ class FlowDefinition(DefinitionData, kw_only=True):
         """The step after `current` for a run in `mode` with these answers (None: the run
         can complete)."""
         self._check_mode(mode)
-        return _decide(self.step(current).next, mode, answers)
+        try:
+            return _decide(self.step(current).next, mode, answers)
+        except CodeFailed as failed:
+            raise failed.where(self.name, self.version, current) from failed.__cause__
 
     def validate(self, step_name: str, raw: str) -> Any:
         """The normalised answer to a step, or ValidationFailed with a reason to show. A
@@ -120,6 +141,8 @@ class FlowDefinition(DefinitionData, kw_only=True):
             return None
         try:
             return step.validator(raw)  # type: ignore[misc]  # set when built
+        except CodeFailed as failed:
+            raise failed.where(self.name, self.version, step_name) from failed.__cause__
         except ValidationFailed as refused:
             if not step.optional:
                 raise
@@ -131,10 +154,18 @@ class FlowDefinition(DefinitionData, kw_only=True):
         answers); the confirm step adds every answer so far, labelled, in step order."""
         step = self.step(step_name)
         if step.prompt_hook is not None:
-            asked = run_hook(step.prompt_hook, mode, answers)
+            try:
+                asked = run_hook(step.prompt_hook, mode, answers)
+            except CodeFailed as failed:
+                raise failed.where(self.name, self.version, step_name) from failed.__cause__
             if not isinstance(asked, str):
-                raise DefinitionError(
-                    f"prompt hook {step.prompt_hook.name!r} gave {asked!r}, not a text"
+                raise CodeFailed(
+                    Problem(
+                        reason=f"prompt hook {step.prompt_hook.name!r} gave {asked!r}, not a text",
+                        flow=self.name,
+                        version=self.version,
+                        step=step_name,
+                    )
                 )
         else:
             asked = TEMPLATE.sub(lambda m: _fill(m, answers), step.prompt)
@@ -220,7 +251,7 @@ def _plain(value: Any) -> Any:
 def _spec_of(value: Any) -> Any:
     if isinstance(value, Validator):
         return value.spec
-    if isinstance(value, Hook):
+    if isinstance(value, Hook | Action):
         return value.name
     raise NotImplementedError
 
@@ -256,22 +287,41 @@ def _shape_problems(
 
 
 class FlowRegistry:
-    """Every version of every flow definition. A run names the definition and version it
-    started with and keeps using it after a newer version is registered."""
+    """Every version of every flow definition this process runs, where each came from, and
+    the code they may name (custom validators, hooks, actions). A run names the definition
+    and version it started with and keeps using it after a newer version is registered."""
 
-    def __init__(self, definitions: Iterable[FlowDefinition] = ()) -> None:
+    def __init__(
+        self,
+        definitions: Iterable[FlowDefinition] = (),
+        *,
+        custom_validators: CustomValidators | None = None,
+        hooks: Hooks | None = None,
+        actions: Actions | None = None,
+    ) -> None:
         self._versions: dict[str, dict[int, FlowDefinition]] = {}
+        self._sources: dict[tuple[str, int], str] = {}
+        self.custom_validators = dict(custom_validators or {})
+        self.hooks = dict(hooks or {})
+        self.actions = dict(actions or {})
         for definition in definitions:
             self.register(definition)
 
-    def register(self, definition: FlowDefinition) -> None:
-        """Adds a definition; the same name and version again must have the same content."""
+    def register(self, definition: FlowDefinition, source: str | None = None) -> None:
+        """Adds a definition (``source``: the file it came from); the same name and version
+        again must have the same content."""
         versions = self._versions.setdefault(definition.name, {})
         if versions.setdefault(definition.version, definition) != definition:
+            first = self.source_of(definition.name, definition.version)
             raise DefinitionError(
-                f"flow {definition.name!r} v{definition.version} is already registered with"
-                " different content; give the change a new version"
+                Problem(
+                    reason=f"flow {definition.name!r} v{definition.version} is already"
+                    f" registered with different content (from {first}); give the change a"
+                    " new version",
+                    file=source,
+                )
             )
+        self._sources.setdefault((definition.name, definition.version), source or "Python")
 
     def get(self, name: str, version: int | None = None) -> FlowDefinition:
         """The definition with this name and version (None: the latest)."""
@@ -293,3 +343,15 @@ class FlowRegistry:
         return [
             (name, tuple(sorted(versions))) for name, versions in sorted(self._versions.items())
         ]
+
+    def definitions(self) -> list[FlowDefinition]:
+        """Every registered definition, by name, oldest version first."""
+        return [self._versions[name][v] for name, versions in self.all() for v in versions]
+
+    def source_of(self, name: str, version: int) -> str:
+        """Where a registered definition came from: its file, or "Python"."""
+        return self._sources.get((name, version), "Python")
+
+    def compile(self, data: Mapping[str, Any]) -> FlowDefinition:
+        """A definition from data (as `to_mapping` gives it), with this registry's code."""
+        return FlowDefinition.from_mapping(data, self.custom_validators, self.hooks, self.actions)

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from .flow_actions import Action
 from .flow_definition import FlowDefinition
 from .flow_steps import Hook
 from .validators import Validator
@@ -28,8 +29,16 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "start": "Where a run starts: a step's name or a branch (by mode only). Default: the "
         "first step.",
         "idle_timeout_s": "Seconds a run may stay idle before it expires. Default: never.",
+        "remind_before_s": "Seconds before an idle run expires at which the user is reminded "
+        "once (needs idle_timeout_s, and less than it). Default: no reminder.",
         "skip_words": 'The answers that skip an optional step, in any case. Default: ["skip", '
         '"-"].',
+        "on_complete": "The names of registered actions to run, each once, after a run "
+        "completes (by a subscriber that reads the log, never inside the command). "
+        "Default: none.",
+        "on_cancel": "The names of registered actions to run after a run is cancelled. "
+        "Default: none.",
+        "on_expire": "The names of registered actions to run after a run expires. Default: none.",
         "steps": "The steps, in order: ask steps and at most a confirm step at the end of "
         "each path.",
     },
@@ -195,6 +204,7 @@ def flow_schema() -> dict[str, Any]:
     flow["name"]["minLength"] = 1
     flow["version"]["minimum"] = 1
     flow["idle_timeout_s"]["anyOf"][0]["exclusiveMinimum"] = 0
+    flow["remind_before_s"]["anyOf"][0]["exclusiveMinimum"] = 0
     definitions["Step"]["properties"]["name"]["minLength"] = 1
     definitions["Validator"] = _validator_schema()
     schema = {
@@ -209,7 +219,7 @@ def flow_schema() -> dict[str, Any]:
 def _custom_types(type_: type) -> dict[str, Any]:
     if type_ is Validator:
         return {"$ref": "#/$defs/Validator"}
-    if type_ is Hook:
+    if type_ is Hook or type_ is Action:
         return {"type": "string", "minLength": 1}
     raise NotImplementedError
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from .errors import DefinitionError
+from .errors import CodeFailed, DefinitionError, failure_text
 from .validators import Validator, text, yes_no
 
 # A pure function of a run's mode and its answers so far: a step's prompt, or the name of
@@ -98,7 +98,7 @@ class Branch(DefinitionData, kw_only=True):
         if chosen is None:
             return self.otherwise
         if chosen not in self.targets:
-            raise DefinitionError(
+            raise CodeFailed(
                 f"hook {self.hook.name!r} chose {chosen!r}, which is not one of its targets"
                 f" ({', '.join(self.targets)})"
             )
@@ -178,12 +178,10 @@ class Edge(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def run_hook(hook: Hook, mode: str | None, answers: Mapping[str, Any]) -> Any:
-    """A hook's result; whatever goes wrong in it is a problem of the definition."""
+    """A hook's result; whatever goes wrong in it is reported as CodeFailed, one line."""
     try:
         return hook(mode, answers)
     except DefinitionError:
         raise
     except Exception as error:  # user code: any failure is reported, never a traceback
-        raise DefinitionError(
-            f"hook {hook.name!r} failed: {type(error).__name__}: {error}"
-        ) from error
+        raise CodeFailed(f"hook {hook.name!r} failed: {failure_text(error)}") from error

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from .errors import DefinitionError, ValidationFailed
+from .errors import CodeFailed, DefinitionError, ValidationFailed, failure_text
 
 
 class Validator:
@@ -590,8 +590,47 @@ def multiple_choice(
 
 
 def custom(name: str, check: Callable[[str], Any]) -> Validator:
-    """A plain function as a validator, known in data by its registered name."""
-    return Validator(_spec("custom", name=name), check)
+    """A plain function as a validator, known in data by its registered name. Anything it
+    raises but ValidationFailed, or a value the log cannot hold, is CodeFailed."""
+
+    def run(raw: str) -> Any:
+        try:
+            value = check(raw)
+        except ValidationFailed:
+            raise
+        except Exception as error:  # user code: reported in one line, never a traceback
+            raise CodeFailed(f"custom validator {name!r} failed: {failure_text(error)}") from error
+        try:
+            return storable(value)
+        except TypeError as unfit:
+            raise CodeFailed(f"custom validator {name!r} gave {unfit}") from None
+
+    return Validator(_spec("custom", name=name), run)
+
+
+# The integers msgpack, the log's encoding, holds.
+_INT_RANGE = range(-(2**63), 2**64)
+
+
+def storable(value: Any) -> Any:
+    """The value as the log holds it (a tuple as a list), or TypeError naming what in it
+    the log cannot hold: only text, numbers, booleans, None, lists and text-keyed dicts."""
+    if value is None or isinstance(value, bool | str | float):
+        return value
+    if isinstance(value, int):
+        if value not in _INT_RANGE:
+            raise TypeError(f"the number {value}, too large for the log")
+        return value
+    if isinstance(value, list | tuple):
+        return [storable(item) for item in value]
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise TypeError("a dict with keys that are not text, which the log cannot hold")
+        return {key: storable(item) for key, item in value.items()}
+    raise TypeError(
+        f"a {type(value).__name__}, which the log cannot hold (text, numbers, booleans,"
+        " None, lists and dicts only)"
+    )
 
 
 BUILT_INS: Mapping[str, Callable[..., Validator]] = {

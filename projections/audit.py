@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from ..domain.conversation import STATUS_EVENTS, Conversation
+from ..domain.definition_history import FlowDefinitionHistory as History
 from ..domain.events import event_data, stream_type
 from ..domain.flow import STATUS_EVENTS as FLOW_STATUS_EVENTS
 from ..domain.flow import Flow
@@ -71,6 +72,7 @@ COUNTERS = frozenset(
         "tokens_in",
         "tokens_out",
         "cost",
+        "outbox",
     }
 )
 
@@ -108,6 +110,10 @@ CONVERSATION_FACTS: dict[type, Callable[[Any, Facts], Facts]] = {
         "turn": None,
     },
     C.MessageAdded: lambda e, f: {"messages": _add(f, "messages", 1)},
+    # How many outbound messages wait for delivery.
+    C.OutboundQueued: lambda e, f: {"outbox": _add(f, "outbox", 1)},
+    C.OutboundDelivered: lambda e, f: {"outbox": _add(f, "outbox", -1)} if e.complete else {},
+    C.OutboundFailed: lambda e, f: {"outbox": _add(f, "outbox", -1)} if e.final else {},
     C.TurnStarted: lambda e, f: {"turn": e.turn_id},
     C.TurnCompleted: lambda e, f: {"turn": None, "turns": _add(f, "turns", 1)},
     C.TurnInterrupted: lambda e, f: {
@@ -175,6 +181,12 @@ FLOW_FACTS: dict[type, Callable[[Any, Facts], Facts]] = {
         "return_to": None,
     },
     Flow.Completed: lambda e, f: {"step": None, "return_to": None},
+    # Once the run has ended: where each of its actions stands.
+    Flow.ActionStarted: lambda e, f: {f"action.{e.action}": f"attempt {e.attempt} started"},
+    Flow.ActionSucceeded: lambda e, f: {f"action.{e.action}": "succeeded"},
+    Flow.ActionFailed: lambda e, f: {
+        f"action.{e.action}": "failed" if e.final else f"attempt {e.attempt} failed"
+    },
 }
 
 
@@ -281,6 +293,18 @@ SUMMARIES: dict[type, Callable[[Any], str]] = {
         "context: "
         + ", ".join([f"{k}={_show(v)}" for k, v in e.values.items()] + [f"-{k}" for k in e.removed])
     ),
+    C.OutboundQueued: lambda e: (
+        f"{e.kind} queued on {e.channel}{_also(_show(e.text) if e.text else None)}"
+    ),
+    C.OutboundDelivered: lambda e: (
+        f"{e.item_id} {'delivered' if e.complete else 'partly delivered'}"
+        + _also(", ".join(e.platform_ids) or None, " as ")
+    ),
+    C.OutboundFailed: lambda e: (
+        f"{e.item_id} {'failed' if e.final else 'failed, to be retried'}: {e.reason}"
+        + (f" ({e.code})" if e.code is not None else "")
+    ),
+    C.DeliveryStatusReported: lambda e: f"{e.platform_id} {e.status}{_also(e.reason or None)}",
     C.FlowBegan: lambda e: f"flow {e.definition} began ({e.flow_id})",
     C.FlowFinished: lambda e: f"flow {e.flow_id} {e.outcome}",
     Flow.Started: lambda e: (
@@ -298,6 +322,16 @@ SUMMARIES: dict[type, Callable[[Any], str]] = {
     Flow.Completed: lambda e: f"completed with {len(e.data)} answers",
     Flow.Cancelled: lambda e: f"cancelled at {e.step}{_also(e.reason)}",
     Flow.Expired: lambda e: f"expired at {e.step} after {e.idle_s:.0f} s idle",
+    Flow.ActionStarted: lambda e: f"action {e.action}: attempt {e.attempt} started",
+    Flow.ActionSucceeded: lambda e: f"action {e.action}: attempt {e.attempt} succeeded",
+    Flow.ActionFailed: lambda e: (
+        f"action {e.action}: attempt {e.attempt} failed{' for good' if e.final else ''}: "
+        f"{_show(e.error)}"
+    ),
+    History.Started: lambda e: f"the versions of flow {e.name}",
+    History.VersionRegistered: lambda e: (
+        f"v{e.version} recorded from {e.source} (hash {e.content_hash[:12]})"
+    ),
 }
 
 

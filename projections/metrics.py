@@ -52,26 +52,41 @@ DDL = (
     "CREATE INDEX ON {metrics_hourly} (hour)",
     """CREATE TABLE {metrics_flows} (
         definition text NOT NULL,
+        version integer NOT NULL,
         hour timestamptz NOT NULL,
         started integer NOT NULL,
         completed integer NOT NULL,
         cancelled integer NOT NULL,
         expired integer NOT NULL,
-        PRIMARY KEY (definition, hour))""",
+        PRIMARY KEY (definition, version, hour))""",
     """CREATE TABLE {metrics_flow_steps} (
         definition text NOT NULL,
+        version integer NOT NULL,
         step text NOT NULL,
         reached integer NOT NULL,
         depth_sum bigint NOT NULL,
         rejected integer NOT NULL,
         abandoned integer NOT NULL,
-        PRIMARY KEY (definition, step))""",
-    # Per running flow: its definition (later events do not name it) and the steps it has
-    # reached, so a step asked twice (edit, undo) counts once. Gone when the run ends.
+        PRIMARY KEY (definition, version, step))""",
+    # The ways on each run took, once per run: from a step ('' for the start) to the next
+    # ('' for the end). A step's name is never empty, so '' cannot be a step.
+    """CREATE TABLE {metrics_flow_edges} (
+        definition text NOT NULL,
+        version integer NOT NULL,
+        source text NOT NULL,
+        target text NOT NULL,
+        runs integer NOT NULL,
+        PRIMARY KEY (definition, version, source, target))""",
+    # Per running flow: its definition and version (later events do not name them), the
+    # steps it has reached and the ways on it took (each counts once per run, however often
+    # an edit or an undo repeats it), and the step it stands at. Gone when the run ends.
     """CREATE TABLE {metrics_flow_runs} (
         flow_id uuid PRIMARY KEY,
         definition text NOT NULL,
-        reached jsonb NOT NULL)""",
+        version integer NOT NULL,
+        reached jsonb NOT NULL,
+        taken jsonb NOT NULL,
+        step text)""",
 )
 
 HOURLY_TYPES = (
@@ -95,22 +110,30 @@ HOURLY_CONFLICT = """ON CONFLICT (conversation_id, hour) DO UPDATE SET
     audio_us = t.audio_us + excluded.audio_us,
     cost_micros = t.cost_micros + excluded.cost_micros"""
 
-FLOWS_TYPES = ("text", "timestamptz", "int4", "int4", "int4", "int4")
-FLOWS_CONFLICT = """ON CONFLICT (definition, hour) DO UPDATE SET
+FLOWS_TYPES = ("text", "int4", "timestamptz", "int4", "int4", "int4", "int4")
+FLOWS_CONFLICT = """ON CONFLICT (definition, version, hour) DO UPDATE SET
     started = t.started + excluded.started,
     completed = t.completed + excluded.completed,
     cancelled = t.cancelled + excluded.cancelled,
     expired = t.expired + excluded.expired"""
 
-STEPS_TYPES = ("text", "text", "int4", "int8", "int4", "int4")
-STEPS_CONFLICT = """ON CONFLICT (definition, step) DO UPDATE SET
+STEPS_TYPES = ("text", "int4", "text", "int4", "int8", "int4", "int4")
+STEPS_CONFLICT = """ON CONFLICT (definition, version, step) DO UPDATE SET
     reached = t.reached + excluded.reached,
     depth_sum = t.depth_sum + excluded.depth_sum,
     rejected = t.rejected + excluded.rejected,
     abandoned = t.abandoned + excluded.abandoned"""
 
-RUNS_TYPES = ("uuid", "text", "jsonb")
-RUNS_CONFLICT = "ON CONFLICT (flow_id) DO UPDATE SET reached = excluded.reached"
+EDGES_TYPES = ("text", "int4", "text", "text", "int4")
+EDGES_CONFLICT = """ON CONFLICT (definition, version, source, target) DO UPDATE SET
+    runs = t.runs + excluded.runs"""
+
+RUNS_TYPES = ("uuid", "text", "int4", "jsonb", "jsonb", "text")
+RUNS_CONFLICT = """ON CONFLICT (flow_id) DO UPDATE SET
+    reached = excluded.reached, taken = excluded.taken, step = excluded.step"""
+
+# The start's and the end's name in metrics_flow_edges.
+EDGE_END = ""
 
 
 def micros(value: float) -> int:
@@ -214,13 +237,28 @@ COUNTED = frozenset(
 _FLOW_OUTCOME = {Flow.Started: 0, Flow.Completed: 1, Flow.Cancelled: 2, Flow.Expired: 3}
 
 
-class FlowTotals:
-    """What one page adds to the per-definition and per-step flow counters."""
+@dataclass(slots=True)
+class RunTrack:
+    """What the funnel keeps of a running flow between its events."""
 
-    def __init__(self, runs: dict[UUID, tuple[str, list[str]]]) -> None:
-        self.runs = runs  # flow id -> (definition, steps reached in order)
-        self.outcomes: dict[tuple[str, int], list[int]] = {}  # (definition, hour) -> counts
-        self.steps: dict[tuple[str, str], list[int]] = {}  # -> reached, depth, rejected, gone
+    definition: str
+    version: int
+    reached: list[str]  # the steps it reached, in order, each once
+    taken: list[str]  # the ways on it took, "source>target", each once
+    step: str | None  # where it stands
+
+
+class FlowTotals:
+    """What one page adds to the flow counters of each definition version: outcomes per
+    hour, and per step and per way on between steps."""
+
+    def __init__(self, runs: dict[UUID, RunTrack]) -> None:
+        self.runs = runs
+        # (definition, version, hour) -> started, completed, cancelled, expired
+        self.outcomes: dict[tuple[str, int, int], list[int]] = {}
+        # (definition, version, step) -> reached, depth, rejected, abandoned
+        self.steps: dict[tuple[str, int, str], list[int]] = {}
+        self.edges: dict[tuple[str, int, str, str], int] = {}  # -> runs that took it
         self.finished: set[UUID] = set()
         self.touched: set[UUID] = set()
 
@@ -228,40 +266,52 @@ class FlowTotals:
         """Count one flow event."""
         kind = type(e)
         if kind is Flow.Started:
-            self.runs[e.originator_id] = (e.definition, [])
+            self.runs[e.originator_id] = RunTrack(e.definition, e.definition_version, [], [], None)
         run = self.runs.get(e.originator_id)
         if run is None:
             return
-        definition, reached = run
         self.touched.add(e.originator_id)
         if kind in _FLOW_OUTCOME:
-            key = (definition, _hour(e.timestamp))
+            key = (run.definition, run.version, _hour(e.timestamp))
             self.outcomes.setdefault(key, [0, 0, 0, 0])[_FLOW_OUTCOME[kind]] += 1
         if kind is Flow.Started:
-            self._reach(definition, reached, e.step)
-        elif kind is Flow.AnswerAccepted or kind is Flow.FieldEdited:
-            if e.next_step is not None:
-                self._reach(definition, reached, e.next_step)
+            self._move(run, EDGE_END, e.step)
+        elif kind is Flow.AnswerAccepted:
+            self._move(run, e.step, e.next_step)
+        elif kind is Flow.FieldEdited:  # back where the edit began: no way on of the flow
+            self._reach(run, e.next_step)
         elif kind is Flow.EditRequested or kind is Flow.AnswerWithdrawn:
-            self._reach(definition, reached, e.step)
+            self._reach(run, e.step)
         elif kind is Flow.AnswerRejected:
-            self._step(definition, e.step)[2] += 1
+            self._step(run, e.step)[2] += 1
         elif kind is Flow.Completed:
+            if run.step is not None:  # confirmed: from the confirm step to the end
+                self._move(run, run.step, None)
             self.finished.add(e.originator_id)
         elif kind is Flow.Cancelled or kind is Flow.Expired:
             if e.step is not None:
-                self._step(definition, e.step)[3] += 1
+                self._step(run, e.step)[3] += 1
             self.finished.add(e.originator_id)
 
-    def _reach(self, definition: str, reached: list[str], step: str) -> None:
-        if step not in reached:
-            counts = self._step(definition, step)
-            counts[0] += 1
-            counts[1] += len(reached)  # how deep into the run: orders the funnel's steps
-            reached.append(step)
+    def _move(self, run: RunTrack, source: str, target: str | None) -> None:
+        """The run went on from ``source`` to ``target`` (None: the end)."""
+        edge = f"{source}>{target or EDGE_END}"
+        if edge not in run.taken:
+            run.taken.append(edge)
+            key = (run.definition, run.version, source, target or EDGE_END)
+            self.edges[key] = self.edges.get(key, 0) + 1
+        self._reach(run, target)
 
-    def _step(self, definition: str, step: str) -> list[int]:
-        return self.steps.setdefault((definition, step), [0, 0, 0, 0])
+    def _reach(self, run: RunTrack, step: str | None) -> None:
+        run.step = step
+        if step is not None and step not in run.reached:
+            counts = self._step(run, step)
+            counts[0] += 1
+            counts[1] += len(run.reached)  # how deep into the run: orders the funnel's steps
+            run.reached.append(step)
+
+    def _step(self, run: RunTrack, step: str) -> list[int]:
+        return self.steps.setdefault((run.definition, run.version, step), [0, 0, 0, 0])
 
 
 class Metrics:
@@ -269,10 +319,18 @@ class Metrics:
     rejections and abandonment per definition and step."""
 
     name = "metrics"
-    tables = ("metrics_hourly", "metrics_flows", "metrics_flow_steps", "metrics_flow_runs")
+    # 2: flow counters per definition version, and the ways on between steps.
+    version = 2
+    tables = (
+        "metrics_hourly",
+        "metrics_flows",
+        "metrics_flow_steps",
+        "metrics_flow_edges",
+        "metrics_flow_runs",
+    )
 
     def __init__(self) -> None:
-        self._runs: StreamCache[tuple[str, list[str]]] = StreamCache()
+        self._runs: StreamCache[RunTrack] = StreamCache()
 
     def create(self, cur: psycopg.Cursor[Any], t: Tables) -> None:
         """Create the tables."""
@@ -304,14 +362,21 @@ class Metrics:
             rows = ((cid, _time(hour), *h.values()) for (cid, hour), h in hours.items())
             upsert(cur, t["metrics_hourly"], HOURLY_TYPES, rows, HOURLY_CONFLICT)
         if flows.outcomes:
-            rows = ((d, _time(h), *counts) for (d, h), counts in flows.outcomes.items())
+            rows = ((d, v, _time(h), *counts) for (d, v, h), counts in flows.outcomes.items())
             upsert(cur, t["metrics_flows"], FLOWS_TYPES, rows, FLOWS_CONFLICT)
         if flows.steps:
-            rows = ((d, s, *counts) for (d, s), counts in flows.steps.items())
+            rows = ((*key, *counts) for key, counts in flows.steps.items())
             upsert(cur, t["metrics_flow_steps"], STEPS_TYPES, rows, STEPS_CONFLICT)
-        running = [f for f in flows.touched if f not in flows.finished]
+        if flows.edges:
+            rows = ((*key, runs) for key, runs in flows.edges.items())
+            upsert(cur, t["metrics_flow_edges"], EDGES_TYPES, rows, EDGES_CONFLICT)
+        running = [flows.runs[f] for f in flows.touched if f not in flows.finished]
         if running:
-            rows = ((f, flows.runs[f][0], flows.runs[f][1]) for f in running)
+            ids = [f for f in flows.touched if f not in flows.finished]
+            rows = (
+                (f, r.definition, r.version, r.reached, r.taken, r.step)
+                for f, r in zip(ids, running, strict=True)
+            )
             upsert(cur, t["metrics_flow_runs"], RUNS_TYPES, rows, RUNS_CONFLICT)
         if flows.finished:
             cur.execute(
@@ -323,16 +388,18 @@ class Metrics:
         self._runs.trim()
 
 
-def _load_runs(
-    cur: psycopg.Cursor[Any], t: Tables, ids: list[UUID]
-) -> dict[UUID, tuple[str, list[str]]]:
+def _load_runs(cur: psycopg.Cursor[Any], t: Tables, ids: list[UUID]) -> dict[UUID, RunTrack]:
     cur.execute(
-        sql.SQL("SELECT flow_id, definition, reached FROM {} WHERE flow_id = ANY(%b)").format(
-            t["metrics_flow_runs"]
-        ),
+        sql.SQL(
+            "SELECT flow_id, definition, version, reached, taken, step FROM {} "
+            "WHERE flow_id = ANY(%b)"
+        ).format(t["metrics_flow_runs"]),
         (ids,),
     )
-    return {flow_id: (definition, list(reached)) for flow_id, definition, reached in cur}
+    return {
+        flow_id: RunTrack(definition, version, list(reached), list(taken), step)
+        for flow_id, definition, version, reached, taken, step in cur
+    }
 
 
 def _hour(at: datetime) -> int:

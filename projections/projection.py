@@ -22,7 +22,9 @@ Page = Sequence[LoggedEvent]
 
 
 class Projection(Protocol):
-    """A read model: its tables, how to create them, how to apply a page of events."""
+    """A read model: its tables, how to create them, how to apply a page of events. A
+    projection may also have a ``version`` (1 without one): when it changes, the runner
+    makes its tables anew and fills them from the log again."""
 
     name: str
     tables: tuple[str, ...]

@@ -80,6 +80,49 @@ class FlowOutcomes(msgspec.Struct, frozen=True):
     expired: int
 
 
+class Latency(msgspec.Struct, frozen=True):
+    """How long replies took, in milliseconds, from the message that caused each to the
+    channel taking it (percentiles interpolated)."""
+
+    count: int
+    mean_ms: float | None
+    min_ms: float | None
+    max_ms: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+class ChannelDelivery(msgspec.Struct, frozen=True):
+    """How delivery went on one channel, in one UTC hour (or over the whole period asked
+    for, when ``hour`` is None): delivered, attempts retried, given up, and the latency."""
+
+    channel: str
+    hour: datetime | None
+    delivered: int
+    retried: int
+    failed: int
+    latency: Latency
+
+
+class DeliveryFailure(msgspec.Struct, frozen=True):
+    """Outbound messages one channel gave up on (or reported failed) for one reason."""
+
+    channel: str
+    reason: str
+    code: str
+    failures: int
+
+
+class DeliveryMetrics(msgspec.Struct, frozen=True):
+    """Delivery per channel (over the period and hour by hour) and failures by reason."""
+
+    since: datetime | None
+    channels: list[ChannelDelivery]
+    hours: list[ChannelDelivery]
+    failures: list[DeliveryFailure]
+
+
 class MetricsSummary(msgspec.Struct, frozen=True):
     """Totals over every conversation since a time (whole UTC hours), or over all time."""
 
@@ -95,6 +138,8 @@ class MetricsSummary(msgspec.Struct, frozen=True):
     cost: float
     response: ResponseTimes
     flows: list[FlowOutcomes]
+    delivery: list[ChannelDelivery] = []  # per channel over the period
+    delivery_failures: list[DeliveryFailure] = []
 
 
 class AuditEntry(msgspec.Struct, frozen=True):
@@ -122,12 +167,24 @@ class FunnelStep(msgspec.Struct, frozen=True):
     abandoned: int
 
 
+class FunnelEdge(msgspec.Struct, frozen=True):
+    """A way on between two steps (None: the start, or the end) and how many runs took it
+    (each run once, however often it went that way)."""
+
+    source: str | None
+    target: str | None
+    runs: int
+
+
 class Funnel(msgspec.Struct, frozen=True):
-    """A flow definition's runs, step by step, deepest steps last."""
+    """A flow definition's runs (of one version, or of every version), step by step,
+    deepest steps last, and the ways on they took."""
 
     definition: str
     outcomes: FlowOutcomes
     steps: list[FunnelStep]
+    version: int | None = None  # None: every version
+    edges: list[FunnelEdge] = []
 
 
 class ConversationSearch(msgspec.Struct, frozen=True, kw_only=True):
@@ -311,6 +368,7 @@ class Projections:
             hour=hour,
             until=until,
         )
+        delivery = self.delivery(since, until, hourly=False)
         return MetricsSummary(
             since=since,
             conversations=totals["conversations"],
@@ -324,7 +382,86 @@ class Projections:
             cost=int(totals["cost_micros"]) / 1e6,
             response=_response_times(totals, histogram["counts"]),
             flows=[FlowOutcomes(**row) for row in flows],
+            delivery=delivery.channels,
+            delivery_failures=delivery.failures,
         )
+
+    def delivery(
+        self, since: datetime | None = None, until: datetime | None = None, *, hourly: bool = True
+    ) -> DeliveryMetrics:
+        """Delivery per channel from the hour that holds ``since`` on (and before
+        ``until``): totals with latency percentiles, the same per hour (unless not
+        ``hourly``), and the failures by reason."""
+        hour = _hour_of(since)
+        bounds = [
+            condition
+            for condition, value in (("hour >= %(hour)s", hour), ("hour < %(until)s", until))
+            if value is not None
+        ]
+        where = "WHERE " + " AND ".join(bounds) if bounds else ""
+        sums = (
+            "sum(delivered)::int AS delivered, sum(retried)::int AS retried, "
+            "sum(failed)::int AS failed, sum(latency_us_sum)::bigint AS latency_us_sum, "
+            "min(latency_us_min) AS latency_us_min, max(latency_us_max) AS latency_us_max"
+        )
+        histograms = (
+            "SELECT channel{hour}, array_agg(n ORDER BY i) AS counts FROM ("
+            "  SELECT channel{hour}, i, sum(c)::bigint AS n FROM {{delivery_hourly}} h, "
+            "  unnest(h.latency_histogram) WITH ORDINALITY AS u(c, i) "
+            f"  {where} GROUP BY channel{{hour}}, i) AS b GROUP BY channel{{hour}}"
+        )
+        totals = self._rows(
+            f"SELECT channel, {sums} FROM {{delivery_hourly}} {where} "
+            "GROUP BY channel ORDER BY channel",
+            hour=hour,
+            until=until,
+        )
+        counts = {
+            row["channel"]: row["counts"]
+            for row in self._rows(histograms.format(hour=""), hour=hour, until=until)
+        }
+        channels = [_channel_delivery(row, None, counts.get(row["channel"])) for row in totals]
+        hours: list[ChannelDelivery] = []
+        if hourly:
+            per_hour = self._rows(
+                f"SELECT channel, hour, {sums} FROM {{delivery_hourly}} {where} "
+                "GROUP BY channel, hour ORDER BY channel, hour",
+                hour=hour,
+                until=until,
+            )
+            hour_counts = {
+                (row["channel"], row["hour"]): row["counts"]
+                for row in self._rows(histograms.format(hour=", hour"), hour=hour, until=until)
+            }
+            hours = [
+                _channel_delivery(row, row["hour"], hour_counts.get((row["channel"], row["hour"])))
+                for row in per_hour
+            ]
+        failures = self._rows(
+            "SELECT channel, reason, code, sum(failures)::int AS failures "
+            f"FROM {{delivery_failures}} {where} GROUP BY channel, reason, code "
+            "ORDER BY channel, failures DESC, reason",
+            hour=hour,
+            until=until,
+        )
+        return DeliveryMetrics(
+            since=since,
+            channels=channels,
+            hours=hours,
+            failures=[DeliveryFailure(**row) for row in failures],
+        )
+
+    def outbox(self, channels: list[str], limit: int = 100) -> list[tuple[UUID, str]]:
+        """The conversations with outbound messages still to deliver on these channels, the
+        one waiting longest first: (conversation id, channel)."""
+        rows = self._rows(
+            "SELECT conversation_id, channel FROM {outbox_pending} "
+            "WHERE channel = ANY(%(channels)s) GROUP BY conversation_id, channel "
+            "ORDER BY min(position) LIMIT %(limit)s",
+            channels=channels,
+            limit=limit,
+        )
+        return [(row["conversation_id"], row["channel"]) for row in rows]
 
     def audit(self, stream_id: UUID) -> list[AuditEntry]:
         """Every event of one conversation or flow, oldest first."""
@@ -333,28 +470,46 @@ class Projections:
         )
         return [AuditEntry(**row) for row in rows]
 
-    def funnel(self, definition: str) -> Funnel:
-        """How far the runs of a flow definition got, and where they stopped."""
+    def funnel(self, definition: str, version: int | None = None) -> Funnel:
+        """How far the runs of a flow definition (of one version, or of all) got, where
+        they stopped, and which ways on they took."""
+        only = "" if version is None else " AND version = %(v)s"
         steps = self._rows(
-            "SELECT step, reached, rejected, abandoned FROM {metrics_flow_steps} "
-            "WHERE definition = %(d)s "
-            "ORDER BY depth_sum::float8 / greatest(reached, 1), reached DESC, step",
+            "SELECT step, sum(reached)::int AS reached, sum(rejected)::int AS rejected, "
+            "sum(abandoned)::int AS abandoned, sum(depth_sum)::float8 AS depth "
+            f"FROM {{metrics_flow_steps}} WHERE definition = %(d)s{only} GROUP BY step "
+            "ORDER BY sum(depth_sum)::float8 / greatest(sum(reached), 1), sum(reached) DESC, step",
             d=definition,
+            v=version,
         )
         (outcomes,) = self._rows(
             "SELECT coalesce(sum(started), 0)::int AS started, "
             "coalesce(sum(completed), 0)::int AS completed, "
             "coalesce(sum(cancelled), 0)::int AS cancelled, "
             "coalesce(sum(expired), 0)::int AS expired "
-            "FROM {metrics_flows} WHERE definition = %(d)s",
+            f"FROM {{metrics_flows}} WHERE definition = %(d)s{only}",
             d=definition,
+            v=version,
         )
         if not steps and not outcomes["started"]:
-            raise NotFound(f"no runs of flow {definition!r} are recorded")
+            wanted = f"{definition!r}" if version is None else f"{definition!r} v{version}"
+            raise NotFound(f"no runs of flow {wanted} are recorded")
+        edges = self._rows(
+            "SELECT nullif(source, '') AS source, nullif(target, '') AS target, "
+            f"sum(runs)::int AS runs FROM {{metrics_flow_edges}} WHERE definition = %(d)s{only} "
+            "GROUP BY source, target ORDER BY source, target",
+            d=definition,
+            v=version,
+        )
         return Funnel(
             definition=definition,
             outcomes=FlowOutcomes(definition=definition, **outcomes),
-            steps=[FunnelStep(**row) for row in steps],
+            steps=[
+                FunnelStep(row["step"], row["reached"], row["rejected"], row["abandoned"])
+                for row in steps
+            ],
+            version=version,
+            edges=[FunnelEdge(**row) for row in edges],
         )
 
     def search_conversations(
@@ -460,74 +615,23 @@ class Projections:
 
     def funnel_by_version(self, definition: str) -> list[VersionFunnel]:
         """How far the runs of each version of a flow definition got, and where they
-        stopped, oldest version first. Counted as the metrics projection counts its funnel
-        (a step once per run however often it is asked), from the runs in the current
-        state and the steps in their audit trails, which name each run's version."""
-        runs = (
-            "WITH runs AS (SELECT flow_id, definition_version AS v, status, current_step "
-            "FROM {current_flows} WHERE definition = %(d)s) "
-        )
-        outcomes = self._rows(
-            runs + "SELECT v, count(*)::int AS started, "
-            "count(*) FILTER (WHERE status = 'completed')::int AS completed, "
-            "count(*) FILTER (WHERE status = 'cancelled')::int AS cancelled, "
-            "count(*) FILTER (WHERE status = 'expired')::int AS expired "
-            "FROM runs GROUP BY v ORDER BY v",
+        stopped, oldest version first (the metrics projection's funnel of each version)."""
+        versions = self._rows(
+            "SELECT DISTINCT version FROM {metrics_flows} WHERE definition = %(d)s "
+            "ORDER BY version",
             d=definition,
         )
-        # Each step a run reached, first reached at which version of the run: its depth is
-        # how many steps the run had reached before it.
-        reached = self._rows(
-            runs + ", reach AS ("
-            "  SELECT r.v, a.stream_id, a.changes->'step'->>'new' AS step, min(a.version) AS at"
-            "  FROM runs r JOIN {audit_trail} a ON a.stream_id = r.flow_id"
-            "  WHERE a.changes ? 'step' AND a.changes->'step'->>'new' IS NOT NULL"
-            "  GROUP BY 1, 2, 3) "
-            "SELECT v, step, count(*)::int AS n, avg(depth)::float8 AS depth FROM ("
-            "  SELECT v, step, rank() OVER (PARTITION BY stream_id ORDER BY at) - 1 AS depth"
-            "  FROM reach) AS ranked GROUP BY v, step",
-            d=definition,
-        )
-        # A refused answer was for the step the run stood at: the last step set before it.
-        rejected = self._rows(
-            runs + "SELECT r.v, s.step, count(*)::int AS n "
-            "FROM runs r JOIN {audit_trail} a ON a.stream_id = r.flow_id "
-            "CROSS JOIN LATERAL ("
-            "  SELECT p.changes->'step'->>'new' AS step FROM {audit_trail} p"
-            "  WHERE p.stream_id = a.stream_id AND p.version < a.version AND p.changes ? 'step'"
-            "  ORDER BY p.version DESC LIMIT 1) AS s "
-            "WHERE a.event_type = 'AnswerRejected' AND s.step IS NOT NULL GROUP BY 1, 2",
-            d=definition,
-        )
-        abandoned = self._rows(
-            runs + "SELECT v, current_step AS step, count(*)::int AS n FROM runs "
-            "WHERE status IN ('cancelled', 'expired') AND current_step IS NOT NULL "
-            "GROUP BY 1, 2",
-            d=definition,
-        )
-        # version -> step -> [reached, rejected, abandoned, depth]
-        steps: dict[int, dict[str, list[float]]] = {}
-        for rows, column in ((reached, 0), (rejected, 1), (abandoned, 2)):
-            for row in rows:
-                counts = steps.setdefault(row["v"], {}).setdefault(row["step"], [0, 0, 0, 0.0])
-                counts[column] = row["n"]
-                if column == 0:
-                    counts[3] = row["depth"]
         funnels = []
-        for row in outcomes:
-            version = row.pop("v")
-            by_step = steps.get(version, {})
-            order = sorted(by_step, key=lambda s: (by_step[s][3], -by_step[s][0], s))
-            ended = row["completed"] + row["cancelled"] + row["expired"]
+        for row in versions:
+            funnel = self.funnel(definition, row["version"])
+            o = funnel.outcomes
             funnels.append(
                 VersionFunnel(
                     definition=definition,
-                    version=version,
-                    outcomes=FlowOutcomes(definition=definition, **row),
-                    active=row["started"] - ended,
-                    steps=[
-                        FunnelStep(step, *(int(n) for n in by_step[step][:3])) for step in order
-                    ],
+                    version=row["version"],
+                    outcomes=o,
+                    active=o.started - o.completed - o.cancelled - o.expired,
+                    steps=funnel.steps,
                 )
             )
         return funnels
@@ -647,6 +751,27 @@ def _response_times(totals: dict[str, Any], histogram: list[int]) -> ResponseTim
         p50_ms=p50,
         p95_ms=p95,
         p99_ms=p99,
+    )
+
+
+def _channel_delivery(
+    row: dict[str, Any], hour: datetime | None, histogram: list[int] | None
+) -> ChannelDelivery:
+    delivered = int(row["delivered"])
+    latency = Latency(0, None, None, None, None, None, None)
+    if delivered:
+        counts = histogram or [0] * BUCKETS
+        low, high = row["latency_us_min"] / 1000, row["latency_us_max"] / 1000
+        p50, p95, p99 = (percentile(counts, q, low, high) for q in (0.5, 0.95, 0.99))
+        mean = int(row["latency_us_sum"]) / 1000 / delivered
+        latency = Latency(delivered, mean, low, high, p50, p95, p99)
+    return ChannelDelivery(
+        channel=row["channel"],
+        hour=hour,
+        delivered=delivered,
+        retried=int(row["retried"]),
+        failed=int(row["failed"]),
+        latency=latency,
     )
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from .audit import Audit
 from .current import CurrentState
+from .delivery import Delivery
 from .metrics import Metrics
+from .outbox import Outbox
 from .projection import Projection
 
 
 def default_projections() -> list[Projection]:
-    """The current-state, metrics and audit projections (new objects: each keeps its own
-    memory between pages)."""
-    return [CurrentState(), Metrics(), Audit()]
+    """The current-state, metrics, audit, outbox and delivery projections (new objects:
+    each keeps its own memory between pages)."""
+    return [CurrentState(), Metrics(), Audit(), Outbox(), Delivery()]

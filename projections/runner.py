@@ -113,8 +113,21 @@ class ProjectionRunner:
             )
             for p in self.projections.values():
                 first = sql.Identifier(self.schema, p.tables[0]).as_string(conn)
-                if cur.execute("SELECT to_regclass(%s)", (first,)).fetchone()[0] is None:
-                    p.create(cur, self.tables(p))
+                table = cur.execute("SELECT to_regclass(%s)", (first,)).fetchone()[0]
+                made = None
+                if table is not None:
+                    made = cur.execute(
+                        "SELECT obj_description(%s::regclass, 'pg_class')", (first,)
+                    ).fetchone()[0]
+                if table is not None and (made or shape(p, 1)) != shape(p):
+                    # Tables of an older shape: made anew, and filled from the log again.
+                    log.warning("projections.reshaped", projection=p.name, was=made or shape(p, 1))
+                    for name in self.tables(p).values():
+                        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
+                    p.forget()
+                    table = None
+                if table is None:
+                    self._create(cur, p, self.tables(p))
                     # New tables hold nothing: whatever the tracking row said, start at zero.
                     self._set_positions(cur, {p.name: 0})
                 else:
@@ -209,7 +222,7 @@ class ProjectionRunner:
                 with conn.transaction(), _cursor(conn) as cur:
                     for table in shadow.values():  # left over by a killed rebuild
                         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
-                    builder.create(cur, shadow)
+                    self._create(cur, builder, shadow)
                 position = 0
                 while page := self._read(conn, position, self.page_size):
                     with conn.transaction(), _cursor(conn) as cur:
@@ -231,6 +244,13 @@ class ProjectionRunner:
                 _cursor(conn).execute("SELECT pg_advisory_unlock(%s::int, hashtext(%s))", lock)
         log.info("projections.rebuilt", projection=name, position=position)
         return position
+
+    def _create(self, cur: psycopg.Cursor[Any], p: Projection, tables: Tables) -> None:
+        """Create a projection's tables, its first table noting their shape."""
+        p.create(cur, tables)
+        cur.execute(
+            sql.SQL("COMMENT ON TABLE {} IS {}").format(tables[p.tables[0]], sql.Literal(shape(p)))
+        )
 
     def _swap(self, cur: psycopg.Cursor[Any], live: Tables, shadow: Tables) -> None:
         for logical, table in live.items():
@@ -429,6 +449,14 @@ class ProjectionRunner:
             ),
         ).fetchall()
         return {name: (position, at) for name, position, at in rows}
+
+
+def shape(projection: Projection, version: int | None = None) -> str:
+    """The note on a projection's first table that says which shape its tables have: a
+    projection whose ``version`` (1 if it has none) changed needs new tables."""
+    if version is None:
+        version = getattr(projection, "version", 1)
+    return f"voxledger projection {projection.name} v{version}"
 
 
 def projected_channel(schema: str) -> str:

@@ -42,13 +42,23 @@ def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from ..adapters.bootstrap import open_services
-    from ..adapters.chat.bot import Incoming, conversation_id_for
+    from ..adapters.chat.bot import Incoming
 
     chat_id = args.chat_id or getpass.getuser()
-    chat_key = conversation_id_for(CHANNEL, chat_id)
+
+    def message(text: str) -> Incoming:
+        return Incoming(
+            channel=CHANNEL,
+            chat_id=chat_id,
+            message_id=uuid4().hex,
+            text=text,
+            user_id=chat_id,
+            participant=chat_id,
+        )
+
     with open_services(args.database_url, **flow_options(args)) as services:
         bot = services.bot(args.flow)
-        here = bot.where(CHANNEL, chat_id)
+        here = bot.where(message(""), reserve=True)
         say(f"conversation {here.conversation_id} (chat {escape(chat_id)}); Ctrl-C to stop")
         show(here)
         while line := sys.stdin.readline():
@@ -56,15 +66,7 @@ def run(args: argparse.Namespace) -> int:
             text = line.rstrip("\r\n").replace("\x00", "")
             if not text.strip():
                 continue
-            message = Incoming(
-                channel=CHANNEL,
-                chat_id=chat_id,
-                message_id=uuid4().hex,
-                text=text,
-                user_id=chat_id,
-                participant=chat_id,
-            )
-            show(bot.handle_chat(chat_key, message))
+            show(bot.handle_chat(message(text)))
     return 0
 
 

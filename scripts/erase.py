@@ -1,8 +1,10 @@
 """`voxledger erase`: crypto-shred a conversation's personal data (a right-to-erasure request).
 
 The keys that seal its message content, context and flow answers are deleted; the events stay,
-with "[erased]" where the content was, so history, replay and metrics keep working. The
-projections that copy content (current state, audit) are then rebuilt from the log.
+with "[erased]" where the content was, so history, replay and metrics keep working. The chat
+directory's row that led from the chat to it is deleted (the chat's next message starts a
+new conversation), and the projections that copy content (current state, audit) are then
+rebuilt from the log.
 """
 
 from __future__ import annotations
@@ -42,10 +44,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.yes:
         fail(f"erasing {args.conversation_id} cannot be undone; run again with --yes")
         return 1
-    from ..adapters.bootstrap import open_store
+    from ..adapters.bootstrap import erase_conversation, open_store
 
     with open_store(args.database_url) as store:
-        streams = store.erase(args.conversation_id)
+        streams = erase_conversation(store, args.conversation_id)
         rebuilt = redact_projections(store)
     if args.json:
         print_json({"conversation_id": args.conversation_id, "erased": streams, "rebuilt": rebuilt})

@@ -7,7 +7,7 @@ import argparse
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from ..domain.errors import NotFound
+from ..domain.errors import DefinitionError, NotFound
 from .arguments import add_flow_options, flow_options, stream_id, timestamp
 from .output import (
     fail,
@@ -28,7 +28,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add the flow commands."""
     flows = commands.add_parser(
         "flows",
-        help="flow definitions: list, validate, schema, graph",
+        help="flow definitions: list, validate, schema, graph, versions",
         description="List the flow definitions this engine knows (the built-in ones and "
         "those --flows or $VOXLEDGER_FLOWS name), check definition files, print their JSON "
         "Schema, or draw one. The format: docs/flows.md. "
@@ -76,12 +76,35 @@ def register(commands: argparse._SubParsersAction) -> None:
         "Example: voxledger flows graph intake --format dot | dot -Tsvg > intake.svg",
     )
     graph.add_argument("name", metavar="NAME", help="a built-in or loaded flow")
-    graph.add_argument("--version", type=int, help="this version (default: the latest)")
+    graph.add_argument(
+        "--version",
+        type=int,
+        help="this version (default: the latest loaded); with --funnel, one no longer loaded "
+        "is read from the log",
+    )
     graph.add_argument(
         "--format", choices=("mermaid", "dot"), default="mermaid", help="default: mermaid"
     )
+    graph.add_argument(
+        "--funnel",
+        action="store_true",
+        help="add the runs of this version from the metrics projection: how many reached "
+        "each step and took each edge, answers refused and runs abandoned where",
+    )
     add_flow_options(graph)
     graph.set_defaults(run=run_graph)
+
+    versions = actions.add_parser(
+        "versions",
+        help="the versions of a flow recorded in the log, and the runs of each",
+        description="List every version of a flow definition the log holds: its content "
+        "hash, when and from which file it was first registered, whether this process has "
+        "it loaded, and its runs (metrics projection). Example: voxledger flows versions intake",
+    )
+    versions.add_argument("name", metavar="NAME", help="a flow's name")
+    versions.add_argument("--json", action="store_true", help="print JSON")
+    add_flow_options(versions)
+    versions.set_defaults(run=run_versions)
 
     flow = commands.add_parser(
         "flow",
@@ -96,9 +119,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     expire = commands.add_parser(
         "expire",
-        help="expire flows idle past their timeout (and idle conversations)",
+        help="expire idle flows (telling their users) and idle conversations; remind",
         description="Record an expiry for every flow idle longer than its definition allows "
-        "(the current-state projection, caught up first, says which are due). "
+        "(the current-state projection, caught up first, says which are due), with a notice "
+        "to the chat user in the same save; queue a reminder (once) for the flows within "
+        "their definition's remind_before_s of expiring. Run it every minute or so. "
         "Example: voxledger expire --conversations-idle 86400",
     )
     expire.add_argument("--now", type=timestamp, help="the time to judge idleness at (ISO 8601)")
@@ -157,7 +182,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
     code = flow_code(getattr(args, "code", None))
     files = definition_files(args.paths)
-    definitions, problems = check_files(args.paths, code.validators, code.hooks)
+    definitions, problems = check_files(args.paths, code.validators, code.hooks, code.actions)
     if args.json:
         print_json(
             {
@@ -189,12 +214,102 @@ def run_schema(args: argparse.Namespace) -> int:
 
 
 def run_graph(args: argparse.Namespace) -> int:
-    """Draw one definition."""
-    from ..adapters.bootstrap import open_flows
+    """Draw one definition; with --funnel, with its runs' counts."""
+    from ..adapters.bootstrap import catch_up, open_engine, open_flows, open_projections
     from ..adapters.flow_graph import draw
+    from ..projections.queries import FlowOutcomes, Funnel
 
-    definition = open_flows(**flow_options(args)).get(args.name, args.version)
-    print_line(draw(definition, args.format).rstrip("\n"))
+    registry = open_flows(**flow_options(args))
+    try:
+        definition = registry.get(args.name, args.version)
+    except NotFound:
+        if args.version is None or not args.funnel:
+            raise
+        definition = None  # a version only the log holds: read there with the funnel
+    if definition is not None and not args.funnel:
+        print_line(draw(definition, args.format).rstrip("\n"))  # no database needed
+        return 0
+    with open_engine(args.database_url, flows=registry) as engine:
+        definition = engine.definition(args.name, args.version)
+        funnel = None
+        if args.funnel:
+            catch_up(engine.store)
+            try:
+                funnel = open_projections(engine.store).funnel(args.name, definition.version)
+            except NotFound as none:
+                warn(f"{none}: every count is 0")
+                none_yet = FlowOutcomes(args.name, 0, 0, 0, 0)
+                funnel = Funnel(args.name, none_yet, [], definition.version)
+    print_line(draw(definition, args.format, funnel).rstrip("\n"))
+    return 0
+
+
+def run_versions(args: argparse.Namespace) -> int:
+    """List the versions the log holds and those loaded here, with their runs."""
+    from ..adapters.bootstrap import catch_up, open_engine, open_projections
+    from ..domain.definition_history import content_hash, content_of
+    from ..projections.queries import FlowOutcomes
+
+    with open_engine(args.database_url, **flow_options(args)) as engine:
+        try:
+            recorded = {v.version: v for v in engine.definition_versions(args.name)}
+        except NotFound:
+            recorded = {}
+        loaded = {
+            v: engine.flows.get(args.name, v) for v in dict(engine.flows.all()).get(args.name, ())
+        }
+        if not recorded and not loaded:
+            raise NotFound(f"flow {args.name!r} is neither loaded here nor recorded in the log")
+        catch_up(engine.store)
+        runs = {f.version: f for f in open_projections(engine.store).funnel_by_version(args.name)}
+        sources = {v: engine.flows.source_of(args.name, v) for v in loaded}
+    rows = []
+    for version in sorted(set(recorded) | set(loaded)):
+        logged = recorded.get(version)
+        funnel = runs.get(version)
+        o = funnel.outcomes if funnel else FlowOutcomes(args.name, 0, 0, 0, 0)
+        rows.append(
+            {
+                "version": version,
+                "content_hash": logged.content_hash
+                if logged
+                else content_hash(content_of(loaded[version])),
+                "in_log": logged is not None,
+                "registered_at": logged.registered_at if logged else None,
+                "source": logged.source if logged else sources[version],
+                "loaded": version in loaded,
+                "runs": o.started,
+                "active": funnel.active if funnel else 0,
+                "completed": o.completed,
+                "cancelled": o.cancelled,
+                "expired": o.expired,
+            }
+        )
+    if args.json:
+        print_json(rows)
+        return 0
+    print_table(
+        f"flow {args.name!r}: versions",
+        ["version", "hash", "in the log since", "from", "loaded here", "runs", "active",
+         "completed", "cancelled", "expired"],
+        (
+            (
+                r["version"],
+                r["content_hash"][:12],
+                r["registered_at"].isoformat(timespec="seconds")
+                if r["registered_at"]
+                else "not yet (its first run records it)",
+                r["source"],
+                "yes" if r["loaded"] else "no",
+                r["runs"],
+                r["active"],
+                r["completed"],
+                r["cancelled"],
+                r["expired"],
+            )
+            for r in rows
+        ),
+    )  # fmt: skip
     return 0
 
 
@@ -208,8 +323,8 @@ def run_flow(args: argparse.Namespace) -> int:
         if state.is_active:
             try:
                 prompt = engine.flow_prompt(args.flow_id).prompt
-            except NotFound as missing:  # the run is readable without its definition
-                warn(f"{missing}: its prompt is not shown; load it with --flows")
+            except (NotFound, DefinitionError) as missing:  # readable without its definition
+                warn(f"{missing}; its prompt is not shown")
     if args.json:
         document = to_plain(state)
         document["expires_at"] = to_plain(state.expires_at)
@@ -238,6 +353,15 @@ def print_flow(state: FlowState, prompt: str | None) -> None:
         ],
     )
     print_table("answers", ["field", "value"], state.answers.items())
+    if state.actions:
+        print_table(
+            "actions",
+            ["action", "attempt", "outcome", "error"],
+            (
+                (a.action, a.attempt, f"{a.outcome}{' (final)' if a.final else ''}", a.error)
+                for a in state.actions.values()
+            ),
+        )
     if state.rejections:
         print_table(
             "rejected answers",
@@ -247,8 +371,10 @@ def print_flow(state: FlowState, prompt: str | None) -> None:
 
 
 def run_expire(args: argparse.Namespace) -> int:
-    """Expire what is idle: the current-state projection, caught up first, says what is due,
-    and each of those judges its own idleness (the sweep costs what is due, not what exists)."""
+    """Expire what is idle, telling the users whose forms expired, and remind those whose
+    forms are about to (once): the current-state projection, caught up first, says what is
+    due, and each of those judges its own idleness (the sweep costs what is due, not what
+    exists)."""
     from ..adapters.bootstrap import catch_up, open_engine, open_projections
 
     with open_engine(args.database_url, **flow_options(args)) as engine:
@@ -261,13 +387,37 @@ def run_expire(args: argparse.Namespace) -> int:
             since = now - timedelta(seconds=idle_s)
             conversations = [row.conversation_id for row in due.idle_conversations(since)]
         flows = [row.flow_id for row in due.due_flows(now)]
-        expired = engine.expire_idle(
-            now, conversation_idle_s=idle_s, flows=flows, conversations=conversations
+        ahead = max(
+            (
+                engine.flows.get(name, version).remind_before_s or 0.0
+                for name, versions in engine.flows.all()
+                for version in versions
+            ),
+            default=0.0,
         )
+        reminding = []
+        if ahead:
+            soon = due.due_flows(now + timedelta(seconds=ahead))
+            reminding = [row.flow_id for row in soon if row.flow_id not in set(flows)]
+        swept = engine.sweep(
+            now,
+            expiring=flows,
+            reminding=reminding,
+            conversation_idle_s=idle_s,
+            conversations=conversations,
+        )
+    expired = [*swept.expired, *swept.ended]
     if args.json:
-        print_json({"expired": [str(i) for i in expired]})
+        document = {"expired": [str(i) for i in expired]}
+        if swept.reminded:  # only then: scripts reading the runs expired see what they did
+            document["reminded"] = [str(i) for i in swept.reminded]
+        print_json(document)
     else:
         say(f"expired: {len(expired)}")
         for item in expired:
             say(f"  {item}")
+        if swept.reminded:
+            say(f"reminded: {len(swept.reminded)}")
+            for item in swept.reminded:
+                say(f"  {item}")
     return 0

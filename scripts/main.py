@@ -12,8 +12,10 @@ from collections.abc import Sequence
 
 from ..domain.errors import Unavailable, VoxledgerError
 from . import (
+    actions,
     bench,
     chat,
+    deliver,
     demo,
     erase,
     flows,
@@ -23,6 +25,8 @@ from . import (
     query,
     replay,
     serve,
+    telegram,
+    test,
     timetravel,
     transfer,
 )
@@ -30,10 +34,10 @@ from .arguments import UsageError
 from .output import fail
 
 EXAMPLES = """examples:
-  voxledger demo                          a scripted voice-and-chat conversation, stored
   voxledger log ID; voxledger at ID --time 2026-11-20T14:02Z; voxledger diff ID 10 12
   voxledger bisect ID --where 'flow.step == "city"'; voxledger replay --all --verify
-  voxledger serve --port 8080             Telegram webhook and the /v1 JSON API
+  voxledger demo; voxledger serve --port 8080   a stored sample; webhooks and the /v1 API
+  voxledger telegram poll                 a Telegram bot without a public URL
   voxledger COMMAND --help                one command in full, with an example
 
 Configuration: VOXLEDGER_DATABASE_URL (or --database-url) names a PostgreSQL server;
@@ -64,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default), ERROR")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (
-        demo, inspect, timetravel, replay, transfer, flows, listen, chat, serve, bench,
-        project, query, erase,
+        demo, inspect, timetravel, replay, transfer, flows, listen, chat, serve, telegram,
+        deliver, bench, project, query, erase, actions, test,
     ):  # fmt: skip
         module.register(commands)
     return parser

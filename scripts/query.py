@@ -15,7 +15,13 @@ from .arguments import stream_id, timestamp
 from .output import print_fields, print_json, print_table, to_plain, warn
 
 if TYPE_CHECKING:
-    from ..projections.queries import AuditEntry, Funnel, MetricsSummary, Projections
+    from ..projections.queries import (
+        AuditEntry,
+        DeliveryMetrics,
+        Funnel,
+        MetricsSummary,
+        Projections,
+    )
 
 _AGO = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -125,13 +131,15 @@ def run_conversations(args: argparse.Namespace) -> int:
 
 
 def run_metrics(args: argparse.Namespace) -> int:
-    """Print the totals."""
+    """Print the totals, and delivery per channel and hour."""
     with _projections(args) as projections:
         summary = projections.metrics(args.since)
+        delivery = projections.delivery(args.since)
         if args.json:
-            print_json(to_plain(summary))
+            print_json({**to_plain(summary), "delivery_hourly": to_plain(delivery.hours)})
         else:
             print_metrics(summary)
+            print_delivery(delivery)
     return 0
 
 
@@ -163,6 +171,40 @@ def print_metrics(m: MetricsSummary) -> None:
             "flows",
             ["flow", "started", "completed", "cancelled", "expired"],
             ((f.definition, f.started, f.completed, f.cancelled, f.expired) for f in m.flows),
+        )
+
+
+def print_delivery(d: DeliveryMetrics) -> None:
+    """Delivery per channel, hour by hour, and the failures by reason, for people."""
+    if not d.channels and not d.failures:
+        return
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
+    rows = [
+        (
+            c.channel,
+            "all" if c.hour is None else c.hour.isoformat(timespec="minutes"),
+            c.delivered,
+            c.retried,
+            c.failed,
+            ms(c.latency.p50_ms),
+            ms(c.latency.p95_ms),
+            ms(c.latency.p99_ms),
+        )
+        for c in [*d.channels, *d.hours]
+    ]
+    print_table(
+        "delivery (latency from the message that caused a reply to the channel taking it)",
+        ["channel", "hour", "delivered", "retried", "failed", "p50 ms", "p95 ms", "p99 ms"],
+        rows,
+    )
+    if d.failures:
+        print_table(
+            "delivery failures",
+            ["channel", "reason", "code", "failures"],
+            ((f.channel, f.reason, f.code or "-", f.failures) for f in d.failures),
         )
 
 

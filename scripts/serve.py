@@ -1,4 +1,5 @@
-"""`voxledger serve`: the HTTP server (Telegram webhook, JSON API, health, OpenAPI schema)."""
+"""`voxledger serve`: the HTTP server (Telegram webhook, JSON API, live voice, health, OpenAPI
+schema)."""
 
 from __future__ import annotations
 
@@ -25,10 +26,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add the serve command."""
     serve = commands.add_parser(
         "serve",
-        help="Telegram webhook and JSON API over HTTP",
+        help="Telegram webhook, JSON API and live voice over HTTP",
         description="Serve the chat bot over HTTP. POST /telegram/webhook takes Telegram "
         "updates (secret: $VOXLEDGER_TELEGRAM_SECRET); /v1 is the JSON API (bearer token: "
-        "$VOXLEDGER_API_TOKEN); /schema is its OpenAPI document; request bodies are limited "
+        "$VOXLEDGER_API_TOKEN); /v1/media-stream takes Twilio Media Streams (signed with "
+        "$VOXLEDGER_TWILIO_AUTH_TOKEN, for the URL under $VOXLEDGER_PUBLIC_URL) and "
+        "/v1/audio-stream a PCM stream (bearer token), both WebSockets; "
+        "/schema is its OpenAPI document; request bodies are limited "
         "to $VOXLEDGER_MAX_BODY_BYTES (default 65536); /console is the operator console "
         "(sign in with the API token). "
         "Example: voxledger serve --host 127.0.0.1 --port 8080 --workers 4",
@@ -49,6 +53,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument(
         "--http", choices=["auto", "httptools", "h11"], default="auto", help="HTTP parser"
+    )
+    serve.add_argument(
+        "--no-actions",
+        action="store_true",
+        help="do not run the actions of ended runs here (by default they run, in one worker, "
+        "when a loaded flow names any; `voxledger actions run` runs them elsewhere)",
     )
     add_flow_options(serve)
     serve.set_defaults(run=run)
@@ -82,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         system_clock(),
         serving_connections(url, workers),
         args.log_level,
+        not args.no_actions,
     )
     listener = Listener(
         host=args.host, port=args.port, workers=workers, loop=args.loop, http=args.http
@@ -106,13 +117,34 @@ def served_app(
     clock: Callable[[], datetime],
     pool: Connections,
     log_level: str | None,
+    actions: bool,
     closing: threading.Event,
     worker: int | None,
 ) -> Iterator[ASGIApp]:
-    """The app over this process's own services (one worker's)."""
-    from ..adapters.bootstrap import open_app, open_services, start_logging
+    """The app over this process's own services (one worker's). The actions of ended runs
+    (``actions``, when a loaded flow names any) run beside it in one worker only: the first."""
+    from ..adapters.bootstrap import open_actions, open_app, open_services, start_logging
 
     if worker is not None:  # a process of its own: its logging is not set up yet
         start_logging(log_level, default="INFO", worker=worker)
     with open_services(database_url, clock=clock, pool=pool, **flows) as services:
-        yield open_app(services, settings, closing=closing)
+        runner = None
+        if actions and not worker and _names_actions(services):
+            subscriber = open_actions(services.engine)
+            # A daemon: an action that hangs must not keep the server from stopping.
+            runner = threading.Thread(
+                target=subscriber.run, args=(closing,), name="voxledger-actions", daemon=True
+            )
+            runner.start()
+        try:
+            yield open_app(services, settings, closing=closing)
+        finally:
+            closing.set()
+            if runner is not None:
+                runner.join(timeout=10)
+
+
+def _names_actions(services: Any) -> bool:
+    """Whether a loaded flow has actions to run when its runs end."""
+    definitions = services.engine.flows.definitions()
+    return any(d.on_complete or d.on_cancel or d.on_expire for d in definitions)

@@ -79,6 +79,13 @@ def clock() -> StepClock:
     return StepClock()
 
 
+@pytest.fixture(autouse=True)
+def on_the_test_clock(monkeypatch: pytest.MonkeyPatch, clock: StepClock) -> None:
+    """Every engine a test opens without a clock of its own, in this process or in one it
+    starts, runs on the test's calendar (from where the test's clock stands), never today's."""
+    monkeypatch.setenv(ENV_TEST_CLOCK, clock.now.isoformat())
+
+
 @pytest.fixture
 def engine(database_url: str, schema: str, clock: StepClock) -> Iterator[Engine]:
     """An Engine on this test's own schema."""

@@ -15,6 +15,7 @@ import pytest
 from voxledger.adapters.audio.codecs import mulaw_encode
 from voxledger.adapters.audio.twilio import (
     MediaStreamSession,
+    call_conversation_id,
     signature_is_valid,
     twilio_signature,
 )
@@ -35,8 +36,9 @@ CALLER = (FIXTURES / "speech_mulaw_8k.wav").read_bytes()[58:]
 class Twilio:
     """Writes Twilio's messages for one stream, numbering them as Twilio does."""
 
-    def __init__(self) -> None:
+    def __init__(self, call_sid: str = CALL_SID) -> None:
         self.sequence = 0
+        self.call_sid = call_sid
 
     def _next(self) -> str:
         self.sequence += 1
@@ -54,7 +56,7 @@ class Twilio:
                 "start": {
                     "accountSid": "AC0123456789abcdef0123456789abcdef",
                     "streamSid": STREAM_SID,
-                    "callSid": CALL_SID,
+                    "callSid": self.call_sid,
                     "tracks": ["inbound"],
                     "mediaFormat": {**media_format, **format_changes},
                     "customParameters": {"caller": "+15550100"},
@@ -87,7 +89,8 @@ class Twilio:
     def stop(self) -> str:
         return json.dumps(
             {"event": "stop", "sequenceNumber": self._next(), "streamSid": STREAM_SID,
-             "stop": {"accountSid": "AC0123456789abcdef0123456789abcdef", "callSid": CALL_SID}}
+             "stop": {"accountSid": "AC0123456789abcdef0123456789abcdef",
+                      "callSid": self.call_sid}}
         )  # fmt: skip
 
 
@@ -96,9 +99,14 @@ def frames(audio: bytes) -> list[bytes]:
 
 
 async def call(
-    engine: Engine, audio: bytes, *, pace_s: float = 0.0, stop: bool = True
+    engine: Engine,
+    audio: bytes,
+    *,
+    pace_s: float = 0.0,
+    stop: bool = True,
+    call_sid: str = CALL_SID,
 ) -> MediaStreamSession:
-    twilio = Twilio()
+    twilio = Twilio(call_sid)
     session = MediaStreamSession(open_async_engine(engine), started_at=STARTED)
     assert await session.handle(twilio.connected()) == []
     assert await session.handle(twilio.start()) == []
@@ -134,7 +142,9 @@ def test_a_call_streamed_as_twilio_media_records_speech_on_the_stream_clock(
     assert kinds[-1] == "Disconnected" and "UserTurnEnded" in kinds
     state = engine.get_conversation(cid)
     assert state.status == "disconnected" and state.connection.connection_id == STREAM_SID
-    assert state.metadata["callSid"] == CALL_SID
+    assert (state.channel, state.participant) == ("twilio", CALL_SID)
+    assert cid == call_conversation_id(CALL_SID)
+    assert state.metadata["customParameters"] == {"caller": "+15550100"}
     # Replaying the stored events in a fresh engine rebuilds the same state.
     with open_engine(database_url, schema=schema) as fresh:
         assert fresh.get_conversation(cid) == state
@@ -142,8 +152,8 @@ def test_a_call_streamed_as_twilio_media_records_speech_on_the_stream_clock(
 
 def test_the_same_call_paced_in_real_time_records_the_same_events(engine: Engine) -> None:
     opening = CALLER[: 8000 * 2]  # two seconds: the first phrase starts
-    fast = anyio.run(lambda: call(engine, opening))
-    paced = anyio.run(lambda: call(engine, opening, pace_s=0.02))
+    fast = anyio.run(lambda: call(engine, opening, call_sid="CA-fast"))
+    paced = anyio.run(lambda: call(engine, opening, pace_s=0.02, call_sid="CA-paced"))
     assert events(engine, fast)[1:] == events(engine, paced)[1:]
     assert "SpeechStarted" in [e[0] for e in events(engine, paced)]
 
@@ -223,6 +233,109 @@ def test_the_caller_speaking_over_the_assistant_interrupts_it_and_clears_its_aud
     assert [json.loads(r) for r in replies] == [{"event": "clear", "streamSid": STREAM_SID}]
     interrupted = [h for h in engine.history(engine_last(engine)) if h.type == "TurnInterrupted"]
     assert interrupted and interrupted[0].data["reason"] == "barge-in"
+
+
+def test_the_assistant_speaking_with_no_turn_in_progress_starts_one_for_its_words(
+    engine: Engine,
+) -> None:
+    async def run() -> MediaStreamSession:
+        twilio = Twilio()
+        session = MediaStreamSession(open_async_engine(engine), started_at=STARTED)
+        await session.handle(twilio.start())
+        silence = mulaw_encode(bytes(320))
+        for chunk in range(1, 26):  # half a second of the line before the greeting
+            await session.handle(twilio.media(chunk, silence))
+        sent = await session.speak(read_wav(FIXTURES / "speech_8k.wav").pcm[:8000], "hello")
+        assert json.loads(sent[-1])["mark"] == {"name": "hello"}
+        with pytest.raises(BadInput, match="already waiting"):
+            await session.speak(bytes(320), "hello")
+        await session.handle(twilio.mark("hello"))
+        return session
+
+    session = anyio.run(run)
+    history = engine.history(session.conversation_id)
+    turn = [h for h in history if h.type in ("TurnStarted", "ResponseStarted", "TurnCompleted")]
+    assert [h.type for h in turn] == ["TurnStarted", "ResponseStarted", "TurnCompleted"]
+    # On the stream's clock: the greeting started after half a second of the call.
+    assert {(h.timestamp - STARTED).total_seconds() for h in turn} == {0.5}
+    state = engine.get_conversation(session.conversation_id)
+    assert state.usage.turns == 1 and state.status == "listening"
+
+
+def test_the_caller_barging_in_on_a_greeting_interrupts_the_turn_the_greeting_started(
+    engine: Engine,
+) -> None:
+    async def run() -> list[str]:
+        twilio = Twilio()
+        session = MediaStreamSession(open_async_engine(engine), started_at=STARTED)
+        await session.handle(twilio.start())
+        await session.speak(bytes(8000 * 2 * 5))
+        replies: list[str] = []
+        for chunk, payload in enumerate(frames(CALLER[: 8000 * 3]), start=1):
+            replies += await session.handle(twilio.media(chunk, payload))
+        await session.handle(twilio.mark("voxledger-1"))  # echoed by the clear: ignored
+        await session.handle(twilio.stop())
+        return replies
+
+    replies = anyio.run(run)
+    assert [json.loads(r)["event"] for r in replies] == ["clear"]
+    kinds = [h.type for h in engine.history(engine_last(engine))]
+    assert kinds.count("TurnInterrupted") == 1 and "TurnCompleted" not in kinds
+    assert kinds[-1] == "Disconnected"
+
+
+def test_a_stream_dropped_mid_utterance_records_what_was_heard_and_the_disconnect(
+    engine: Engine, database_url: str, schema: str
+) -> None:
+    async def run() -> MediaStreamSession:
+        session = await call(engine, CALLER[: 8000 * 2], stop=False)  # speech from 0.5 s
+        await session.drop("twilio stream dropped")
+        await session.drop("twice")  # the second time there is nothing left to record
+        with pytest.raises(BadInput, match="stopped"):
+            await session.speak(bytes(320))
+        return session
+
+    session = anyio.run(run)
+    with open_engine(database_url, schema=schema) as fresh:
+        state = fresh.get_conversation(session.conversation_id)
+        history = fresh.history(session.conversation_id)
+    assert [h.type for h in history][-2:] == ["SpeechEnded", "Disconnected"]
+    assert (history[-1].timestamp - STARTED).total_seconds() == 2.0
+    assert history[-1].data["reason"] == "twilio stream dropped"
+    assert state.status == "disconnected" and not state.audio.speech_active
+
+
+def test_a_later_stream_of_the_same_call_continues_its_conversation(engine: Engine) -> None:
+    first = anyio.run(lambda: call(engine, CALLER[: 8000 * 2]))
+    second = anyio.run(lambda: call(engine, CALLER[: 8000 * 2]))
+    assert first.conversation_id == second.conversation_id
+    state = engine.get_conversation(second.conversation_id)
+    assert state.connection.reconnect_count == 1 and state.status == "disconnected"
+
+
+def test_a_stream_takes_over_a_call_whose_earlier_stream_was_lost_with_its_process(
+    engine: Engine,
+) -> None:
+    anyio.run(lambda: call(engine, CALLER[: 8000 * 2], stop=False))  # never stopped nor dropped
+    second = anyio.run(lambda: call(engine, CALLER[: 8000 * 2]))
+    history = engine.history(second.conversation_id)
+    lost = next(h for h in history if h.type == "Disconnected")
+    assert lost.data["reason"] == f"stream {STREAM_SID} lost"
+    after = [h.type for h in history[history.index(lost) :]]
+    assert after[:3] == ["Disconnected", "Connected", "ListeningStarted"]
+    assert "SpeechStarted" in after
+
+
+def test_media_jumping_far_past_the_audio_received_is_refused(engine: Engine) -> None:
+    async def run() -> None:
+        twilio = Twilio()
+        session = MediaStreamSession(open_async_engine(engine), started_at=STARTED)
+        await session.handle(twilio.start())
+        await session.handle(twilio.media(1, b"\xff" * 160))
+        with pytest.raises(BadInput, match="jumps more than 60 s"):
+            await session.handle(twilio.media(3100, b"\xff" * 160))  # a minute later
+
+    anyio.run(run)
 
 
 def engine_last(engine: Engine) -> UUID:

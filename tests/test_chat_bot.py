@@ -9,13 +9,12 @@ from uuid import UUID
 
 import pytest
 
-from voxledger.adapters.bootstrap import open_engine
+from voxledger.adapters.bootstrap import open_chat_directory, open_engine
 from voxledger.adapters.chat.bot import (
     ChatBot,
     Command,
     Incoming,
     Reply,
-    conversation_id_for,
     parse_command,
     reply_id,
 )
@@ -39,7 +38,13 @@ class Chat:
     def __init__(self, bot: ChatBot, chat_id: str = "4242", channel: str = "telegram") -> None:
         self.bot, self.chat_id, self.channel = bot, chat_id, channel
         self.ids = count(1)
-        self.key = conversation_id_for(channel, chat_id)
+
+    @property
+    def key(self) -> UUID:
+        """The chat's conversation now, as the directory says."""
+        reply = self.bot.where(self.message("", message_id="-"))
+        assert reply.conversation_id is not None
+        return reply.conversation_id
 
     def message(self, text: str, *, message_id: str | None = None, **kw: object) -> Incoming:
         return Incoming(
@@ -53,18 +58,22 @@ class Chat:
         )
 
     def say(self, text: str, **kw: object) -> Reply:
-        return self.bot.handle_chat(self.key, self.message(text, **kw))
+        return self.bot.handle_chat(self.message(text, **kw))
+
+
+def bot_on(engine: Engine) -> ChatBot:
+    return ChatBot(engine, directory=open_chat_directory(engine.store))  # type: ignore[arg-type]
 
 
 @pytest.fixture
 def chat(engine: Engine) -> Chat:
-    return Chat(ChatBot(engine))
+    return Chat(bot_on(engine))
 
 
 def test_commands_are_parsed_with_or_without_the_bot_name() -> None:
     assert parse_command("/start") == Command("start", "")
     assert parse_command("  /Edit   date ") == Command("edit", "date")
-    assert parse_command("/start@VoxledgerBot design") == Command("start", "design")
+    assert parse_command("/start@VoxledgerBot design") == Command("start", "design", "VoxledgerBot")
     assert parse_command("1042") is None
 
 
@@ -72,7 +81,7 @@ def test_a_first_message_starts_the_chats_conversation_and_gets_the_menu(
     chat: Chat, engine: Engine
 ) -> None:
     reply = chat.say("hello")
-    assert reply.conversation_id == chat.key == conversation_id_for("telegram", "4242")
+    assert reply.conversation_id == chat.key
     assert reply.text.startswith("Hello!\nAudio visit report: choose interview or design.")
     assert reply.choices == ("interview", "design")
     state = engine.get_conversation(chat.key)
@@ -201,25 +210,20 @@ def test_a_message_seen_before_gets_its_original_reply_and_records_nothing(
     assert engine.get_flow(answered.flow_id).answers == {"audio_number": 1042}  # type: ignore[arg-type]
 
 
-def test_a_message_whose_reply_was_never_written_is_answered_once_with_where_it_stands(
-    chat: Chat, engine: Engine
-) -> None:
-    chat.say("interview")
-    # A process recorded the user's message, then died before acting and replying.
-    engine.add_message(chat.key, Role.USER, "1042", message_id="lost")
-    chat.bot.reply_wait_s = 0.1
-    first = chat.say("1042", message_id="lost")
-    assert first.text == PROMPTS["audio_number"]
-    assert first.duplicate
-    version = engine.get_conversation(chat.key).version
-    assert chat.say("1042", message_id="lost").text == first.text
-    assert engine.get_conversation(chat.key).version == version
+def test_a_message_and_everything_it_causes_are_one_save(chat: Chat, engine: Engine) -> None:
+    chat.say("hello")
+    commits = engine.store.commits  # type: ignore[attr-defined]
+    started = chat.say("interview")  # the message, the form's start, the reply: one commit
+    assert engine.store.commits == commits + 1  # type: ignore[attr-defined]
+    state = engine.get_conversation(chat.key)
+    assert [m.id for m in state.messages][-2:] == ["2", "2:reply"]
+    assert state.active_flow_id == started.flow_id
 
 
 def test_the_same_message_in_two_processes_at_once_is_recorded_once(
     database_url: str, schema: str, engine: Engine
 ) -> None:
-    bots = [ChatBot(engine), ChatBot(open_engine(database_url, schema=schema))]
+    bots = [bot_on(engine), bot_on(open_engine(database_url, schema=schema))]
     Chat(bots[0]).say("interview")
     barrier = threading.Barrier(len(bots))
     replies: list[Reply] = []
@@ -236,7 +240,7 @@ def test_the_same_message_in_two_processes_at_once_is_recorded_once(
     bots[1].engine.close()
     assert [r.text for r in replies] == [PROMPTS["date"]] * 2
     assert sorted(r.duplicate for r in replies) == [False, True]
-    state = engine.get_conversation(conversation_id_for("telegram", "4242"))
+    state = engine.get_conversation(Chat(bots[0]).key)
     assert [m.id for m in state.messages].count("twice") == 1
     assert engine.get_flow(replies[0].flow_id).answers == {"audio_number": 1042}  # type: ignore[arg-type]
 
@@ -244,13 +248,13 @@ def test_the_same_message_in_two_processes_at_once_is_recorded_once(
 def test_an_ended_conversation_continues_in_the_chats_next_conversation(
     chat: Chat, engine: Engine
 ) -> None:
-    chat.say("hello")
-    engine.end(chat.key, "idle for a day")
+    first = chat.say("hello").conversation_id
+    assert first is not None
+    engine.end(first, "idle for a day")
     reply = chat.say("interview")
-    assert reply.conversation_id == conversation_id_for("telegram", "4242", 2)
+    assert reply.conversation_id not in (None, first)
     assert reply.text == PROMPTS["audio_number"]
-    assert engine.get_conversation(reply.conversation_id).metadata["generation"] == 2
-    assert chat.bot.where("telegram", "4242").conversation_id == reply.conversation_id
+    assert chat.key == reply.conversation_id  # the directory points to the new one
 
 
 def test_a_flow_idle_past_its_timeout_expires_and_the_bot_says_so(
@@ -267,15 +271,107 @@ def test_a_flow_idle_past_its_timeout_expires_and_the_bot_says_so(
 
 
 def test_where_tells_a_restarted_terminal_what_to_ask(chat: Chat) -> None:
-    assert chat.bot.where("telegram", "4242").choices == ("interview", "design")  # nothing yet
+    here = chat.message("", message_id="-")
+    assert chat.bot.where(here).choices == ("interview", "design")  # nothing yet
     chat.say("interview")
     chat.say("1042")
-    assert chat.bot.where("telegram", "4242").text == PROMPTS["date"]
+    assert chat.bot.where(here).text == PROMPTS["date"]
 
 
 def test_a_conversation_by_id_must_exist(engine: Engine) -> None:
     from voxledger.domain.errors import NotFound
 
-    bot = ChatBot(engine)
+    bot = bot_on(engine)
     with pytest.raises(NotFound):
         bot.handle(UUID(int=1), Chat(bot).message("hi"))
+
+
+# -- edits, media, groups -------------------------------------------------------------------------
+
+
+def edit(chat: Chat, message_id: str, text: str, when: int = 1) -> Reply:
+    return chat.say(text, message_id=f"{message_id}:edited:{when}", edited=message_id)
+
+
+def test_an_edited_answer_answers_its_field_again_and_the_form_stays_where_it_is(
+    chat: Chat, engine: Engine
+) -> None:
+    started = chat.say("interview")
+    chat.say("1042", message_id="m-number")
+    chat.say("21.11.2026", message_id="m-date")
+    changed = edit(chat, "m-number", "1043")
+    assert changed.text == f"Changed Audio number to 1043.\n{PROMPTS['employee']}"
+    flow = engine.get_flow(started.flow_id)  # type: ignore[arg-type]
+    assert flow.answers == {"audio_number": 1043, "date": "2026-11-21"} and flow.step == "employee"
+    refused = edit(chat, "m-date", "31.02.2026")
+    assert refused.text.startswith("Date stays 2026-11-21: There is no such date as 31.02.2026.")
+    assert engine.get_flow(started.flow_id).answers["date"] == "2026-11-21"  # type: ignore[arg-type]
+
+
+def test_an_edit_of_anything_but_a_current_answer_records_nothing(
+    chat: Chat, engine: Engine
+) -> None:
+    chat.say("interview", message_id="m-choice")
+    chat.say("abc", message_id="m-refused")  # refused: not a number
+    chat.say("1042", message_id="m-number")
+    chat.say("/back")  # withdraws the number: that message answers nothing any more
+    version = engine.get_conversation(chat.key).version
+    for message_id in ("m-choice", "m-refused", "m-number", "unknown"):
+        assert not edit(chat, message_id, "7").recorded
+    assert engine.get_conversation(chat.key).version == version
+    chat.say("77", message_id="m-again")
+    assert edit(chat, "m-again", "78").recorded  # its answer is the current one
+
+
+def test_media_where_text_is_expected_gets_a_reply_saying_so(chat: Chat) -> None:
+    assert chat.say("", media="photo").text.startswith(
+        "I can only read text here, not a photo.\nAudio visit report: choose"
+    )
+    chat.say("interview")
+    said = chat.say("", media="voice")
+    assert said.text == f"I can only read text here, not a voice.\n{PROMPTS['audio_number']}"
+
+
+def test_in_a_group_each_member_keeps_a_form_of_their_own_and_chatter_is_ignored(
+    engine: Engine,
+) -> None:
+    bot = bot_on(engine)
+
+    def member(user: str, text: str) -> Reply:
+        return bot.handle_chat(
+            Incoming(
+                channel="telegram",
+                chat_id="-100777",
+                message_id=f"{user}-{text}",
+                text=text,
+                user_id=user,
+                group=True,
+            )
+        )
+
+    assert member("ann", "/start interview").text == PROMPTS["audio_number"]
+    assert not member("bob", "1042").recorded  # bob has no form: chatter
+    assert member("bob", "/start design").text == PROMPTS["audio_number"]
+    assert member("ann", "1042").text == PROMPTS["date"]
+    assert member("bob", "7").text == PROMPTS["date"]
+    ann, bob = member("ann", "/status").text, member("bob", "/status").text
+    assert "audio_number: 1042" in ann and "audio_number: 7" in bob
+
+
+def test_a_shared_group_keeps_one_form_for_everyone(engine: Engine) -> None:
+    bot = ChatBot(engine, directory=open_chat_directory(engine.store), shared_chats={"-100888"})  # type: ignore[arg-type]
+
+    def member(user: str, text: str) -> Reply:
+        return bot.handle_chat(
+            Incoming(
+                channel="telegram",
+                chat_id="-100888",
+                message_id=f"{user}-{text}",
+                text=text,
+                user_id=user,
+                group=True,
+            )
+        )
+
+    member("ann", "/start interview")
+    assert member("bob", "1042").text == PROMPTS["date"]  # bob answers the shared form

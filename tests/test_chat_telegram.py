@@ -14,6 +14,10 @@ from voxledger.adapters.chat.bot import Reply
 FIXTURES = Path(__file__).parent / "fixtures" / "telegram"
 
 
+def decoded(raw: object) -> telegram.Update:
+    return msgspec.json.decode(msgspec.json.encode(raw), type=telegram.Update)
+
+
 def update(name: str) -> telegram.Update:
     return msgspec.json.decode((FIXTURES / name).read_bytes(), type=telegram.Update)
 
@@ -38,7 +42,7 @@ def test_an_edited_message_is_a_message_of_its_own() -> None:
     message = telegram.incoming(update("edited_message.json"))
     assert message is not None
     assert message.message_id == "101:edited:1795276830"
-    assert message.text == "1043"
+    assert (message.text, message.edited) == ("1043", "101")
 
 
 def test_a_button_press_is_a_menu_choice_in_the_chat_of_the_buttons() -> None:
@@ -47,11 +51,46 @@ def test_a_button_press_is_a_menu_choice_in_the_chat_of_the_buttons() -> None:
     assert message.choice
     assert (message.chat_id, message.text) == ("5550001", "interview")
     assert message.message_id == "callback:4382bfdwdsb323b2d9"
+    assert (message.callback_id, message.keyboard_message) == ("4382bfdwdsb323b2d9", "102")
 
 
-@pytest.mark.parametrize("name", ["sticker.json", "my_chat_member.json"])
-def test_updates_without_text_carry_no_message(name: str) -> None:
-    assert telegram.incoming(update(name)) is None
+def test_an_update_of_another_kind_carries_no_message() -> None:
+    assert telegram.incoming(update("my_chat_member.json")) is None
+
+
+def test_media_without_a_caption_is_a_message_of_its_kind_with_no_text() -> None:
+    message = telegram.incoming(update("sticker.json"))
+    assert message is not None
+    assert (message.text, message.media) == ("", "sticker")
+
+
+def test_a_caption_counts_as_text() -> None:
+    raw = msgspec.json.decode((FIXTURES / "sticker.json").read_bytes())
+    raw["message"].pop("sticker")
+    raw["message"]["photo"] = [{"file_id": "x", "file_unique_id": "y", "width": 1, "height": 1}]
+    raw["message"]["caption"] = "Kazan Arena"
+    message = telegram.incoming(decoded(raw))
+    assert message is not None
+    assert (message.text, message.media) == ("Kazan Arena", None)
+
+
+def test_a_command_for_another_bot_is_not_for_this_one() -> None:
+    group = update("group_command.json")  # "/start@VoxledgerBot design"
+    assert telegram.incoming(group, "SomeOtherBot") is None
+    assert telegram.incoming(group, "voxledgerbot") is not None  # names ignore case
+    assert telegram.incoming(group, None) is not None  # not known yet: taken as ours
+
+
+def test_a_message_in_a_forum_topic_belongs_to_the_topic() -> None:
+    raw = msgspec.json.decode((FIXTURES / "group_command.json").read_bytes())
+    raw["message"].update(message_thread_id=77, is_topic_message=True)
+    message = telegram.incoming(decoded(raw))
+    assert message is not None
+    assert (message.thread, message.group, message.user_id) == (
+        "77",
+        True,
+        str(raw["message"]["from"]["id"]),
+    )
 
 
 def test_the_reply_is_a_send_message_call_with_the_menu_as_inline_buttons() -> None:

@@ -248,7 +248,9 @@ def test_lag_counts_the_events_each_projection_has_not_applied_yet(engine: Engin
     assert [(x.name, x.position, x.head, x.behind) for x in lag] == [
         ("audit", 1, 3, 2),
         ("current", 1, 3, 2),
+        ("delivery", 1, 3, 2),
         ("metrics", 1, 3, 2),
+        ("outbox", 1, 3, 2),
     ]
     assert all(x.idle_s is not None and x.idle_s >= 0 for x in lag)
     catch_up(engine.store)

@@ -72,7 +72,7 @@ def test_log_refuses_an_unknown_type_and_a_flow_of_another_conversation(
     cid = str(scenario.conversation_id)
     unknown = voxledger(cli_env, "log", cid, "--type", "MessageAded", check=False)
     assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1
-    assert "no event type 'MessageAded'; known types: AnswerAccepted" in unknown.stderr
+    assert "no event type 'MessageAded'; known types: ActionFailed, ActionStarted" in unknown.stderr
     other = engine.start_flow(engine.start_conversation("chat"), "intake", "design").flow_id
     stranger = voxledger(cli_env, "log", cid, "--flow", str(other), check=False)
     assert stranger.returncode == 1

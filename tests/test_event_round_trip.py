@@ -16,6 +16,7 @@ import msgspec
 from voxledger.adapters.debug.history import History, event_classes
 from voxledger.domain.conversation import Conversation
 from voxledger.domain.conversation_snapshot import ConversationSnapshot
+from voxledger.domain.definition_history import FlowDefinitionHistory
 from voxledger.domain.engine import Engine
 from voxledger.domain.events import fields_of
 from voxledger.domain.flow import Flow
@@ -28,6 +29,7 @@ STORED = {
     "voxledger:Conversation.Connected": ("provider: str, connection_id: str, latency_ms: float | None, reconnect: bool", ()),  # noqa: E501
     "voxledger:Conversation.ConnectionOpening": ("provider: str", ()),
     "voxledger:Conversation.ContextUpdated": ("values: dict[str, Any], removed: list[str]", ("values",)),  # noqa: E501
+    "voxledger:Conversation.DeliveryStatusReported": ("platform_id: str, status: str, code: int | None, reason: str", ()),  # noqa: E501
     "voxledger:Conversation.Disconnected": ("reason: str", ()),
     "voxledger:Conversation.Ended": ("reason: str", ()),
     "voxledger:Conversation.ErrorRecorded": ("error: str, fatal: bool", ()),
@@ -38,6 +40,9 @@ STORED = {
     "voxledger:Conversation.ListeningStopped": ("", ()),
     "voxledger:Conversation.MessageAdded": ("message_id: str, role: str, content: str, metadata: dict[str, Any], audio_duration_s: float | None, complete: bool", ("content", "metadata")),  # noqa: E501
     "voxledger:Conversation.MessageCompleted": ("message_id: str, content: str | None", ("content",)),  # noqa: E501
+    "voxledger:Conversation.OutboundDelivered": ("item_id: str, platform_ids: list[str], complete: bool", ()),  # noqa: E501
+    "voxledger:Conversation.OutboundFailed": ("item_id: str, reason: str, code: int | None, final: bool", ()),  # noqa: E501
+    "voxledger:Conversation.OutboundQueued": ("item_id: str, kind: str, channel: str, to: str, thread: str | None, text: str, choices: list[str], reply_to: str | None, reference: str | None, cause: str", ("to", "text")),  # noqa: E501
     "voxledger:Conversation.ResponseStarted": ("turn_id: str", ()),
     "voxledger:Conversation.SilenceDetected": ("silence_s: float", ()),
     "voxledger:Conversation.SpeechEnded": ("duration_s: float, peak_dbfs: float | None, mean_dbfs: float | None", ()),  # noqa: E501
@@ -49,6 +54,9 @@ STORED = {
     "voxledger:Conversation.TurnStarted": ("turn_id: str, user_message_id: str | None", ()),
     "voxledger:Conversation.UsageRecorded": ("tokens_in: int, tokens_out: int, cost: float, audio_seconds: float", ()),  # noqa: E501
     "voxledger:Conversation.UserTurnEnded": ("utterances: int", ()),
+    "voxledger:Flow.ActionFailed": ("action: str, attempt: int, error: str, final: bool", ("error",)),  # noqa: E501
+    "voxledger:Flow.ActionStarted": ("action: str, attempt: int", ()),
+    "voxledger:Flow.ActionSucceeded": ("action: str, attempt: int, result: Any", ("result",)),
     "voxledger:Flow.AnswerAccepted": ("step: str, field: str, value: Any, next_step: str | None", ("value",)),  # noqa: E501
     "voxledger:Flow.AnswerRejected": ("step: str, raw: str, reason: str", ("raw", "reason")),
     "voxledger:Flow.AnswerWithdrawn": ("step: str, field: str, previous: Any", ("previous",)),
@@ -60,6 +68,8 @@ STORED = {
     "voxledger:Flow.Expired": ("step: str | None, idle_s: float", ()),
     "voxledger:Flow.FieldEdited": ("step: str, field: str, previous: Any, value: Any, next_step: str | None", ("previous", "value")),  # noqa: E501
     "voxledger:Flow.Started": ("conversation_id: UUID, definition: str, definition_version: int, mode: str | None, step: str, idle_timeout_s: float | None", ()),  # noqa: E501
+    "voxledger:FlowDefinitionHistory.Started": ("name: str", ()),
+    "voxledger:FlowDefinitionHistory.VersionRegistered": ("version: int, content_hash: str, content: str, source: str", ()),  # noqa: E501
 }  # fmt: skip
 
 
@@ -113,9 +123,9 @@ def sample(tp: Any) -> Any:
 
 def test_every_event_class_written_through_the_store_reads_back_equal(engine: Engine) -> None:
     store = engine.store
-    streams = {Conversation: uuid4(), Flow: uuid4()}
+    streams = {Conversation: uuid4(), Flow: uuid4(), FlowDefinitionHistory: uuid4()}
     written: dict[UUID, list[Any]] = {stream: [] for stream in streams.values()}
-    by_aggregate = {"Conversation": Conversation, "Flow": Flow}
+    by_aggregate = {a.__name__: a for a in streams}
     classes = stored_event_classes()
     for topic in sorted(classes, key=lambda t: (not t.endswith(".Started"), t)):  # Started first
         cls = classes[topic]

@@ -238,6 +238,28 @@ def test_serve_runs_a_user_flow_named_with_flow(survey_server: str) -> None:
         assert say("4") == "What did you like? (food, service, prices)"
 
 
+def test_flow_shows_a_run_whose_definition_names_code_it_was_not_given(
+    cli_env, database_url, schema, clock, tmp_path: Path
+) -> None:
+    (tmp_path / "hooks.py").write_text(HOOKS)
+    (tmp_path / "palette.yaml").write_text(PALETTE)
+    code = {"code": [str(tmp_path / "hooks.py")]}
+    flows = [str(tmp_path / "palette.yaml")]
+    with open_engine(database_url, schema=schema, clock=clock, flows=flows, **code) as engine:
+        run = engine.start_flow(engine.start_conversation("test"), "palette", "bright").flow_id
+    shown = voxledger(cli_env, "flow", str(run), "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["prompt"] is None
+    assert shown.stderr == (
+        "voxledger: note: flow 'palette' v1: not loaded here, and the version the log holds "
+        "cannot be rebuilt in this process: no hook named 'first_question' is registered "
+        "(prompt_hook); no custom validator named 'colour' is registered; no hook named 'route' is "
+        "registered; give this process the code it names (--code, $VOXLEDGER_CODE); its "
+        "prompt is not shown\n"
+    )
+    given = voxledger(cli_env, "flow", str(run), "--json", "--code", str(tmp_path / "hooks.py"))
+    assert json.loads(given.stdout)["prompt"] == "Hello! Which colour (bright)?"
+
+
 def test_flow_and_expire_work_on_runs_of_user_flows(cli_env, database_url, schema, clock) -> None:
     survey = str(FLOWS / "survey.yaml")
     with open_engine(database_url, schema=schema, clock=clock, flows=[survey]) as engine:
@@ -246,12 +268,10 @@ def test_flow_and_expire_work_on_runs_of_user_flows(cli_env, database_url, schem
     shown = voxledger(cli_env, "flow", str(run), "--json", "--flows", survey)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["prompt"] == "How would you rate us, from 1 to 5?"
+    # Without the file, the run's version comes from the log, where its start recorded it.
     unloaded = voxledger(cli_env, "flow", str(run), "--json")
-    assert unloaded.returncode == 0 and json.loads(unloaded.stdout)["prompt"] is None
-    assert unloaded.stderr == (
-        "voxledger: note: no flow definition 'survey' v3 (registered: intake v1): its prompt "
-        "is not shown; load it with --flows\n"
-    )
+    assert (unloaded.returncode, unloaded.stderr) == (0, "")
+    assert json.loads(unloaded.stdout)["prompt"] == "How would you rate us, from 1 to 5?"
     # Expiring a run needs no definition: an idle run of any flow expires.
     later = (clock.now + timedelta(days=1)).isoformat()
     expired = voxledger(cli_env, "expire", "--now", later, "--json")

@@ -1,11 +1,14 @@
 """docs/flows.md cannot drift: every example in it loads (or fails exactly as the page says),
 the TOML and YAML versions of the complete example are one flow, the run and the drawing it
-shows are what the engine and `flows graph` give, and every key of the format is described."""
+shows are what the engine and `flows graph` give, its conversation tests pass (or fail
+exactly as the page shows), its action runs, and every key of the format is described."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from voxledger.adapters.bootstrap import open_engine
+from voxledger.adapters.bootstrap import open_actions, open_engine
 from voxledger.adapters.flow_files import check_files
 from voxledger.adapters.flow_graph import draw
 from voxledger.domain.engine import Engine
@@ -44,7 +47,9 @@ def examples() -> list[FlowDefinition]:
     """Every complete flow on the page, compiled with the page's code."""
     code = user_code()
     return [
-        FlowDefinition.from_mapping(PARSERS[info](text), code["VALIDATORS"], code["HOOKS"])
+        FlowDefinition.from_mapping(
+            PARSERS[info](text), code["VALIDATORS"], code["HOOKS"], code["ACTIONS"]
+        )
         for info, text in blocks()
         if info in PARSERS
     ]
@@ -148,3 +153,61 @@ def test_every_complete_example_on_the_page_passes_the_json_schema() -> None:
     for info, text in blocks():
         if info in PARSERS:
             assert list(checker.iter_errors(PARSERS[info](text))) == []
+
+
+def test_the_conversation_tests_on_the_page_pass_against_its_first_flow(
+    cli_env, tmp_path: Path
+) -> None:
+    found = blocks()
+    (tmp_path / "feedback.toml").write_text(found[0][1], encoding="utf-8")
+    tests = [t for i, t in found if i.endswith(" test") and "changed" not in t.split("\n")[0]]
+    assert len(tests) == 2
+    (tmp_path / "feedback.test.yaml").write_text(tests[0], encoding="utf-8")
+    (tmp_path / "feedback.test.toml").write_text(tests[1], encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "voxledger.scripts.main", "test", "feedback.test.yaml",
+         "feedback.test.toml", "--flows", "feedback.toml"],
+        cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, ""), done.stdout
+    assert done.stdout.splitlines()[-1] == "4 cases in 2 files: 4 passed, 0 failed"
+
+
+def test_the_failing_conversation_test_reports_exactly_what_the_page_shows(
+    cli_env, tmp_path: Path
+) -> None:
+    found = blocks()
+    (tmp_path / "feedback.toml").write_text(found[0][1], encoding="utf-8")
+    index = next(i for i, (info, t) in enumerate(found) if t.startswith("# changed.test.yaml"))
+    (tmp_path / "changed.test.yaml").write_text(found[index][1], encoding="utf-8")
+    shown = next(t for info, t in found[index:] if info == "text")
+    done = subprocess.run(
+        [sys.executable, "-m", "voxledger.scripts.main", "test", "changed.test.yaml",
+         "--flows", "feedback.toml"],
+        cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == shown
+
+
+def test_the_action_on_the_page_runs_once_when_a_run_completes(
+    database_url, schema, clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the page's action writes orders.jsonl where it runs
+    code = user_code()
+    order_help = next(d for d in examples() if d.name == "order_help")
+    with open_engine(database_url, schema=schema, clock=clock, flows=[order_help],
+                     custom_validators=code["VALIDATORS"], hooks=code["HOOKS"],
+                     actions=code["ACTIONS"]) as engine:  # fmt: skip
+        reply = engine.start_flow(engine.start_conversation("docs"), "order_help", "return")
+        for answer in ("a-1234", "Too small", "yes"):
+            reply = engine.answer(reply.flow_id, answer)
+        assert open_actions(engine).catch_up().succeeded == 1
+        assert open_actions(engine).catch_up().attempts == 0
+        (line,) = (tmp_path / "orders.jsonl").read_text().splitlines()
+        assert json.loads(line) == {
+            "key": f"{reply.flow_id}/send_order",
+            "flow": "order_help",
+            "data": {"order": "A-1234", "reason": "Too small"},
+        }
+        assert engine.get_flow(reply.flow_id).actions["send_order"].outcome == "succeeded"

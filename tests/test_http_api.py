@@ -23,7 +23,6 @@ from test_http_server import (  # noqa: F401  (the shared harness and its fixtur
 )
 
 from voxledger.adapters.bootstrap import open_engine
-from voxledger.adapters.chat.bot import conversation_id_for
 from voxledger.adapters.http.errors import domain_error
 from voxledger.domain.engine import Engine
 from voxledger.domain.errors import (
@@ -130,7 +129,7 @@ def test_a_message_id_seen_before_returns_the_original_reply_and_records_nothing
     first = say(client, conversation_id, "1042", message_id="a2")
     version = engine.get_conversation(uuid.UUID(conversation_id)).version
     second = say(client, conversation_id, "something else entirely", message_id="a2")
-    assert second == {**first, "duplicate": True}
+    assert second == {**first, "duplicate": True, "recorded": False}  # nothing recorded now
     assert engine.get_conversation(uuid.UUID(conversation_id)).version == version
 
 
@@ -228,7 +227,7 @@ def test_listing_metrics_and_health_come_from_the_projections(
 
 # -- fuzzing -------------------------------------------------------------------------------------
 
-FUZZED = conversation_id_for("api", "fuzz")  # started by the fixture below
+FUZZED: dict[str, str] = {}  # the conversation the fixture below starts
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -275,7 +274,7 @@ def test_malformed_bodies_never_cause_a_5xx_or_store_an_event_when_refused(
 ) -> None:
     path, headers = {
         "webhook": ("/telegram/webhook", SECRET_HEADER),
-        "messages": (f"/v1/conversations/{FUZZED}/messages", AUTH),
+        "messages": (f"/v1/conversations/{FUZZED['id']}/messages", AUTH),
         "conversations": ("/v1/conversations", AUTH),
     }[target]
     before = events_stored(database_url, server_schema)
@@ -292,7 +291,8 @@ def test_malformed_bodies_never_cause_a_5xx_or_store_an_event_when_refused(
 def fuzzed_conversation(server: Server) -> None:
     """The conversation the fuzzer posts messages to must exist for its bodies to matter."""
     with httpx.Client(base_url=server.url) as c:
-        c.post("/v1/conversations", json={"chat_id": "fuzz"}, headers=AUTH)
+        started = c.post("/v1/conversations", json={"chat_id": "fuzz"}, headers=AUTH)
+        FUZZED["id"] = started.json()["conversation_id"]
 
 
 def test_an_api_without_a_token_configured_refuses_everything(
@@ -307,3 +307,18 @@ def test_an_api_without_a_token_configured_refuses_everything(
         assert "VOXLEDGER_API_TOKEN is not set" in response.json()["detail"]
     finally:
         unsecured.stop()
+
+
+def test_an_idempotency_key_makes_a_message_without_an_id_recorded_once(
+    client: httpx.Client, engine: Engine
+) -> None:
+    conversation_id = start(client)
+    path = f"/v1/conversations/{conversation_id}/messages"
+    headers = {**AUTH, "Idempotency-Key": "retry-1"}
+    first = client.post(path, json={"text": "interview"}, headers=headers).json()
+    again = client.post(path, json={"text": "interview"}, headers=headers).json()
+    assert again["duplicate"] and again["text"] == first["text"]
+    messages = [m.id for m in engine.get_conversation(uuid.UUID(conversation_id)).messages]
+    assert messages.count("retry-1") == 1
+    refused = client.post(path, json={"text": "x"}, headers={**AUTH, "Idempotency-Key": "a:b"})
+    assert refused.status_code == 400

@@ -24,8 +24,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from voxledger.adapters.bootstrap import ENV_TEST_CLOCK
-from voxledger.adapters.chat.bot import conversation_id_for
+from voxledger.adapters.bootstrap import ENV_TEST_CLOCK, open_chat_directory, open_engine
+from voxledger.adapters.chat.directory import ChatKey
+from voxledger.domain.engine import Engine
 
 FIXTURES = Path(__file__).parent / "fixtures" / "telegram"
 VOXLEDGER = [sys.executable, "-m", "voxledger.scripts.main"]
@@ -145,6 +146,13 @@ def events_stored(database_url: str, schema: str) -> int:
     return row[0] if row else 0
 
 
+def conversation_of(engine: Engine, chat_id: str | int, channel: str = "telegram") -> uuid.UUID:
+    """The conversation a chat is in now, as the server's chat directory says."""
+    found = open_chat_directory(engine.store).find(ChatKey(channel, str(chat_id)))  # type: ignore[arg-type]
+    assert found is not None, f"{channel} chat {chat_id} has no conversation"
+    return found
+
+
 def fixture(name: str) -> dict[str, Any]:
     return json.loads((FIXTURES / name).read_text())
 
@@ -203,7 +211,13 @@ def test_a_body_over_the_limit_is_refused_with_413_and_records_nothing(
     client: httpx.Client, database_url: str, server_schema: str
 ) -> None:
     before = events_stored(database_url, server_schema)
-    big = text_update(1, 1, "x" * 70_000)
+    response = client.post(
+        f"/v1/conversations/{uuid.uuid4()}/messages", json={"text": "x" * 70_000}, headers=AUTH
+    )
+    assert response.status_code == 413
+    assert events_stored(database_url, server_schema) == before
+    # The webhook takes what Telegram sends (up to 1 MiB), not the API's limit.
+    big = text_update(1, 1, "x" * 1_100_000)
     response = post_update(client, big)
     assert response.status_code == 413
     assert response.json() == {
@@ -244,7 +258,7 @@ def test_unknown_paths_and_methods_get_json_errors(client: httpx.Client) -> None
 
 
 def test_each_request_is_logged_with_its_conversation_id(
-    client: httpx.Client, server: Server
+    client: httpx.Client, server: Server, database_url: str, server_schema: str
 ) -> None:
     reply = post_update(client, text_update(991, 1, "/start"))
     assert reply.status_code == 200
@@ -255,7 +269,8 @@ def test_each_request_is_logged_with_its_conversation_id(
     webhook = [line for line in lines if line.get("path") == "/telegram/webhook"][-1]
     assert webhook["event"] == "http.request" and webhook["status"] == 200
     assert webhook["method"] == "POST" and webhook["duration_ms"] >= 0
-    assert webhook["conversation_id"] == str(conversation_id_for("telegram", "991"))
+    with open_engine(database_url, schema=server_schema) as engine:
+        assert webhook["conversation_id"] == str(conversation_of(engine, 991))
     health = [line for line in lines if line.get("path") == "/healthz"][-1]
     assert "conversation_id" not in health  # nothing leaks from one request to the next
 

@@ -14,6 +14,7 @@ from test_http_server import (  # noqa: F401  (the shared harness and its fixtur
     Server,
     button_update,
     client_fixture,
+    conversation_of,
     events_stored,
     fixture,
     post_update,
@@ -24,7 +25,6 @@ from test_http_server import (  # noqa: F401  (the shared harness and its fixtur
 )
 
 from voxledger.adapters.bootstrap import open_engine
-from voxledger.adapters.chat.bot import conversation_id_for
 from voxledger.domain.engine import Engine
 from voxledger.domain.flow import FlowStatus
 
@@ -94,7 +94,7 @@ def test_the_interview_completes_over_the_webhook_with_an_edit_and_an_undo(
     summary = chat.send("Kazan Expo")["text"]
     assert "Place: Kazan Expo" in summary and "Date: 2026-11-22" in summary
     assert chat.send("yes")["text"] == "Thank you, all done. Your answers are saved."
-    state = engine.get_conversation(conversation_id_for("telegram", "1001"))
+    state = engine.get_conversation(conversation_of(engine, "1001"))
     assert state.active_flow_id is None
     (flow_started,) = [e for e in engine.history(state.id) if e.type == "FlowBegan"]
     flow = engine.get_flow(flow_started.data["flow_id"])
@@ -108,7 +108,8 @@ def test_the_design_mode_completes_over_the_webhook_with_an_edit_and_an_undo(
 ) -> None:
     chat = TelegramChat(client, 1002)
     group_start = fixture("group_command.json")  # "/start@VoxledgerBot design"
-    group_start["message"]["chat"]["id"] = 1002
+    group_start["message"]["chat"] = {"id": 1002, "type": "private", "first_name": "Ivan"}
+    group_start["message"]["from"]["id"] = 1002
     group_start["message"]["message_id"] = 1  # the chat numbers its messages from 2 on
     assert chat.deliver(group_start)["text"] == PROMPTS["audio_number"]
     for answer in ("7", "1.12.2026", "Oleg", "School 5", "school"):
@@ -121,7 +122,7 @@ def test_the_design_mode_completes_over_the_webhook_with_an_edit_and_an_undo(
     assert chat.send("/edit city")["text"] == "Which city is School 5 in?"
     assert "City: Innopolis" in chat.send("Innopolis")["text"]
     assert chat.send("yes")["text"] == "Thank you, all done. Your answers are saved."
-    state = engine.get_conversation(conversation_id_for("telegram", "1002"))
+    state = engine.get_conversation(conversation_of(engine, "1002"))
     flows = [e.data["flow_id"] for e in engine.history(state.id) if e.type == "FlowBegan"]
     answers = engine.get_flow(flows[-1]).answers
     assert answers["city"] == "Innopolis" and answers["zone"] == "assembly hall"
@@ -135,10 +136,10 @@ def test_the_same_update_twice_is_recorded_once_and_answered_alike(
     chat.press("interview")
     update = text_update(1003, 500, "1042")
     first = chat.deliver(update)
-    version = engine.get_conversation(conversation_id_for("telegram", "1003")).version
+    version = engine.get_conversation(conversation_of(engine, "1003")).version
     second = chat.deliver(update)
     assert second == first and first["text"] == PROMPTS["date"]
-    assert engine.get_conversation(conversation_id_for("telegram", "1003")).version == version
+    assert engine.get_conversation(conversation_of(engine, "1003")).version == version
 
 
 def test_the_same_update_sent_at_once_is_recorded_once_and_answered_alike(
@@ -158,7 +159,7 @@ def test_the_same_update_sent_at_once_is_recorded_once_and_answered_alike(
         bodies = list(pool.map(deliver, range(8)))
     assert all(body == bodies[0] for body in bodies)
     assert bodies[0]["text"] == PROMPTS["date"]
-    state = engine.get_conversation(conversation_id_for("telegram", "1004"))
+    state = engine.get_conversation(conversation_of(engine, "1004"))
     assert [m.id for m in state.messages].count("600") == 1
     assert [m.id for m in state.messages].count("600:reply") == 1
 
@@ -185,7 +186,7 @@ def test_twenty_users_writing_at_once_each_finish_their_own_flow(
         assert said[6] == last_question.format(n=n)
         assert said[-2].startswith(f"Please check the report for audio {n + 1}.")
         assert said[-1] == "Thank you, all done. Your answers are saved."
-        state = engine.get_conversation(conversation_id_for("telegram", str(2000 + n)))
+        state = engine.get_conversation(conversation_of(engine, 2000 + n))
         (began,) = [e for e in engine.history(state.id) if e.type == "FlowBegan"]
         flow = engine.get_flow(began.data["flow_id"])
         assert flow.status is FlowStatus.COMPLETED and flow.mode == MENU[n % 2]
@@ -207,24 +208,44 @@ def test_updates_without_the_right_secret_are_refused_and_record_nothing(
     assert events_stored(database_url, server_schema) == before
 
 
-@pytest.mark.parametrize("name", ["sticker.json", "my_chat_member.json"])
-def test_updates_without_text_are_acknowledged_and_record_nothing(
-    client: httpx.Client, database_url: str, server_schema: str, name: str
+def test_updates_the_bot_does_not_read_are_acknowledged_and_record_nothing(
+    client: httpx.Client, database_url: str, server_schema: str
 ) -> None:
     before = events_stored(database_url, server_schema)
-    response = post_update(client, fixture(name))
+    response = post_update(client, fixture("my_chat_member.json"))
     assert (response.status_code, response.json()) == (200, {})
     assert events_stored(database_url, server_schema) == before
 
 
-def test_an_edited_message_answers_the_step_it_arrives_at(client: httpx.Client) -> None:
+def test_a_sticker_where_text_is_expected_gets_a_reply_saying_so(client: httpx.Client) -> None:
+    chat = TelegramChat(client, 1008)
+    chat.press("interview")
+    sticker = fixture("sticker.json")
+    sticker["message"]["chat"]["id"] = sticker["message"]["from"]["id"] = 1008
+    said = chat.deliver(sticker)["text"]
+    assert said == f"I can only read text here, not a sticker.\n{PROMPTS['audio_number']}"
+
+
+def test_an_edited_answer_changes_its_field_and_the_form_stays_where_it_is(
+    client: httpx.Client, engine: Engine
+) -> None:
     chat = TelegramChat(client, 1006)
     chat.press("interview")
-    chat.send("1042")
-    edited = fixture("edited_message.json")
-    edited["edited_message"]["chat"]["id"] = 1006
-    edited["edited_message"]["text"] = "21.11.2026"
-    assert chat.deliver(edited)["text"] == PROMPTS["employee"]
+    chat.deliver(text_update(1006, 101, "1042"))  # the message the fixture edits
+    assert chat.send("21.11.2026")["text"] == PROMPTS["employee"]
+    edited = fixture("edited_message.json")  # message 101, now "1043"
+    edited["edited_message"]["chat"]["id"] = edited["edited_message"]["from"]["id"] = 1006
+    said = chat.deliver(edited)["text"]
+    assert said == f"Changed Audio number to 1043.\n{PROMPTS['employee']}"
+    state = engine.get_conversation(conversation_of(engine, 1006))
+    flow = engine.get_flow(state.active_flow_id)  # type: ignore[arg-type]
+    assert flow.answers["audio_number"] == 1043 and flow.step == "employee"
+    assert "place" not in flow.answers  # nothing written into the step it was at
+    # An edit of a message that answered nothing the form holds is ignored.
+    version = state.version
+    edited["edited_message"].update(message_id=99, edit_date=1795276900, text="/cancel")
+    assert post_update(client, edited).json() == {}
+    assert engine.get_conversation(state.id).version == version
 
 
 def test_a_webhook_server_without_a_secret_refuses_every_update(

@@ -25,6 +25,7 @@ from test_http_server import (  # noqa: F401  (the shared harness and its fixtur
     TOKEN,
     VOXLEDGER,
     Server,
+    conversation_of,
     server_env_fixture,
     server_schema_fixture,
     text_update,
@@ -36,7 +37,7 @@ from voxledger.adapters.bootstrap import (
     open_engine,
     serving_connections,
 )
-from voxledger.adapters.chat.bot import conversation_id_for, reply_id
+from voxledger.adapters.chat.bot import reply_id
 from voxledger.domain.errors import BadInput
 
 CLIENTS = 6  # concurrent clients, each on connections of its own
@@ -146,7 +147,7 @@ def test_interleaved_updates_to_the_same_chats_are_each_recorded_once_by_two_wor
     assert served_by == {0, 1}
     with open_engine(database_url, schema=server_schema) as engine:
         for chat in range(CHATS):
-            state = engine.get_conversation(conversation_id_for("telegram", str(7100 + chat)))
+            state = engine.get_conversation(conversation_of(engine, 7100 + chat))
             counted = Counter(m.id for m in state.messages)
             sent = {str(1000 * (k + 1) + n) for k in range(CLIENTS) for n in range(MESSAGES)}
             assert {i: counted[i] for i in sent} == dict.fromkeys(sent, 1)

@@ -20,6 +20,8 @@ FOLDERS = {
     "adapters": "voxledger.adapters",
     "scripts": "voxledger.scripts",
 }
+
+
 @dataclass(frozen=True)
 class Import:
     """One import of one of our modules: where it is written and how."""

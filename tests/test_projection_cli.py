@@ -48,12 +48,14 @@ def test_project_run_once_catches_up_and_status_reports_no_lag(
     assert {(s["name"], s["position"], s["lag"]) for s in behind} == {
         ("audit", 0, head),
         ("current", 0, head),
+        ("delivery", 0, head),
         ("metrics", 0, head),
+        ("outbox", 0, head),
     }
     out = voxledger(cli_env, "project", "run", "--once").stdout
     assert "audit" in out and "current" in out and "metrics" in out
     status = as_json(cli_env, "project", "status")
-    assert [(s["position"], s["head"], s["lag"]) for s in status] == [(head, head, 0)] * 3
+    assert [(s["position"], s["head"], s["lag"]) for s in status] == [(head, head, 0)] * 5
 
 
 def test_project_run_follows_new_events_until_sigterm(
@@ -82,7 +84,7 @@ def test_project_run_follows_new_events_until_sigterm(
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
-    assert "stopped at audit 2, current 2, metrics 2" in out
+    assert "stopped at audit 2, current 2, delivery 2, metrics 2, outbox 2" in out
 
 
 def test_project_rebuild_shows_progress_and_reports_the_position_reached(

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_ruff_finds_nothing_to_complain_about() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout

@@ -76,18 +76,15 @@ def _spread(speeds: list[float]) -> dict[str, float]:
 def measure_accuracy(
     files: list[tuple[str, PcmAudio, list[dict[str, float]]]], vad: str = "webrtcvad"
 ) -> dict[str, object]:
-    """Each file's utterances against its truth with one speech detector: onset and end
-    errors in ms per utterance (end errors positive when late), the worst of each, how many
-    files met onsets within 60 ms and ends within 50 ms early / 400 ms late, and the speed
-    in multiples of real time (20 ms chunks, the segmenter alone)."""
-    per_file: dict[str, list[tuple[float, float]]] = {}
+    """Each file's utterances against its truth with one speech detector (`score_utterances`)
+    and the speed in multiples of real time (20 ms chunks, the segmenter alone)."""
     audio_s = busy_s = 0.0
     if files:  # a first, untimed pass: the detector's and numpy's one-off set-up
         warm = open_segmenter(SegmenterConfig(sample_rate=files[0][1].sample_rate, vad=vad))
         warm.feed(files[0][1].pcm)
         warm.close()
-    met = 0
-    for name, audio, truth in files:
+    found: dict[str, list[tuple[float, float]]] = {}
+    for name, audio, _ in files:
         segmenter = open_segmenter(SegmenterConfig(sample_rate=audio.sample_rate, vad=vad))
         chunk = 2 * audio.sample_rate // 50
         started = time.perf_counter()
@@ -97,24 +94,38 @@ def measure_accuracy(
         events += segmenter.close()
         busy_s += time.perf_counter() - started
         audio_s += len(audio.pcm) / 2 / audio.sample_rate
-        found = [e.utterance for e in events if isinstance(e, SpeechEnded)]
+        found[name] = [
+            (e.utterance.start_s, e.utterance.end_s) for e in events if isinstance(e, SpeechEnded)
+        ]
+    truth = {name: true for name, _, true in files}
+    return {"vad": vad, **score_utterances(found, truth), "x_realtime": audio_s / busy_s}
+
+
+def score_utterances(
+    found: dict[str, list[tuple[float, float]]], truth: dict[str, list[dict[str, float]]]
+) -> dict[str, object]:
+    """Utterances found (start and end seconds, by file) against the truth: onset and end
+    errors in ms per utterance (end errors positive when late), the worst of each, and how
+    many files met onsets within 60 ms and ends within 50 ms early / 400 ms late."""
+    per_file: dict[str, list[tuple[float, float]]] = {}
+    met = 0
+    for name, utterances in found.items():
+        true = truth[name]
         errors = [
-            (1000 * (u.start_s - t["start_s"]), 1000 * (u.end_s - t["end_s"]))
-            for u, t in zip(found, truth, strict=False)
+            (1000 * (start - t["start_s"]), 1000 * (end - t["end_s"]))
+            for (start, end), t in zip(utterances, true, strict=False)
         ]
         per_file[name] = errors
-        if len(found) == len(truth) and all(
+        if len(utterances) == len(true) and all(
             abs(onset) <= 60 and -50 <= end <= 400 for onset, end in errors
         ):
             met += 1
     everything = [e for errors in per_file.values() for e in errors]
     return {
-        "vad": vad,
-        "files": len(files),
+        "files": len(found),
         "files_met": met,
         "errors_ms": per_file,
         "worst_onset_ms": max(abs(o) for o, _ in everything),
         "earliest_end_ms": min(e for _, e in everything),
         "latest_end_ms": max(e for _, e in everything),
-        "x_realtime": audio_s / busy_s,
     }

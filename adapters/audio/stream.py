@@ -19,6 +19,9 @@ from .listener import Listener
 from .segmenter import SegmenterConfig, SpeechEnded, SpeechStarted
 from .turns import BargeIn, SilenceTimeout, TurnConfig, TurnEvent, UserTurnEnded
 
+# Statuses in which a conversation is connected to no stream.
+_NOT_CONNECTED = (Status.IDLE, Status.DISCONNECTED, Status.ERROR, Status.ENDED)
+
 
 class VoiceStream:
     """One audio stream bound to one conversation."""
@@ -51,15 +54,21 @@ class VoiceStream:
                 f"{self.started_at.isoformat()}"
             ) from None
 
-    async def open(self) -> None:
-        """Make sure the conversation listens (connecting it to the stream if it is idle)."""
-        state = await self.engine.get_conversation(self.conversation_id)
+    async def open(self, *, take_over: bool = False) -> None:
+        """Make sure the conversation listens (connecting it to the stream if it is idle).
+        With `take_over`, a conversation still connected to a stream (one lost with the
+        process that heard it; the live ones a process hears, `LiveStreams`, are never
+        opened twice) is disconnected from it first, closing what it left half-done."""
+        cid, at = self.conversation_id, self.started_at
+        state = await self.engine.get_conversation(cid)
+        if take_over and state.status not in _NOT_CONNECTED:
+            lost = state.connection.connection_id
+            await self.engine.disconnect(cid, f"stream {lost} lost", at=at)
+            state = await self.engine.get_conversation(cid)
         if state.status in (Status.IDLE, Status.DISCONNECTED, Status.ERROR):
-            await self.engine.connect(
-                self.conversation_id, self.provider, self.connection_id, at=self.started_at
-            )
+            await self.engine.connect(cid, self.provider, self.connection_id, at=at)
         if not state.audio.listening:
-            await self.engine.listen(self.conversation_id, at=self.started_at)
+            await self.engine.listen(cid, at=at)
 
     async def feed(self, chunk: bytes) -> list[TurnEvent]:
         """Hear the next chunk (BadInput, and nothing recorded, if it is not PCM as
@@ -69,17 +78,28 @@ class VoiceStream:
             await self._record(fact)
         return facts
 
+    def now(self) -> datetime:
+        """The wall time of the latest sample heard: now, on the stream's clock."""
+        return self.at(self.listener.samples_fed / self._rate)
+
     async def assistant_responds(self) -> None:
-        """The assistant starts speaking: the turn in progress is now responding."""
-        await self.engine.start_response(
-            self.conversation_id, at=self.at(self.listener.samples_fed / self._rate)
-        )
+        """The assistant starts speaking: the turn in progress (one started now if there is
+        none, as for a greeting) is responding, and speech over it can barge in."""
+        cid, at = self.conversation_id, self.now()
+        state = await self.engine.get_conversation(cid)
+        if not state.current_turn_active:
+            await self.engine.start_turn(cid, at=at)
+        if not state.current_turn_active or state.status != Status.RESPONDING:
+            await self.engine.start_response(cid, at=at)
         self.listener.assistant_playing(True)
 
     async def assistant_finished(self, assistant_message_id: str | None = None) -> None:
-        """The assistant's answer played to the end: the turn completes."""
-        at = self.at(self.listener.samples_fed / self._rate)
-        await self.engine.complete_turn(self.conversation_id, assistant_message_id, at=at)
+        """The assistant's answer played to the end: the turn in progress completes."""
+        state = await self.engine.get_conversation(self.conversation_id)
+        if state.current_turn_active:
+            await self.engine.complete_turn(
+                self.conversation_id, assistant_message_id, at=self.now()
+            )
         self.listener.assistant_playing(False)
 
     async def close(self) -> list[TurnEvent]:
@@ -91,8 +111,7 @@ class VoiceStream:
 
     async def disconnect(self, reason: str) -> None:
         """The transport went away, now on the stream's clock."""
-        at = self.at(self.listener.samples_fed / self._rate)
-        await self.engine.disconnect(self.conversation_id, reason, at=at)
+        await self.engine.disconnect(self.conversation_id, reason, at=self.now())
 
     @property
     def _rate(self) -> int:
@@ -113,7 +132,10 @@ class VoiceStream:
             case SilenceTimeout(at_s=at_s, silence_s=silence_s):
                 await engine.record_silence(cid, silence_s, at=self.at(at_s))
             case BargeIn(at_s=at_s):
-                await engine.interrupt_turn(cid, "barge-in", at=self.at(at_s))
+                # The turn may have closed without the playback being stopped (the
+                # application completed it itself): then there is nothing to interrupt.
+                if (await engine.get_conversation(cid)).current_turn_active:
+                    await engine.interrupt_turn(cid, "barge-in", at=self.at(at_s))
                 self.listener.assistant_playing(False)  # the agent stops its playback
 
 

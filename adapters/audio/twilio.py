@@ -7,9 +7,13 @@ Inbound messages are validated as Twilio documents them (`connected`; `start` wi
 `mark`; `dtmf`; `stop`; `sequenceNumber` a string counting up). Inbound audio is decoded from
 mu-law and heard by a `VoiceStream`, so speech, turn ends and silences are recorded on the
 stream's sample clock: the media timestamps place the audio (a gap is heard as silence), the
-session never reads a wall clock. Outbound: `media` (base64 mu-law) and `mark` while the
-assistant plays, and `clear` when the caller barges in. The WebSocket route is a thin wrapper:
-it passes each text frame to `handle` and sends back what it returns.
+session never reads a wall clock. A call is one conversation on channel `twilio` whose
+participant is the call SID; its id is derived from the call SID (as the chat channels derive
+theirs from a chat id), so a call's later streams continue the same conversation.
+
+Outbound: `media` (base64 mu-law) and `mark` while the assistant plays, and `clear` when the
+caller barges in. The WebSocket route (adapters/http/voice.py) is a thin wrapper: it passes
+each text frame to `handle` and sends back what it returns.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from datetime import datetime
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import msgspec
 
-from ...domain.errors import BadInput
+from ...domain.errors import BadInput, Conflict
 from ..async_engine import AsyncEngine
 from .codecs import mulaw_decode, mulaw_encode
 from .segmenter import SegmenterConfig
@@ -32,9 +37,15 @@ from .stream import VoiceStream
 from .turns import BargeIn, TurnConfig, TurnEvent
 
 RATE = 8000
+CHANNEL = "twilio"
+# The namespace of call conversations' ids (the one chats used before the chat directory).
+CALL_NAMESPACE = UUID("53444f8a-73fa-4e34-9f76-c48946e69f20")
 _BYTES_PER_MS = RATE // 1000
 # Outbound audio goes in messages of at most this many mu-law bytes (one second).
 _OUT_CHUNK = RATE
+# Audio lost in transit is heard as silence, up to this much at once: a larger jump in the
+# media timestamps is not a network gap but a broken stream.
+_MAX_GAP_S = 60
 
 
 class _Message(msgspec.Struct, tag_field="event", rename="camel", forbid_unknown_fields=False):
@@ -199,9 +210,17 @@ class MediaStreamSession:
         """True while audio we sent has not been confirmed played (marks outstanding)."""
         return bool(self._marks)
 
+    @property
+    def marks_waiting(self) -> tuple[str, ...]:
+        """The marks sent whose audio Twilio has not yet confirmed played, oldest first."""
+        return tuple(self._marks)
+
     async def handle(self, text: str | bytes) -> list[str]:
         """Take one message from Twilio; return the messages to send back (JSON text)."""
-        message = parse_message(text)
+        return await self.handle_message(parse_message(text))
+
+    async def handle_message(self, message: Inbound) -> list[str]:
+        """Take one message already parsed (`parse_message`); return the messages to send."""
         if self.stopped:
             raise BadInput("the Twilio stream has stopped; it takes no more messages")
         if isinstance(message, Connected):
@@ -222,16 +241,18 @@ class MediaStreamSession:
 
     async def speak(self, pcm: bytes, mark: str | None = None) -> list[str]:
         """The assistant plays this audio (16-bit PCM at 8 kHz): the `media` messages and a
-        `mark` to send. The first audio of a turn records that the assistant responds."""
+        `mark` to send. The first audio of a turn records that the assistant responds (in
+        the turn in progress, or one it starts); Twilio's echo of the last mark, once all
+        of it has played, completes the turn."""
         stream, sid = self._require_started()
-        if len(pcm) % 2:
-            raise BadInput("assistant audio must be whole 16-bit samples (an even byte count)")
+        if self.stopped:
+            raise BadInput("the Twilio stream has stopped; the assistant can no longer speak")
+        if not pcm or len(pcm) % 2:
+            raise BadInput("assistant audio must be whole 16-bit samples (an even byte count > 0)")
+        if mark is not None and mark in self._marks:
+            raise BadInput(f"mark {mark!r} is already waiting to be played; name each one once")
         if not self._marks:
-            state = await self.engine.get_conversation(stream.conversation_id)
-            if state.current_turn_active and state.status != "responding":
-                await stream.assistant_responds()
-            else:
-                stream.listener.assistant_playing(True)
+            await stream.assistant_responds()
         payload = mulaw_encode(pcm)
         out = [
             _encode({"event": "media", "streamSid": sid, "media": {"payload": _b64(chunk)}})
@@ -242,6 +263,16 @@ class MediaStreamSession:
         self._marks.append(name)
         out.append(_encode({"event": "mark", "streamSid": sid, "mark": {"name": name}}))
         return out
+
+    async def drop(self, reason: str) -> None:
+        """The transport went away without `stop` (or was closed on a bad message): close
+        what was heard and record the disconnect, on the stream's clock."""
+        if self.stream is None or self.stopped:
+            return
+        self.stopped = True
+        self._marks.clear()
+        self.facts += await self.stream.close()
+        await self.stream.disconnect(reason)
 
     def _require_started(self) -> tuple[VoiceStream, str]:
         if self.stream is None or self.stream_sid is None:
@@ -276,13 +307,19 @@ class MediaStreamSession:
             )
         if message.stream_sid != info.stream_sid:
             raise BadInput("Twilio start: streamSid differs from start.streamSid")
-        cid = self.conversation_id or await self.engine.start_conversation(
-            "voice",
-            info.call_sid,
-            {"provider": "twilio", "callSid": info.call_sid, "streamSid": info.stream_sid,
-             "customParameters": dict(info.custom_parameters)},
-            at=self.started_at,
-        )  # fmt: skip
+        cid = self.conversation_id
+        if cid is None:
+            cid = call_conversation_id(info.call_sid)
+            # Conflict: a later stream of the same call, whose conversation goes on.
+            with suppress(Conflict):
+                await self.engine.start_conversation(
+                    CHANNEL,
+                    info.call_sid,
+                    {"streamSid": info.stream_sid,
+                     "customParameters": dict(info.custom_parameters)},
+                    conversation_id=cid,
+                    at=self.started_at,
+                )  # fmt: skip
         stream = VoiceStream(
             self.engine,
             cid,
@@ -292,7 +329,7 @@ class MediaStreamSession:
             provider="twilio",
             connection_id=info.stream_sid,
         )
-        await stream.open()
+        await stream.open(take_over=True)
         self.conversation_id, self.stream = cid, stream
         self.start_info, self.stream_sid = info, info.stream_sid
 
@@ -316,6 +353,11 @@ class MediaStreamSession:
         # Audio missing before this chunk (a network gap) is heard as silence, so the
         # stream's clock stays on Twilio's.
         gap = timestamp * _BYTES_PER_MS - stream.listener.samples_fed
+        if gap > _MAX_GAP_S * RATE:
+            raise BadInput(
+                f"Twilio media.timestamp {timestamp} ms jumps more than {_MAX_GAP_S} s past "
+                f"the {stream.listener.samples_fed // _BYTES_PER_MS} ms of audio received"
+            )
         facts = []
         if gap > 0:
             facts += await stream.feed(bytes(2 * gap))
@@ -332,17 +374,21 @@ class MediaStreamSession:
             return  # a mark `clear` dropped, or one sent before a barge-in
         del self._marks[: self._marks.index(name) + 1]
         if not self._marks:
-            state = await self.engine.get_conversation(stream.conversation_id)
-            if state.current_turn_active:
-                await stream.assistant_finished()
-            else:
-                stream.listener.assistant_playing(False)
+            await stream.assistant_finished()
 
     async def _stop(self) -> None:
         stream, _ = self._require_started()
+        self._marks.clear()
         self.facts += await stream.close()
         await stream.disconnect("twilio stream stopped")
         self.stopped = True
+
+
+def call_conversation_id(call_sid: str) -> UUID:
+    """The conversation of a Twilio call, derived from its call SID, so that an application
+    can find it from the SID alone. A call SID names one call, not a person (unlike a chat
+    id, which the chat directory keys with a secret): the id ties back to nobody."""
+    return uuid5(CALL_NAMESPACE, f"{CHANNEL}:{call_sid}")
 
 
 def _b64(data: bytes) -> str:

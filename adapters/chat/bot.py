@@ -1,65 +1,62 @@
-"""The chat bot, whatever the transport: an incoming message becomes Engine commands.
+"""The chat bot, whatever the channel: what an incoming message means, and what to say back.
 
-One chat (a channel and a chat id) is one conversation whose id is derived from the two, so
-no lookup table is needed and a restarted process finds the conversation again. Every chat
-message is recorded under the transport's message id and the bot's reply under
-``f"{message_id}:reply"`` (the name `Engine.answer(record_messages=True)` gives it): a message
-seen before gets its original reply back and records nothing new.
+A chat (a channel and a chat on it; in a group, each member, and in a forum, each topic) is
+in one conversation at a time, which the chat directory finds (directory.py). Each message
+is one `Engine.exchange`: the bot's `decide` reads the conversation and its form, answers,
+starts, edits, undoes or cancels the form, and words the reply; the Engine records the
+user's message, all of that, the reply and what is to be sent, in one atomic save. On a
+channel that delivers (Telegram with a bot token, WhatsApp), the reply and the answer to a
+button press are queued in the outbox and a delivery worker sends them; otherwise the reply
+goes back to the caller (Telegram's webhook-reply mode, the JSON API, the terminal).
 
-The bot is synchronous, like the Engine. Messages to one chat must be handled one at a time:
-the HTTP server runs `handle_chat` through `AsyncEngine.run`, which serialises by the chat's
-conversation id; across processes the conversation's message-id check and the store's
-optimistic concurrency stop a second writer, and the bot then answers with the first reply.
+A message is known by its id: the same message again gets the first reply and records
+nothing. An edited message has one meaning: if it was the accepted answer of a field of the
+form in progress (and no later message changed that field), its new text re-answers that
+field in place (the form stays at its step); an edit of anything else is ignored and
+records nothing.
+
+In a chat of many people, plain text from a member with no form in progress is ignored (they
+are talking to each other): a form starts with a command or a button.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Collection
 from contextlib import suppress
 from datetime import datetime
-from typing import Any, NamedTuple
-from uuid import UUID, uuid5
+from typing import TYPE_CHECKING, Any, NamedTuple
+from uuid import UUID
 
+import anyio.to_thread
 import msgspec
+import structlog
 
-from ...domain.conversation import ConversationState, Message, Role, Status
+from ...domain.conversation import Address, Role
 from ...domain.engine import Engine
-from ...domain.errors import (
-    BadInput,
-    Conflict,
-    FlowExpired,
-    InvalidTransition,
-    NotFound,
-    ValidationFailed,
-    VoxledgerError,
-)
-from ...domain.flow import FlowStatus
+from ...domain.errors import BadInput, CodeFailed, InvalidTransition, NotFound, VoxledgerError
+from ...domain.exchange import ConversationClosed, Decide, Exchange, ExchangeResult, Inbound
+from ...domain.exchange import reply_id as reply_id
 from ...domain.flow_definition import FlowDefinition, show_answer
-from .wording import EXPIRED, reply_text
+from ...domain.flow_reply import FlowReply
+from ..store.mapper import Erased
+from .directory import ChatDirectory, ChatKey
+from .wording import CHANGED, CODE_FAILED, EXPIRED, NOT_CHANGED, NOT_TEXT, reply_text
 
-# Fixed for good: changing it would orphan every chat's conversation.
-CHAT_NAMESPACE = UUID("53444f8a-73fa-4e34-9f76-c48946e69f20")
+if TYPE_CHECKING:
+    from ..async_engine import AsyncEngine
+
+log = structlog.get_logger("voxledger.chat")
 
 COMMANDS = "Commands: /start, /cancel, /back (undo the last answer), /edit FIELD, /status."
-
-
-def conversation_id_for(channel: str, chat_id: str, generation: int = 1) -> UUID:
-    """The id of a chat's conversation. A chat whose conversation was ended continues in
-    the next generation's conversation, whose id is derived the same way."""
-    key = f"{channel}:{chat_id}" if generation == 1 else f"{channel}:{chat_id}#{generation}"
-    return uuid5(CHAT_NAMESPACE, key)
-
-
-def reply_id(message_id: str) -> str:
-    """The id of the bot's reply to a message (as `Engine.answer` names it)."""
-    return f"{message_id}:reply"
+# Every chat of many people shares one form (instead of one form per member).
+ALL_CHATS = "*"
 
 
 class Incoming(msgspec.Struct, frozen=True, kw_only=True):
-    """A message that arrived over a transport, already validated by its adapter."""
+    """A message that arrived over a channel, already validated by its adapter."""
 
-    channel: str  # telegram, terminal, api...
+    channel: str  # telegram, whatsapp, terminal, api...
     chat_id: str
     message_id: str  # unique within the chat: the key that makes a retry harmless
     text: str
@@ -67,323 +64,403 @@ class Incoming(msgspec.Struct, frozen=True, kw_only=True):
     participant: str | None = None  # a name for people reading the conversation
     choice: bool = False  # a menu button was pressed (not typed text)
     at: datetime | None = None  # None: the engine's clock
+    thread: str | None = None  # the forum topic it was written in
+    group: bool = False  # a chat of many people
+    platform_message_id: str | None = None  # the channel's id of it, for a reply to quote
+    callback_id: str | None = None  # the button press, to be answered
+    keyboard_message: str | None = None  # the message whose button was pressed
+    edited: str | None = None  # this is a new text of that earlier message
+    media: str | None = None  # sent instead of text: a photo, a sticker...
 
 
 class Reply(msgspec.Struct, frozen=True, kw_only=True):
     """What the bot says back, and where the chat stands afterwards."""
 
-    conversation_id: UUID
+    conversation_id: UUID | None  # None: the message was ignored before any conversation
     message_id: str  # the message this answers
     text: str
     choices: tuple[str, ...] = ()  # menu options to offer as buttons
     flow_id: UUID | None = None  # the flow in progress afterwards
     duplicate: bool = False  # the message was seen before: this is the original reply
+    recorded: bool = True  # False: ignored, nothing recorded
+    outbound: tuple[str, ...] = ()  # what was queued for the delivery worker
+
+    @classmethod
+    def of(cls, result: ExchangeResult) -> Reply:
+        """The reply an exchange recorded."""
+        return cls(
+            conversation_id=result.conversation_id,
+            message_id=result.message_id,
+            text=result.text,
+            choices=result.choices,
+            flow_id=result.flow_id,
+            duplicate=result.duplicate,
+            recorded=result.recorded,
+            outbound=result.outbound,
+        )
 
 
 class Command(NamedTuple):
-    """A slash command and the text after it."""
+    """A slash command, the text after it, and the bot it names (`/start@SomeBot`)."""
 
     name: str
     argument: str
+    bot: str | None = None
 
 
-class Outcome(NamedTuple):
-    """The reply a command produced, before it is recorded."""
+class Said(NamedTuple):
+    """A reply before it is recorded: its text, the choices offered, and what to keep."""
 
     text: str
     choices: tuple[str, ...] = ()
-    flow_id: UUID | None = None
+    metadata: dict[str, Any] | None = None
 
 
 def parse_command(text: str) -> Command | None:
-    """`/edit date` -> ("edit", "date"); `/start@SomeBot` -> ("start", ""); text -> None."""
+    """`/edit date` -> ("edit", "date"); `/start@SomeBot` -> ("start", "", "SomeBot")."""
     stripped = text.strip()
     if not stripped.startswith("/"):
         return None
     head, _, rest = stripped.partition(" ")
-    return Command(head[1:].partition("@")[0].casefold(), rest.strip())
+    name, _, bot = head[1:].partition("@")
+    return Command(name.casefold(), rest.strip(), bot or None)
+
+
+def chat_key(message: Incoming, shared_chats: Collection[str] = ()) -> ChatKey:
+    """The chat a message belongs to: in a chat of many people, its sender's own (unless
+    the chat shares one form), and in a forum its topic's."""
+    shared = not message.group or ALL_CHATS in shared_chats or message.chat_id in shared_chats
+    user = None if shared else message.user_id
+    return ChatKey(message.channel, message.chat_id, user, message.thread)
 
 
 class ChatBot:
     """Runs one flow definition as a chat: a menu of its modes, slash commands, answers."""
 
-    def __init__(self, engine: Engine, flow: str = "intake", *, reply_wait_s: float = 2.0):
+    def __init__(
+        self,
+        engine: Engine,
+        flow: str = "intake",
+        *,
+        directory: ChatDirectory | None = None,
+        delivering: Collection[str] = (),
+        shared_chats: Collection[str] = (),
+    ) -> None:
         self.engine = engine
         self.flow = flow
         self.definition: FlowDefinition = engine.flows.latest(flow)  # NotFound if unknown
-        # How long a duplicate waits for the reply another process is still writing.
-        self.reply_wait_s = reply_wait_s
+        self.directory = directory
+        self.delivering = frozenset(delivering)  # channels whose replies the outbox sends
+        self.shared_chats = frozenset(shared_chats)
 
     # -- entry points ------------------------------------------------------------------------
 
-    def handle_chat(self, chat_key: UUID, message: Incoming) -> Reply:
-        """Answer a message in its chat's conversation, starting the conversation if new.
-        ``chat_key`` is `conversation_id_for(message.channel, message.chat_id)`: the id the
-        caller serialises on."""
-        if chat_key != conversation_id_for(message.channel, message.chat_id):
-            raise BadInput(f"{chat_key} is not the key of {message.channel} chat {message.chat_id}")
-        return self._handle(self._open(message), message)
+    def handle_chat(self, message: Incoming) -> Reply:
+        """Answer a message in its chat's conversation, opening one if the chat has none
+        (or its last one ended or was erased)."""
+        directory = self._directory()
+        key = chat_key(message, self.shared_chats)
+        lookup = directory.find if self._chatter(message) else directory.open
+        conversation_id = lookup(key)
+        if conversation_id is None:
+            return self._ignored(message)
+        try:
+            return self._exchange(conversation_id, message)
+        except (ConversationClosed, Erased):
+            return self._exchange(directory.move_on(key, conversation_id), message)
+
+    def _exchange(
+        self, conversation_id: UUID, message: Incoming, *, open_missing: bool = True
+    ) -> Reply:
+        inbound = self._inbound(message)
+        try:
+            result = self.engine.exchange(
+                conversation_id,
+                inbound,
+                self._decider(message),
+                open_missing=open_missing,
+                at=message.at,
+            )
+        except CodeFailed as failed:
+            # The flow's own code failed and the exchange recorded nothing: record the
+            # message and an apology instead, so that the user can try again.
+            _log_failure(failed, conversation_id)
+            result = self.engine.exchange(
+                conversation_id, inbound, _apology, open_missing=open_missing, at=message.at
+            )
+        return Reply.of(result)
+
+    async def handle_chat_async(self, message: Incoming, engine: AsyncEngine) -> Reply:
+        """`handle_chat` on the async engine: the directory is read in a thread, then the
+        exchange runs in the event loop and shares a commit when the conversation is in
+        memory."""
+        directory = self._directory()
+        key = chat_key(message, self.shared_chats)
+        lookup = directory.find if self._chatter(message) else directory.open
+        conversation_id = await anyio.to_thread.run_sync(lookup, key)
+        if conversation_id is None:
+            return self._ignored(message)
+        try:
+            return await self._exchange_async(engine, conversation_id, message)
+        except (ConversationClosed, Erased):
+            closed = conversation_id
+            conversation_id = await anyio.to_thread.run_sync(directory.move_on, key, closed)
+            return await self._exchange_async(engine, conversation_id, message)
+
+    async def _exchange_async(
+        self, engine: AsyncEngine, conversation_id: UUID, message: Incoming
+    ) -> Reply:
+        inbound = self._inbound(message)
+        try:
+            result = await engine.exchange(
+                conversation_id, inbound, self._decider(message), at=message.at
+            )
+        except CodeFailed as failed:
+            _log_failure(failed, conversation_id)
+            result = await engine.exchange(conversation_id, inbound, _apology, at=message.at)
+        return Reply.of(result)
 
     def handle(self, conversation_id: UUID, message: Incoming) -> Reply:
-        """Answer a message in an existing conversation (NotFound if there is none)."""
-        return self._handle(self.engine.get_conversation(conversation_id), message)
+        """Answer a message in an existing conversation (NotFound if there is none,
+        InvalidTransition if it has ended)."""
+        try:
+            return self._exchange(conversation_id, message, open_missing=False)
+        except ConversationClosed as closed:
+            raise InvalidTransition(str(closed)) from None  # a conversation by id: no next one
 
-    def where(self, channel: str, chat_id: str) -> Reply:
-        """Where a chat stands now, as the bot would say it (how a restarted terminal
-        resumes); records nothing."""
-        generation, state = self._current(channel, chat_id)
-        if state is None:
-            conversation_id = conversation_id_for(channel, chat_id, generation)
-            return Reply(conversation_id=conversation_id, message_id="", **self._menu()._asdict())
-        return Reply(conversation_id=state.id, message_id="", **self._where(state)._asdict())
+    def where(self, message: Incoming, *, reserve: bool = False) -> Reply:
+        """Where the chat of a message stands now, as the bot would say it (how a restarted
+        terminal resumes); records nothing in the log. With ``reserve``, a chat that has no
+        conversation yet gets the id of its first one now."""
+        directory, key = self._directory(), chat_key(message, self.shared_chats)
+        conversation_id = directory.open(key) if reserve else directory.find(key)
+        said, flow_id = self._menu(), None
+        if conversation_id is not None:
+            with suppress(NotFound):  # reserved, not begun
+                flow_id = self.engine.get_conversation(conversation_id).active_flow_id
+        if flow_id is not None:
+            said = Said(reply_text(self.engine.flow_prompt(flow_id)))
+        return Reply(
+            conversation_id=conversation_id,
+            message_id="",
+            text=said.text,
+            choices=said.choices,
+            flow_id=flow_id,
+        )
+
+    def delivers(self, channel: str) -> bool:
+        """True if the replies of this channel are sent by the delivery worker."""
+        return channel in self.delivering
 
     # -- one message ---------------------------------------------------------------------------
 
-    def _current(self, channel: str, chat_id: str) -> tuple[int, ConversationState | None]:
-        """The chat's latest generation that has not ended, and its state (None: not
-        started yet)."""
-        generation = 1
-        while True:
-            try:
-                state = self.engine.get_conversation(
-                    conversation_id_for(channel, chat_id, generation)
-                )
-            except NotFound:
-                return generation, None
-            if state.status is not Status.ENDED:
-                return generation, state
-            generation += 1
-
-    def _open(self, message: Incoming) -> ConversationState:
-        """The chat's open conversation: found, or started with the id derived from it."""
-        generation, state = self._current(message.channel, message.chat_id)
-        if state is not None:
-            return state
-        conversation_id = conversation_id_for(message.channel, message.chat_id, generation)
+    def _inbound(self, message: Incoming) -> Inbound:
         metadata: dict[str, Any] = {"chat_id": message.chat_id}
         if message.user_id is not None:
             metadata["user_id"] = message.user_id
-        if generation > 1:
-            metadata["generation"] = generation
-        # Conflict: another process started it a moment ago, so it is found.
-        with suppress(Conflict):
-            self.engine.start_conversation(
-                message.channel,
-                message.participant,
-                metadata,
-                conversation_id=conversation_id,
-                at=message.at,
-            )
-        return self.engine.get_conversation(conversation_id)
-
-    def _handle(self, state: ConversationState, message: Incoming) -> Reply:
-        if _find(state, message.message_id) is not None:
-            return self._original(state, message.message_id)
-        try:
-            return self._respond(state, message)
-        except (ValidationFailed, Conflict):
-            # Another process may have recorded this very message after we read the state:
-            # then the message-id check refused ours, and its reply is the one to give.
-            state = self.engine.get_conversation(state.id)
-            if _find(state, message.message_id) is None:
-                raise
-            return self._original(state, message.message_id)
-
-    def _respond(self, state: ConversationState, message: Incoming) -> Reply:
-        command = None if message.choice else parse_command(message.text)
-        flow_id = state.active_flow_id
-        if command is None and not message.choice and flow_id is not None:
-            try:
-                # The user's text, the answer and the reply: one atomic save.
-                answered = self.engine.answer(
-                    flow_id,
-                    message.text,
-                    message_id=message.message_id,
-                    record_messages=True,
-                    at=message.at,
-                )
-            except FlowExpired:
-                # The engine recorded the expiry instead; tell the user, and record that.
-                return self._exchange(state, message, lambda: Outcome(EXPIRED, self._modes))
-            active = answered.status is FlowStatus.ACTIVE
-            return Reply(
-                conversation_id=state.id,
-                message_id=message.message_id,
-                text=reply_text(answered),
-                flow_id=flow_id if active else None,
-            )
-        return self._exchange(state, message, lambda: self._act(state, command, message))
-
-    def _exchange(
-        self, state: ConversationState, message: Incoming, act: Callable[[], Outcome]
-    ) -> Reply:
-        """Record the user's message, act, record the reply. The user's message goes first:
-        once it is recorded, a retry of the same message never acts again."""
-        self.engine.add_message(
-            state.id, Role.USER, message.text, message_id=message.message_id, at=message.at
-        )
-        outcome = self._refusal_as_reply(state, act)
-        self._record_reply(state.id, message.message_id, outcome, message.at)
-        return Reply(conversation_id=state.id, message_id=message.message_id, **outcome._asdict())
-
-    def _refusal_as_reply(self, state: ConversationState, act: Callable[[], Outcome]) -> Outcome:
-        try:
-            return act()
-        except FlowExpired:
-            return Outcome(EXPIRED, self._modes)
-        except VoxledgerError as refused:
-            # Anything else the engine refused: say why, then where the chat stands.
-            fresh = self.engine.get_conversation(state.id)
-            here = self._where(fresh)
-            return here._replace(text=f"{refused}\n{here.text}")
-
-    def _record_reply(
-        self, conversation_id: UUID, message_id: str, outcome: Outcome, at: datetime | None
-    ) -> None:
-        self.engine.add_message(
-            conversation_id,
-            Role.ASSISTANT,
-            outcome.text,
-            message_id=reply_id(message_id),
-            # Kept so that a duplicate gets the same buttons as well as the same text.
-            metadata={"choices": list(outcome.choices)} if outcome.choices else None,
-            at=at,
+        if message.thread is not None:
+            metadata["thread"] = message.thread
+        said: dict[str, Any] = {}
+        if message.media is not None:
+            said["media"] = message.media
+        if message.edited is not None:
+            said["edits"] = message.edited
+        address = None
+        if message.channel in self.delivering:
+            address = Address(message.chat_id, message.thread)
+        return Inbound(
+            message_id=message.message_id,
+            text=message.text,
+            channel=message.channel,
+            address=address,
+            # In a chat of many people a reply quotes the message it answers.
+            reply_to=message.platform_message_id if message.group else None,
+            participant=message.participant,
+            chat_metadata=metadata,
+            metadata=said,
         )
 
-    def _original(self, state: ConversationState, message_id: str) -> Reply:
-        """The reply first given to a message. If its writer is still at work in another
-        process, wait for it; if that writer died between the message and the reply, answer
-        with where the chat stands now, once, and keep that as the reply."""
-        deadline = time.monotonic() + self.reply_wait_s
-        while (reply := _find(state, reply_id(message_id))) is None:
-            if time.monotonic() >= deadline:
-                outcome = self._where(state)
-                try:
-                    self._record_reply(state.id, message_id, outcome, None)
-                except ValidationFailed:
-                    state = self.engine.get_conversation(state.id)
-                    continue  # the late writer finished after all: its reply wins
-                return Reply(
-                    conversation_id=state.id,
-                    message_id=message_id,
-                    duplicate=True,
-                    **outcome._asdict(),
-                )
-            time.sleep(0.05)
-            state = self.engine.get_conversation(state.id)
-        return Reply(
-            conversation_id=state.id,
-            message_id=message_id,
-            text=reply.content,
-            choices=tuple(reply.metadata.get("choices", ())),
-            flow_id=state.active_flow_id,
-            duplicate=True,
-        )
+    def _decider(self, message: Incoming) -> Decide:
+        def decide(exchange: Exchange) -> None:
+            self._decide(exchange, message)
+
+        return decide
+
+    def _chatter(self, message: Incoming) -> bool:
+        """Plain text (or media) in a chat of many people: not for the bot unless the
+        sender has a form in progress."""
+        return message.group and not message.choice and parse_command(message.text) is None
+
+    def _ignored(self, message: Incoming) -> Reply:
+        return Reply(conversation_id=None, message_id=message.message_id, text="", recorded=False)
+
+    def _directory(self) -> ChatDirectory:
+        if self.directory is None:
+            raise BadInput("this bot has no chat directory: give it one to take chat messages")
+        return self.directory
 
     # -- what each message does ---------------------------------------------------------------
 
-    def _act(self, state: ConversationState, command: Command | None, message: Incoming) -> Outcome:
-        flow_id, at = state.active_flow_id, message.at
+    def _decide(self, ex: Exchange, message: Incoming) -> None:
+        """What the message means, and what to say (pure: it may run again on newer state)."""
+        if message.edited is not None:
+            self._correct(ex, message)
+            return
+        command = None if message.choice else parse_command(message.text)
+        idle = ex.flow is None and ex.expired is None
+        if idle and message.group and command is None and not message.choice:
+            ex.ignore()  # chatter among members, not for the bot
+            return
+        if message.callback_id is not None:
+            ex.acknowledge(message.callback_id)
+        try:
+            said = self._said(ex, message, command)
+        except CodeFailed:
+            raise  # the flow's own code: the whole exchange is given up (see _exchange)
+        except VoxledgerError as refused:
+            # A command the form refused records nothing of itself: say why, then where
+            # the chat stands.
+            here = self._here(ex)
+            said = here._replace(text=f"{refused}\n{here.text}")
+        ex.reply(said.text, said.choices, metadata=said.metadata)
+
+    def _said(self, ex: Exchange, message: Incoming, command: Command | None) -> Said:
+        if ex.expired is not None and command is None and not message.choice:
+            return Said(EXPIRED, self._modes)
+        if message.media is not None and not message.text:
+            return self._not_text(ex, message.media)
         if message.choice:
-            return self._choose(state, message.text, at)
-        if command is None:  # plain text with no flow in progress: a menu choice, or hello
+            return self._choose(ex, message)
+        if command is None:
+            if ex.flow is not None:
+                return self._answer(ex, message)
             mode = self._mode_named(message.text)
-            return self._menu("Hello!") if mode is None else self._begin(state.id, mode, at)
-        name, argument = command
+            return self._menu("Hello!") if mode is None else self._begin(ex, mode)
+        name, argument, _ = command
         if name == "start":
-            return self._start(state, argument, at)
+            return self._start(ex, argument)
         if name == "help":
             return self._menu()
-        if flow_id is None:
+        if ex.flow is None:
             known = name in ("cancel", "back", "edit", "status")
             return self._menu("No form is in progress." if known else f"Unknown command /{name}.")
         if name == "cancel":
-            cancelled = self.engine.cancel(flow_id, "/cancel", at=at)
-            return Outcome(reply_text(cancelled), self._modes)
+            return Said(reply_text(ex.cancel("/cancel")), self._modes)
         if name == "back":
-            return self._undo(flow_id, at)
+            return self._undo(ex)
         if name == "edit":
-            return self._edit(flow_id, argument, at)
+            return self._edit(ex, argument)
         if name == "status":
-            return self._status(flow_id)
-        prompt = reply_text(self.engine.flow_prompt(flow_id))
-        return Outcome(f"Unknown command /{name}. {COMMANDS}\n{prompt}", (), flow_id)
+            return self._status(ex)
+        return Said(f"Unknown command /{name}. {COMMANDS}\n{reply_text(ex.prompt())}")
 
-    def _start(self, state: ConversationState, argument: str, at: datetime | None) -> Outcome:
+    def _answer(self, ex: Exchange, message: Incoming) -> Said:
+        """Plain text while a form is in progress: the answer to its current step."""
+        flow, definition = ex.flow, ex.definition
+        assert flow is not None and definition is not None and flow.step is not None
+        field = definition.step(flow.step).field
+        answered = ex.answer(message.text)
+        return Said(reply_text(answered), metadata=_link(answered, field, message.message_id))
+
+    def _correct(self, ex: Exchange, message: Incoming) -> None:
+        """An edited message: re-answers the field it answered, or is ignored."""
+        assert message.edited is not None
+        field = _answer_given_by(ex, message.edited)
+        flow, definition = ex.flow, ex.definition
+        if field is None or flow is None or definition is None or flow.editing is not None:
+            ex.ignore()
+            return
+        before = flow.answers[field]
+        changed = ex.correct(field, message.text)
+        title = next(step.title for step in definition.steps if step.field == field)
+        if changed.accepted:
+            value = show_answer((ex.flow.answers if ex.flow else {}).get(field))
+            text = f"{CHANGED.format(field=title, value=value)}\n{reply_text(changed)}"
+            ex.reply(text, metadata=_link(changed, field, message.edited))
+            return
+        refused = NOT_CHANGED.format(field=title, value=show_answer(before), reason=changed.reason)
+        ex.reply(f"{refused}\n{changed.prompt or ''}".strip())
+
+    def _not_text(self, ex: Exchange, media: str) -> Said:
+        """A photo or a sticker where text is expected: say what is."""
+        said = NOT_TEXT.format(media=media.replace("_", " "))
+        if ex.flow is not None:
+            return Said(f"{said}\n{reply_text(ex.prompt())}")
+        menu = self._menu()
+        return menu._replace(text=f"{said}\n{menu.text}")
+
+    def _start(self, ex: Exchange, argument: str) -> Said:
         """/start: cancel a form in progress, then offer the menu (or start the mode named)."""
         prefix = ""
-        if state.active_flow_id is not None:
-            self._stop(state.active_flow_id, "restarted with /start", at)
+        if ex.flow is not None:
+            ex.cancel("restarted with /start")
             prefix = "The form in progress was cancelled."
         if not self._modes:
-            return self._begin(state.id, None, at, prefix)
+            return self._begin(ex, None, prefix)
         if not argument:
             return self._menu(prefix)
         mode = self._mode_named(argument)
         if mode is None:
             return self._menu(_lines(prefix, f"There is no {argument!r} mode."))
-        return self._begin(state.id, mode, at, prefix)
+        return self._begin(ex, mode, prefix)
 
-    def _choose(self, state: ConversationState, text: str, at: datetime | None) -> Outcome:
+    def _choose(self, ex: Exchange, message: Incoming) -> Said:
         """A menu button: start the flow in that mode, unless one is already running."""
-        if state.active_flow_id is not None:
-            prompt = reply_text(self.engine.flow_prompt(state.active_flow_id))
+        pressed = message.keyboard_message
+        if ex.flow is not None:
+            if pressed is not None and pressed in ex.keyboards:
+                ex.close_keyboard(pressed)  # a menu from before the form: used up
             note = "A form is already in progress (send /start to begin again)."
-            return Outcome(f"{note}\n{prompt}", (), state.active_flow_id)
-        mode = self._mode_named(text)
+            return Said(f"{note}\n{reply_text(ex.prompt())}")
+        mode = self._mode_named(message.text)
         if mode is None and self._modes:
-            return self._menu(f"There is no {text!r} choice.")
-        return self._begin(state.id, mode, at)
+            return self._menu(f"There is no {message.text!r} choice.")
+        return self._begin(ex, mode)
 
-    def _begin(
-        self, conversation_id: UUID, mode: str | None, at: datetime | None, prefix: str = ""
-    ) -> Outcome:
-        started = self.engine.start_flow(conversation_id, self.flow, mode, at=at)
-        return Outcome(_lines(prefix, reply_text(started)), (), started.flow_id)
+    def _begin(self, ex: Exchange, mode: str | None, prefix: str = "") -> Said:
+        started = ex.start_flow(self.flow, mode)
+        for keyboard in ex.keyboards:  # the menu that offered the choice is used up
+            ex.close_keyboard(keyboard)
+        return Said(_lines(prefix, reply_text(started)))
 
-    def _stop(self, flow_id: UUID, reason: str, at: datetime | None) -> None:
-        # Expired or not active: it ended on its own meanwhile, nothing left to stop.
-        with suppress(FlowExpired, InvalidTransition):
-            self.engine.cancel(flow_id, reason, at=at)
-
-    def _undo(self, flow_id: UUID, at: datetime | None) -> Outcome:
+    def _undo(self, ex: Exchange) -> Said:
         try:
-            return Outcome(reply_text(self.engine.undo(flow_id, at=at)), (), flow_id)
+            return Said(reply_text(ex.undo()))
         except InvalidTransition:
-            prompt = reply_text(self.engine.flow_prompt(flow_id))
-            return Outcome(f"Nothing to undo: this is the first question.\n{prompt}", (), flow_id)
+            prompt = reply_text(ex.prompt())
+            return Said(f"Nothing to undo: this is the first question.\n{prompt}")
 
-    def _edit(self, flow_id: UUID, field: str, at: datetime | None) -> Outcome:
+    def _edit(self, ex: Exchange, field: str) -> Said:
         if not field:
-            answered = ", ".join(self.engine.get_flow(flow_id).answers)
-            prompt = reply_text(self.engine.flow_prompt(flow_id))
+            flow = ex.flow
+            assert flow is not None
+            answered = ", ".join(flow.answers)
             ask = f"Send /edit and a field: {answered}." if answered else "Nothing to edit yet."
-            return Outcome(f"{ask}\n{prompt}", (), flow_id)
-        return Outcome(reply_text(self.engine.edit(flow_id, field, at=at)), (), flow_id)
+            return Said(f"{ask}\n{reply_text(ex.prompt())}")
+        return Said(reply_text(ex.edit(field)))
 
-    def _status(self, flow_id: UUID) -> Outcome:
-        flow = self.engine.get_flow(flow_id)
+    def _status(self, ex: Exchange) -> Said:
+        flow = ex.flow
+        assert flow is not None
         title = self.definition.title or flow.definition
         mode = f" ({flow.mode} mode)" if flow.mode else ""
         answers = flow.answers.items()
         answered = ", ".join(f"{k}: {show_answer(v)}" for k, v in answers) or "nothing yet"
-        prompt = reply_text(self.engine.flow_prompt(flow_id))
-        text = f"{title}{mode}, at step {flow.step}.\nAnswered: {answered}.\n{prompt}"
-        return Outcome(text, (), flow_id)
+        prompt = reply_text(ex.prompt())
+        return Said(f"{title}{mode}, at step {flow.step}.\nAnswered: {answered}.\n{prompt}")
 
-    def _where(self, state: ConversationState) -> Outcome:
-        if state.active_flow_id is None:
+    def _here(self, ex: Exchange) -> Said:
+        if ex.flow is None:
             return self._menu()
-        flow_id = state.active_flow_id
-        return Outcome(reply_text(self.engine.flow_prompt(flow_id)), (), flow_id)
+        return Said(reply_text(ex.prompt()))
 
-    def _menu(self, prefix: str = "") -> Outcome:
+    def _menu(self, prefix: str = "") -> Said:
         title = self.definition.title or self.definition.name
         if self._modes:
             ask = f"{title}: choose {_either(self._modes)}."
         else:
             ask = f"{title}: send /start to begin."
-        return Outcome(_lines(prefix, ask, COMMANDS), self._modes)
+        return Said(_lines(prefix, ask, COMMANDS), self._modes)
 
     @property
     def _modes(self) -> tuple[str, ...]:
@@ -394,8 +471,46 @@ class ChatBot:
         return next((m for m in self._modes if m.casefold() == wanted), None)
 
 
-def _find(state: ConversationState, message_id: str) -> Message | None:
-    return next((m for m in reversed(state.messages) if m.id == message_id), None)
+def _apology(ex: Exchange) -> None:
+    """The reply when the flow's own code failed: the message is kept, nothing else."""
+    ex.reply(CODE_FAILED)
+
+
+def _log_failure(failed: CodeFailed, conversation_id: UUID) -> None:
+    """The flow's code failed: the operator reads why, and the line of the code that
+    raised (one log line, no traceback)."""
+    cause = failed.__cause__
+    frames = traceback.extract_tb(cause.__traceback__) if cause is not None else []
+    where = f"{frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}" if frames else None
+    log.error(
+        "flow.code_failed", conversation_id=str(conversation_id), error=str(failed), raised_at=where
+    )
+
+
+def _link(reply: FlowReply, field: str | None, message_id: str) -> dict[str, Any] | None:
+    """What the reply to an accepted answer keeps: the form, the field and the message that
+    answered it (so that an edit of that message can find its field)."""
+    if not reply.accepted or field is None:
+        return None
+    return {"answer": {"flow": str(reply.flow_id), "field": field, "message": message_id}}
+
+
+def _answer_given_by(ex: Exchange, message_id: str) -> str | None:
+    """The field of the form in progress whose current answer the message gave, if any:
+    the newest reply that links an answer to it, unless a later one changed that field."""
+    flow = ex.flow
+    if flow is None:
+        return None
+    later: set[str] = set()
+    for said in ex.newest_messages():
+        link = said.metadata.get("answer") if said.role is Role.ASSISTANT else None
+        if not isinstance(link, dict) or link.get("flow") != str(flow.id):
+            continue
+        field = link.get("field")
+        if link.get("message") == message_id:
+            return field if field not in later and field in flow.answers else None
+        later.add(field)
+    return None
 
 
 def _lines(*parts: str) -> str:

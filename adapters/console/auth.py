@@ -10,8 +10,9 @@ import msgspec
 import structlog
 from litestar import Request, Response, get, post
 from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import Body, FromQuery
 from litestar.response import Redirect
 
 from .context import ConsoleContext
@@ -73,7 +74,9 @@ def require_session(console: ConsoleContext, request: Request[Any, Any, Any]) ->
 
 @get("/login", include_in_schema=False, sync_to_thread=False)
 def login_page(
-    request: Request[Any, Any, Any], console: ConsoleContext, next: str | None = None
+    request: Request[Any, Any, Any],
+    console: NamedDependency[ConsoleContext],
+    next: FromQuery[str | None] = None,
 ) -> Response:
     """The sign-in form (or straight on, with a valid session)."""
     target = safe_next(next)
@@ -85,7 +88,7 @@ def login_page(
 @post("/login", include_in_schema=False, sync_to_thread=False)
 def login(
     request: Request[Any, Any, Any],
-    console: ConsoleContext,
+    console: NamedDependency[ConsoleContext],
     data: Annotated[SignIn, Body(media_type=RequestEncodingType.URL_ENCODED)],
 ) -> Response:
     """Check the token; on a match start a session and go on to the page asked for."""
@@ -107,7 +110,7 @@ def login(
 
 
 @post("/logout", include_in_schema=False, sync_to_thread=False)
-def logout(request: Request[Any, Any, Any], console: ConsoleContext) -> Response:
+def logout(request: Request[Any, Any, Any], console: NamedDependency[ConsoleContext]) -> Response:
     """End the session in this browser and return to the sign-in page."""
     if not _from_console(request):
         return page(
@@ -124,7 +127,7 @@ def logout(request: Request[Any, Any, Any], console: ConsoleContext) -> Response
 
 def _form(
     request: Request[Any, Any, Any],
-    console: ConsoleContext,
+    console: NamedDependency[ConsoleContext],
     target: str,
     error: str | None = None,
     status_code: int = 200,

@@ -15,7 +15,8 @@ import anyio.to_thread
 import msgspec
 import structlog
 from litestar import Request, Response, get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect, ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
@@ -36,8 +37,8 @@ CHANGES = 300  # the changes a diff lists, unless full
 TAIL_POLL_S = 0.5
 TAIL_KEEPALIVE_S = 15.0
 STATUSES = [s.value for s in Status]
-SearchText = Annotated[str | None, Parameter(max_length=200)]
-ZoneName = Annotated[str | None, Parameter(max_length=64)]
+SearchText = Annotated[str | None, QueryParameter(max_length=200)]
+ZoneName = Annotated[str | None, QueryParameter(max_length=64)]
 
 
 # -- the list ------------------------------------------------------------------------------------
@@ -46,15 +47,15 @@ ZoneName = Annotated[str | None, Parameter(max_length=64)]
 @get("/conversations", sync_to_thread=True, include_in_schema=False)
 def conversation_list(
     request: Request[Any, Any, Any],
-    console: ConsoleContext,
+    console: NamedDependency[ConsoleContext],
     q: SearchText = None,
-    status: Annotated[str | None, Parameter(max_length=32)] = None,
-    channel: Annotated[str | None, Parameter(max_length=64)] = None,
-    active_from: Annotated[str | None, Parameter(query="from", max_length=40)] = None,
-    active_until: Annotated[str | None, Parameter(query="to", max_length=40)] = None,
+    status: Annotated[str | None, QueryParameter(max_length=32)] = None,
+    channel: Annotated[str | None, QueryParameter(max_length=64)] = None,
+    active_from: Annotated[str | None, QueryParameter(name="from", max_length=40)] = None,
+    active_until: Annotated[str | None, QueryParameter(name="to", max_length=40)] = None,
     browser_tz: ZoneName = None,
-    after: Annotated[str | None, Parameter(max_length=120)] = None,
-    before: Annotated[str | None, Parameter(max_length=120)] = None,
+    after: Annotated[str | None, QueryParameter(max_length=120)] = None,
+    before: Annotated[str | None, QueryParameter(max_length=120)] = None,
 ) -> Response:
     """Conversations from the current-state projection, most recently active first."""
     zone = chosen_zone(request)
@@ -192,16 +193,16 @@ class Shown(msgspec.Struct, frozen=True):
 @get("/conversations/{conversation_id:uuid}", sync_to_thread=True, include_in_schema=False)
 def conversation_page(
     request: Request[Any, Any, Any],
-    console: ConsoleContext,
-    conversation_id: UUID,
-    v: Annotated[int | None, Parameter(ge=1)] = None,
-    flow: UUID | None = None,
-    fv: Annotated[int | None, Parameter(ge=1)] = None,
-    ds: UUID | None = None,
-    a: Annotated[int | None, Parameter(ge=1)] = None,
-    b: Annotated[int | None, Parameter(ge=1)] = None,
-    where: Annotated[str | None, Parameter(max_length=500)] = None,
-    full: bool = False,
+    console: NamedDependency[ConsoleContext],
+    conversation_id: FromPath[UUID],
+    v: Annotated[int | None, QueryParameter(ge=1)] = None,
+    flow: FromQuery[UUID | None] = None,
+    fv: Annotated[int | None, QueryParameter(ge=1)] = None,
+    ds: FromQuery[UUID | None] = None,
+    a: Annotated[int | None, QueryParameter(ge=1)] = None,
+    b: Annotated[int | None, QueryParameter(ge=1)] = None,
+    where: Annotated[str | None, QueryParameter(max_length=500)] = None,
+    full: FromQuery[bool] = False,
 ) -> Response:
     """A conversation's timeline with its flows' events, its state at the version
     travelled to (and its flow's at that moment), the changes between two versions, and
@@ -395,9 +396,9 @@ _AFTER = re.compile(r"^[0-9a-fA-F-]{36}:\d{1,12}(,[0-9a-fA-F-]{36}:\d{1,12}){0,9
 @get("/conversations/{conversation_id:uuid}/tail", include_in_schema=False)
 async def tail(
     request: Request[Any, Any, Any],
-    console: ConsoleContext,
-    conversation_id: UUID,
-    after: Annotated[str, Parameter(max_length=40_000)],
+    console: NamedDependency[ConsoleContext],
+    conversation_id: FromPath[UUID],
+    after: Annotated[str, QueryParameter(max_length=40_000)],
 ) -> ServerSentEvent:
     """Server-sent events: each event appended to the conversation or its flows after the
     versions in ``after`` (``id:version,...``), as a timeline row, until the client goes
@@ -418,7 +419,7 @@ async def tail(
 
 
 async def _tail_events(
-    console: ConsoleContext,
+    console: NamedDependency[ConsoleContext],
     cid: UUID,
     seen: dict[UUID, int],
     labels: dict[UUID, str],

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Request, Response, get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import PathParameter, QueryParameter
 
 from ...domain.errors import NotFound
 from ...projections.queries import FlowOutcomes, FunnelStep, VersionFunnel
@@ -16,7 +17,9 @@ from .rendering import page
 
 
 @get("/flows", sync_to_thread=True, include_in_schema=False)
-def flow_list(request: Request[Any, Any, Any], console: ConsoleContext) -> Response:
+def flow_list(
+    request: Request[Any, Any, Any], console: NamedDependency[ConsoleContext]
+) -> Response:
     """Each flow definition: its versions, and its runs' outcomes (metrics projection)."""
     sources = console.sources
     registry = sources.flows
@@ -48,9 +51,9 @@ def flow_list(request: Request[Any, Any, Any], console: ConsoleContext) -> Respo
 @get("/flows/{name:str}", sync_to_thread=True, include_in_schema=False)
 def flow_page(
     request: Request[Any, Any, Any],
-    console: ConsoleContext,
-    name: Annotated[str, Parameter(max_length=200)],
-    version: Annotated[int | None, Parameter(ge=1)] = None,
+    console: NamedDependency[ConsoleContext],
+    name: Annotated[str, PathParameter(max_length=200)],
+    version: Annotated[int | None, QueryParameter(ge=1)] = None,
 ) -> Response:
     """One definition version's graph with its funnel: runs that reached each step, answers
     refused there, runs abandoned there, and the completion rate."""

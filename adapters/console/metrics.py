@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from litestar import Request, Response, get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import QueryParameter
 
 from ...domain.errors import BadInput
 from ...projections.queries import MAX_SERIES_HOURS
@@ -22,11 +23,11 @@ SPANS = {"6h": 6, "24h": 24, "7d": 7 * 24, "30d": 30 * 24}
 @get("/metrics", sync_to_thread=True, include_in_schema=False)
 def metrics_page(
     request: Request[Any, Any, Any],
-    console: ConsoleContext,
-    span: Annotated[str | None, Parameter(max_length=8)] = None,
-    since: Annotated[str | None, Parameter(query="from", max_length=40)] = None,
-    until: Annotated[str | None, Parameter(query="to", max_length=40)] = None,
-    browser_tz: Annotated[str | None, Parameter(max_length=64)] = None,
+    console: NamedDependency[ConsoleContext],
+    span: Annotated[str | None, QueryParameter(max_length=8)] = None,
+    since: Annotated[str | None, QueryParameter(name="from", max_length=40)] = None,
+    until: Annotated[str | None, QueryParameter(name="to", max_length=40)] = None,
+    browser_tz: Annotated[str | None, QueryParameter(max_length=64)] = None,
 ) -> Response:
     """Hourly charts over a span back from now (24 hours unless chosen) or a range typed in."""
     zone = chosen_zone(request)

@@ -25,6 +25,7 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from ...domain.conversation import Conversation
+from ...domain.definition_history import FlowDefinitionHistory
 from ...domain.errors import BadInput, NotFound
 from ...domain.events import LoggedEvent, stream_type
 from ...domain.flow import Flow
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from ..store.event_store import EventStore
 
 PAGE_SIZE = 1000
-AGGREGATES: tuple[type[Aggregate], ...] = (Conversation, Flow)
+AGGREGATES: tuple[type[Aggregate], ...] = (Conversation, Flow, FlowDefinitionHistory)
 
 
 class FlowBegun(NamedTuple):

@@ -15,15 +15,23 @@ import psycopg
 import structlog
 from litestar import Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Parameter
 
 from ...domain.engine import Engine, HistoryEntry
 from ...domain.errors import Conflict
 from ...domain.flow import FlowState
 from ...projections.queries import ConversationRow, MetricsSummary, Projections
 from ..async_engine import AsyncEngine
-from ..chat.bot import ChatBot, Incoming, Reply, conversation_id_for
-from .bodies import ConversationStarted, ConversationView, FlowView, NewConversation, NewMessage
+from ..chat.bot import ChatBot, Incoming, Reply
+from ..chat.directory import ChatDirectory, ChatKey
+from .bodies import (
+    MESSAGE_ID,
+    ConversationStarted,
+    ConversationView,
+    FlowView,
+    NewConversation,
+    NewMessage,
+)
 from .errors import ProjectionsNotBuilt
 
 T = TypeVar("T")
@@ -31,10 +39,15 @@ T = TypeVar("T")
 
 @post("/conversations", status_code=201)
 async def start_conversation(
-    async_engine: NamedDependency[AsyncEngine], data: JSONBody[NewConversation]
+    async_engine: NamedDependency[AsyncEngine],
+    directory: NamedDependency[ChatDirectory],
+    data: JSONBody[NewConversation],
 ) -> Response[ConversationStarted]:
     """Start a conversation (201), or find the one a channel and chat id name (200)."""
-    conversation_id = conversation_id_for(data.channel, data.chat_id) if data.chat_id else uuid4()
+    conversation_id = uuid4()
+    if data.chat_id:
+        chat = ChatKey(data.channel, data.chat_id)
+        conversation_id = await anyio.to_thread.run_sync(directory.open, chat)
     structlog.contextvars.bind_contextvars(conversation_id=str(conversation_id))
     try:
         await async_engine.start_conversation(
@@ -53,14 +66,20 @@ async def post_message(
     bot: NamedDependency[ChatBot],
     conversation_id: FromPath[UUID],
     data: JSONBody[NewMessage],
+    idempotency_key: Annotated[
+        str | None,
+        HeaderParameter(name="Idempotency-Key", min_length=1, max_length=128, pattern=MESSAGE_ID),
+    ] = None,
 ) -> Reply:
     """Send a user's message: it answers the flow in progress, or is a command or a menu
-    choice; returns the bot's reply (the original one for a message id seen before)."""
+    choice; returns the bot's reply (the original one for a message id seen before). A
+    client that sends no message id may send an Idempotency-Key header instead: it is
+    used as the message id, so a retry is recorded once."""
     structlog.contextvars.bind_contextvars(conversation_id=str(conversation_id))
     message = Incoming(
         channel="api",
         chat_id=str(conversation_id),
-        message_id=data.message_id or uuid4().hex,
+        message_id=data.message_id or idempotency_key or uuid4().hex,
         text=data.text,
         user_id=data.user_id,
         choice=data.choice,

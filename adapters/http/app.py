@@ -1,5 +1,6 @@
-"""The HTTP app: Telegram's webhook, the JSON API under /v1, /healthz, and its OpenAPI
-schema at /schema.
+"""The HTTP app: Telegram's and WhatsApp's webhooks, the JSON API under /v1, the voice routes
+(Twilio Media Streams, a PCM stream, the assistant's speech on a call), /healthz, and its
+OpenAPI schema at /schema.
 
 Litestar decodes request bodies into msgspec Structs (validated once, at the edge) and
 documents them in the schema. Handlers get the engine, the async engine, the chat bot, the
@@ -10,7 +11,8 @@ composition root built. Each refused request gets a 4xx JSON body ``{"error": ..
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import PersistenceError
@@ -23,12 +25,15 @@ from litestar.types import ASGIApp, ControllerRouterHandler
 from psycopg import Error as PsycopgError
 
 from ...domain.errors import VoxledgerError
+from ..chat import telegram
 from . import api, errors
 from .guards import bearer_token, telegram_secret
 from .health import healthz
 from .request_log import request_logs
 from .settings import Settings
-from .telegram import telegram_webhook
+from .telegram import WEBHOOK_MAX_BODY, telegram_webhook
+from .voice import voice_router
+from .whatsapp import ROUTES as WHATSAPP_ROUTES
 
 if TYPE_CHECKING:
     from ..services import Services
@@ -69,10 +74,12 @@ def create_app(
     *,
     routes: Sequence[ControllerRouterHandler] = (),
     dependencies: Mapping[str, Provide] | None = None,
+    lifespan: Sequence[Callable[[Litestar], AbstractAsyncContextManager[Any]]] = (),
 ) -> ASGIApp:
     """The ASGI application over the composition root's services: routes, authentication,
     size limit, errors, request logs. ``routes`` (routers or handlers, for instance an
-    operator console) join the app's own, with ``dependencies`` beside the services."""
+    operator console) join the app's own, with ``dependencies`` beside the services;
+    ``lifespan`` runs beside the app (the delivery worker)."""
     api_router = Router(
         path="/v1",
         route_handlers=api.ROUTES,
@@ -84,24 +91,39 @@ def create_app(
         path="/",
         route_handlers=[telegram_webhook],
         guards=[telegram_secret(settings.telegram_secret)],
+        # Telegram's own limit, not the API's: an update it sends must never get a 413.
+        request_max_body_size=max(WEBHOOK_MAX_BODY, settings.max_body_bytes),
     )
+    # Checked by signature, on the raw body, in its handler.
+    whatsapp = Router(path="/", route_handlers=WHATSAPP_ROUTES)
     bot = services.bot(settings.flow)
     app = Litestar(
-        route_handlers=[webhook, healthz, api_router, *routes],
+        route_handlers=[webhook, whatsapp, healthz, api_router, voice_router(settings), *routes],
         dependencies={
             "engine": _value(services.engine),
             "async_engine": _value(services.async_engine),
             "bot": _value(bot),
             "store": _value(services.store),
             "projections": _value(services.projections),
+            "directory": _value(services.directory),
+            "channels": _value(services.channels),
+            "telegram_identity": _value(telegram.BotIdentity()),
+            "outbox_wake": _value(_nothing_to_wake),
+            "live_streams": _value(services.live_streams),
+            "clock": _value(services.clock),
             **(dependencies or {}),
         },
         request_max_body_size=settings.max_body_bytes,
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi(),
         logging_config=None,  # structlog writes the request logs (request_log)
+        lifespan=list(lifespan),
     )
     return request_logs(app)
+
+
+def _nothing_to_wake(conversation_id: Any = None) -> None:
+    """No delivery worker runs beside this app."""
 
 
 def _value(piece: Any) -> Provide:

@@ -11,11 +11,9 @@ import msgspec
 from ...domain.conversation import ConversationState
 from ...domain.flow import FlowState
 
-MessageId = Annotated[
-    str,
-    # No colon: the bot's own ids (replies, callbacks) have one, so they never collide.
-    msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$"),
-]
+# No colon: the bot's own ids (replies, callbacks) have one, so they never collide.
+MESSAGE_ID = r"^[A-Za-z0-9_.\-]+$"
+MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=MESSAGE_ID)]
 # PostgreSQL text cannot hold NUL: one in an event would stall every projection that reads it.
 NO_NUL = r"^[^\x00]*$"
 ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=NO_NUL)]

@@ -38,12 +38,18 @@ def bearer_token(expected: str | None) -> Guard:
     """The API answers only requests with `Authorization: Bearer <VOXLEDGER_API_TOKEN>`."""
 
     def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        if expected is None:
-            raise PermissionDeniedException(f"the API is off: {ENV_API_TOKEN} is not set")
-        scheme, _, token = connection.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not _matches(token.strip(), expected):
-            raise NotAuthorizedException(
-                "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
-            )
+        require_bearer(connection, expected)
 
     return guard
+
+
+def require_bearer(connection: ASGIConnection[Any, Any, Any, Any], expected: str | None) -> None:
+    """Refuse a request or a WebSocket handshake without the API's bearer token: 403 when
+    the API is off (no token set), 401 when the token is missing or wrong."""
+    if expected is None:
+        raise PermissionDeniedException(f"the API is off: {ENV_API_TOKEN} is not set")
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not _matches(token.strip(), expected):
+        raise NotAuthorizedException(
+            "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )

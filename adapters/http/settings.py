@@ -8,13 +8,18 @@ import msgspec
 ENV_TELEGRAM_SECRET = "VOXLEDGER_TELEGRAM_SECRET"
 ENV_API_TOKEN = "VOXLEDGER_API_TOKEN"
 ENV_MAX_BODY = "VOXLEDGER_MAX_BODY_BYTES"
+ENV_TWILIO_AUTH_TOKEN = "VOXLEDGER_TWILIO_AUTH_TOKEN"
+ENV_PUBLIC_URL = "VOXLEDGER_PUBLIC_URL"
 DEFAULT_MAX_BODY = 64 * 1024
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    """The webhook's secret, the API's token, the body size limit, the chat bot's flow."""
+    """The webhook's secret, the API's token, the body size limit, the chat bot's flow, the
+    Twilio auth token and the server's public base URL (what Twilio signs)."""
 
     telegram_secret: str | None = None  # None: the webhook refuses every call
     api_token: str | None = None  # None: the /v1 API refuses every call
     max_body_bytes: int = DEFAULT_MAX_BODY
     flow: str = "intake"
+    twilio_auth_token: str | None = None  # None: the media-stream route refuses every call
+    public_url: str | None = None  # None: the URL the request itself names

@@ -1,16 +1,34 @@
-"""Telegram's webhook: an Update in, the bot's reply out as a sendMessage call in the
-response body (Telegram's cheapest way to answer)."""
+"""Telegram's webhook. With a bot token, every update is answered 200 with an empty body and
+the delivery worker sends the replies through the Bot API (the outbox); without one, the
+reply comes back in the response body as a sendMessage call (webhook-reply mode).
+
+An update is answered 200 whenever Telegram retrying it could not help: an update of a kind
+the bot does not read, a message for another bot, a message the bot refuses. Only a failure
+that may pass (the database out of reach: 503; a lost race that kept losing: 409) is not.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from uuid import UUID
 
 import structlog
 from litestar import post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
+from ...domain.errors import Conflict, Unavailable, VoxledgerError
 from ..async_engine import AsyncEngine
 from ..chat import telegram
-from ..chat.bot import ChatBot, Reply, conversation_id_for
+from ..chat.bot import ChatBot, Reply
+
+log = structlog.get_logger("voxledger.telegram")
+
+Wake = Callable[[UUID], None]  # tells the delivery worker that a conversation has mail
+
+# The webhook takes the largest update the Bot API sends (a long text with a reply to
+# another, every character \u-escaped) with room to spare, whatever the API's own limit.
+WEBHOOK_MAX_BODY = 1024 * 1024
 
 
 @post(
@@ -23,16 +41,28 @@ from ..chat.bot import ChatBot, Reply, conversation_id_for
 async def telegram_webhook(
     async_engine: NamedDependency[AsyncEngine],
     bot: NamedDependency[ChatBot],
+    telegram_identity: NamedDependency[telegram.BotIdentity],
+    outbox_wake: NamedDependency[Wake],
     data: JSONBody[telegram.Update],
 ) -> telegram.SendMessage | telegram.NoReply:
-    """Answer an Update with a sendMessage call in the response body; an update with no
-    text is acknowledged and ignored."""
-    message = telegram.incoming(data)
+    """Take an Update: its reply goes out through the outbox (or, without a bot token, in
+    this response as a sendMessage call); an update with nothing for the bot is
+    acknowledged and ignored."""
+    message = telegram.incoming(data, telegram_identity.username)
     if message is None:
         return telegram.NoReply()
-    chat_key = conversation_id_for(message.channel, message.chat_id)
-    structlog.contextvars.bind_contextvars(conversation_id=str(chat_key))
-    reply: Reply = await async_engine.run(bot.handle_chat, chat_key, message)
-    if reply.conversation_id != chat_key:  # a later generation of the chat's conversation
+    try:
+        reply: Reply = await bot.handle_chat_async(message, async_engine)
+    except (Unavailable, Conflict):
+        raise  # may pass: Telegram's retry can help
+    except VoxledgerError as refused:
+        # Telegram would redeliver it for ever, and it would be refused for ever.
+        log.warning("telegram.update_refused", update_id=data.update_id, error=str(refused))
+        return telegram.NoReply()
+    if reply.conversation_id is not None:
         structlog.contextvars.bind_contextvars(conversation_id=str(reply.conversation_id))
-    return telegram.send_message(message.chat_id, reply)
+        if reply.outbound:
+            outbox_wake(reply.conversation_id)  # the delivery worker in this process, now
+    if bot.delivers(message.channel) or not reply.text:
+        return telegram.NoReply()
+    return telegram.send_message(message.chat_id, reply, message.thread)

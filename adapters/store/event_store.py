@@ -259,9 +259,12 @@ class EventStore(Application[UUID]):
     @staticmethod
     def _log(batches: list[tuple[Aggregate, Any]], positions: Any) -> None:
         position = iter(positions or ())
+        # The conversation the save is about: a definition's history saved with a run's
+        # start is logged under that conversation too.
+        owner = next((a.id for a, _ in batches if isinstance(a, Conversation)), None)
         for aggregate, new in batches:
             # A flow's lines carry its conversation's id too, so one filter finds both.
-            conversation_id = getattr(aggregate, "conversation_id", aggregate.id)
+            conversation_id = getattr(aggregate, "conversation_id", None) or owner or aggregate.id
             for event in new:
                 log.debug(
                     "event.recorded",

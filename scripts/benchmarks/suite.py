@@ -9,6 +9,7 @@ from .harness import Bench, Result, Setting
 from .memory import in_memory, memory
 from .projections import projection
 from .replay import replay
+from .voice import voice_socket
 from .writes import concurrent, single_writer
 
 BENCHMARKS: dict[str, Callable[[Bench], Result]] = {
@@ -17,6 +18,7 @@ BENCHMARKS: dict[str, Callable[[Bench], Result]] = {
     "replay": replay,
     "projection": projection,
     "audio": audio,
+    "voice_socket": voice_socket,
     "in_memory": in_memory,
     "memory": memory,
 }
