@@ -31,6 +31,7 @@ from eventsourcing.domain import Aggregate
 
 from ..domain.engine import Engine
 from ..domain.errors import Conflict
+from .store.receipt import note as note_receipt
 
 
 class CoalescingStore(Protocol):
@@ -162,16 +163,21 @@ class AsyncEngine:
                 return await self._in_thread(getattr(self.engine, name), *args, **kwargs)
             except Exception as error:
                 if view.saved is None:
+                    view.give_back()  # refused before anything changed: still current
                     raise
                 failure = error  # raised after its save (an expiry): the save still counts
-            if view.saved is None:
-                return result  # nothing to record
+            if view.saved is None or not any(a.pending_events for a in view.saved):
+                view.give_back()
+                if failure is not None:
+                    raise failure
+                return result  # nothing to record (a message seen before, say)
             # Once queued, the save completes even if the caller is cancelled: a leader
             # that walked away would strand everyone queued behind it.
             with anyio.CancelScope(shield=True):
                 outcome = await self._commit(view.saved)
             if not isinstance(outcome, BaseException):
                 self.coalesced += 1
+                note_receipt(view.saved, outcome)
                 if failure is not None:
                     raise failure
                 return result

@@ -69,9 +69,11 @@ from .conversation_tests import ManualClock, Outcome, load_tests, play
 from .flow_files import FlowCode, builtin_source, load_builtin, load_code, load_flow_files
 from .http.settings import (
     DEFAULT_MAX_BODY,
+    DEFAULT_READ_WAIT_S,
     ENV_API_TOKEN,
     ENV_MAX_BODY,
     ENV_PUBLIC_URL,
+    ENV_READ_WAIT,
     ENV_TELEGRAM_SECRET,
     ENV_TWILIO_AUTH_TOKEN,
     Settings,
@@ -243,11 +245,18 @@ def serving_connections(database_url: str, workers: int) -> Connections:
 
 def http_settings(flow: str = "intake") -> Settings:
     """What the HTTP server needs besides its pieces: $VOXLEDGER_TELEGRAM_SECRET,
-    $VOXLEDGER_API_TOKEN, $VOXLEDGER_MAX_BODY_BYTES, $VOXLEDGER_TWILIO_AUTH_TOKEN and
-    $VOXLEDGER_PUBLIC_URL."""
+    $VOXLEDGER_API_TOKEN, $VOXLEDGER_MAX_BODY_BYTES, $VOXLEDGER_TWILIO_AUTH_TOKEN,
+    $VOXLEDGER_PUBLIC_URL and $VOXLEDGER_READ_WAIT_S."""
     raw_limit = os.environ.get(ENV_MAX_BODY) or str(DEFAULT_MAX_BODY)
     if not raw_limit.isdigit() or int(raw_limit) < 1:
         raise BadInput(f"{ENV_MAX_BODY} must be a positive number of bytes, not {raw_limit!r}")
+    raw_wait = os.environ.get(ENV_READ_WAIT, "").strip() or str(DEFAULT_READ_WAIT_S)
+    try:
+        read_wait_s = float(raw_wait)
+    except ValueError:
+        read_wait_s = -1.0
+    if not 0 <= read_wait_s <= 60:
+        raise BadInput(f"{ENV_READ_WAIT} must be seconds from 0 to 60, not {raw_wait!r}")
     return Settings(
         telegram_secret=os.environ.get(ENV_TELEGRAM_SECRET) or None,
         api_token=os.environ.get(ENV_API_TOKEN) or None,
@@ -255,6 +264,7 @@ def http_settings(flow: str = "intake") -> Settings:
         flow=flow,
         twilio_auth_token=os.environ.get(ENV_TWILIO_AUTH_TOKEN) or None,
         public_url=_public_url(os.environ.get(ENV_PUBLIC_URL, "").strip() or None),
+        read_wait_s=read_wait_s,
     )
 
 

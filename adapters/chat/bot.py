@@ -84,6 +84,10 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True):
     duplicate: bool = False  # the message was seen before: this is the original reply
     recorded: bool = True  # False: ignored, nothing recorded
     outbound: tuple[str, ...] = ()  # what was queued for the delivery worker
+    version: int = 0  # the conversation's version afterwards (0: there is none)
+    # The log position of the conversation's last event afterwards, where the edge knows it
+    # (a projection read that waits for it sees this message).
+    position: int | None = None
 
     @classmethod
     def of(cls, result: ExchangeResult) -> Reply:
@@ -97,6 +101,7 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True):
             duplicate=result.duplicate,
             recorded=result.recorded,
             outbound=result.outbound,
+            version=result.version,
         )
 
 
@@ -170,7 +175,12 @@ class ChatBot:
             return self._exchange(directory.move_on(key, conversation_id), message)
 
     def _exchange(
-        self, conversation_id: UUID, message: Incoming, *, open_missing: bool = True
+        self,
+        conversation_id: UUID,
+        message: Incoming,
+        *,
+        open_missing: bool = True,
+        expected_version: int | None = None,
     ) -> Reply:
         inbound = self._inbound(message)
         try:
@@ -179,6 +189,7 @@ class ChatBot:
                 inbound,
                 self._decider(message),
                 open_missing=open_missing,
+                expected_version=expected_version,
                 at=message.at,
             )
         except CodeFailed as failed:
@@ -208,23 +219,62 @@ class ChatBot:
             return await self._exchange_async(engine, conversation_id, message)
 
     async def _exchange_async(
-        self, engine: AsyncEngine, conversation_id: UUID, message: Incoming
+        self,
+        engine: AsyncEngine,
+        conversation_id: UUID,
+        message: Incoming,
+        *,
+        open_missing: bool = True,
+        expected_version: int | None = None,
     ) -> Reply:
         inbound = self._inbound(message)
         try:
             result = await engine.exchange(
-                conversation_id, inbound, self._decider(message), at=message.at
+                conversation_id,
+                inbound,
+                self._decider(message),
+                open_missing=open_missing,
+                expected_version=expected_version,
+                at=message.at,
             )
         except CodeFailed as failed:
             _log_failure(failed, conversation_id)
-            result = await engine.exchange(conversation_id, inbound, _apology, at=message.at)
+            result = await engine.exchange(
+                conversation_id, inbound, _apology, open_missing=open_missing, at=message.at
+            )
         return Reply.of(result)
 
-    def handle(self, conversation_id: UUID, message: Incoming) -> Reply:
+    def handle(
+        self, conversation_id: UUID, message: Incoming, *, expected_version: int | None = None
+    ) -> Reply:
         """Answer a message in an existing conversation (NotFound if there is none,
-        InvalidTransition if it has ended)."""
+        InvalidTransition if it has ended, VersionMismatch, recording nothing, if it is not
+        at ``expected_version``)."""
         try:
-            return self._exchange(conversation_id, message, open_missing=False)
+            return self._exchange(
+                conversation_id, message, open_missing=False, expected_version=expected_version
+            )
+        except ConversationClosed as closed:
+            raise InvalidTransition(str(closed)) from None  # a conversation by id: no next one
+
+    async def handle_async(
+        self,
+        conversation_id: UUID,
+        message: Incoming,
+        engine: AsyncEngine,
+        *,
+        expected_version: int | None = None,
+    ) -> Reply:
+        """`handle` on the async engine: the exchange runs in the event loop and shares a
+        commit when the conversation is in memory."""
+        try:
+            return await self._exchange_async(
+                engine,
+                conversation_id,
+                message,
+                open_missing=False,
+                expected_version=expected_version,
+            )
         except ConversationClosed as closed:
             raise InvalidTransition(str(closed)) from None  # a conversation by id: no next one
 

@@ -27,6 +27,7 @@ from psycopg import Error as PsycopgError
 from ...domain.errors import VoxledgerError
 from ..chat import telegram
 from . import api, errors
+from .freshness import ProjectionsBehind
 from .guards import bearer_token, telegram_secret
 from .health import healthz
 from .request_log import request_logs
@@ -43,6 +44,7 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     HTTPException: errors.http_error,
     UnicodeDecodeError: errors.undecodable_body,
     errors.ProjectionsNotBuilt: errors.projections_not_built,
+    ProjectionsBehind: errors.projections_behind,
     PersistenceError: errors.database_error,
     PsycopgError: errors.database_error,
     Exception: errors.unexpected_error,
@@ -111,6 +113,7 @@ def create_app(
             "outbox_wake": _value(_nothing_to_wake),
             "live_streams": _value(services.live_streams),
             "clock": _value(services.clock),
+            "settings": _value(settings),
             **(dependencies or {}),
         },
         request_max_body_size=settings.max_body_bytes,

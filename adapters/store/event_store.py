@@ -32,6 +32,7 @@ from ..logs import enabled_for
 from .group_commit import GroupCommit
 from .keys import KeyRing
 from .mapper import Erased, ErasedState
+from .receipt import note as note_receipt
 from .recorder import SnapshotRecorder
 from .snapshots import SnapshotWriter
 
@@ -200,6 +201,7 @@ class EventStore(Application[UUID]):
         (outcome,) = self.save_each([aggregates])
         if isinstance(outcome, BaseException):
             raise outcome
+        note_receipt(aggregates, outcome)  # for the request that made it, if it keeps one
         return outcome
 
     def save_each(self, saves: Sequence[Sequence[Aggregate]]) -> list[int | BaseException | None]:
