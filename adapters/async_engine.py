@@ -30,7 +30,7 @@ import anyio.to_thread
 from eventsourcing.domain import Aggregate
 
 from ..domain.engine import Engine
-from ..domain.errors import Conflict
+from ..domain.errors import Conflict, VersionMismatch
 from .store.receipt import note as note_receipt
 
 
@@ -161,16 +161,18 @@ class AsyncEngine:
             except _NeedsIO:
                 view.give_back()
                 return await self._in_thread(getattr(self.engine, name), *args, **kwargs)
+            except VersionMismatch:
+                if view.saved is not None:
+                    raise
+                # The copy in memory may be behind another process's writes: only a fresh
+                # read (the copy is dropped) says which version the stream is at.
+                return await self._in_thread(getattr(self.engine, name), *args, **kwargs)
             except Exception as error:
                 if view.saved is None:
-                    view.give_back()  # refused before anything changed: still current
                     raise
                 failure = error  # raised after its save (an expiry): the save still counts
-            if view.saved is None or not any(a.pending_events for a in view.saved):
-                view.give_back()
-                if failure is not None:
-                    raise failure
-                return result  # nothing to record (a message seen before, say)
+            if view.saved is None:
+                return result  # nothing to record
             # Once queued, the save completes even if the caller is cancelled: a leader
             # that walked away would strand everyone queued behind it.
             with anyio.CancelScope(shield=True):

@@ -791,8 +791,6 @@ def open_app(
     the app's own; the console's live tails end when ``closing`` is set. With a channel that
     delivers (a Telegram bot token, WhatsApp's), the delivery worker runs beside it."""
     # Imported here: the web stack costs every command that does not serve its start-up.
-    from litestar.di import Provide
-
     from .console import console_router
     from .http.app import create_app
 
@@ -801,20 +799,14 @@ def open_app(
     senders = open_senders(services.channels)
     worker = open_delivery(services, senders) if senders else None
     identity = BotIdentity()
-
-    def value(piece: Any) -> Provide:
-        return Provide(lambda: piece, use_cache=True, sync_to_thread=False)
-
-    ours = {
-        "telegram_identity": value(identity),
-        "outbox_wake": value(worker.wake if worker is not None else _no_wake),
-    }
     return create_app(
         services,
         settings,
         routes=[*routes, console],
-        dependencies={**ours, **(dependencies or {})},
+        dependencies=dependencies,
         lifespan=[delivery_lifespan(services, identity, worker, senders)],
+        identity=identity,
+        wake=worker.wake if worker is not None else _no_wake,
     )
 
 

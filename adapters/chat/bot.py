@@ -41,6 +41,7 @@ from ...domain.flow_definition import FlowDefinition, show_answer
 from ...domain.flow_reply import FlowReply
 from ..store.mapper import Erased
 from .directory import ChatDirectory, ChatKey
+from .directory_async import AsyncDirectory
 from .wording import CHANGED, CODE_FAILED, EXPIRED, NOT_CHANGED, NOT_TEXT, reply_text
 
 if TYPE_CHECKING:
@@ -155,6 +156,8 @@ class ChatBot:
         self.flow = flow
         self.definition: FlowDefinition = engine.flows.latest(flow)  # NotFound if unknown
         self.directory = directory
+        # Its lookups from the event loop, which concurrent messages share.
+        self._async_directory = AsyncDirectory(directory) if directory is not None else None
         self.delivering = frozenset(delivering)  # channels whose replies the outbox sends
         self.shared_chats = frozenset(shared_chats)
 
@@ -202,13 +205,15 @@ class ChatBot:
         return Reply.of(result)
 
     async def handle_chat_async(self, message: Incoming, engine: AsyncEngine) -> Reply:
-        """`handle_chat` on the async engine: the directory is read in a thread, then the
-        exchange runs in the event loop and shares a commit when the conversation is in
-        memory."""
+        """`handle_chat` on the async engine: the directory is read in a thread (one read
+        for the messages that arrive together), then the exchange runs in the event loop
+        and shares a commit when the conversation is in memory."""
         directory = self._directory()
         key = chat_key(message, self.shared_chats)
-        lookup = directory.find if self._chatter(message) else directory.open
-        conversation_id = await anyio.to_thread.run_sync(lookup, key)
+        reads = self._async_directory
+        assert reads is not None
+        lookup = reads.find if self._chatter(message) else reads.open
+        conversation_id = await lookup(key)
         if conversation_id is None:
             return self._ignored(message)
         try:

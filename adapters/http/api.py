@@ -30,7 +30,7 @@ from ...domain.errors import Conflict
 from ...domain.flow import FlowState
 from ...projections.queries import ConversationRow, MetricsSummary, Projections
 from ..async_engine import AsyncEngine
-from ..chat.bot import ChatBot, Incoming, Reply
+from ..chat.bot import Incoming, Reply
 from ..chat.directory import ChatDirectory, ChatKey
 from ..store.event_store import EventStore
 from ..store.receipt import Receipt, receipt
@@ -44,6 +44,7 @@ from .bodies import (
     NewConversation,
     NewMessage,
 )
+from .chat_edge import ChatEdge
 from .errors import ProjectionsNotBuilt
 from .freshness import reach
 from .settings import Settings
@@ -102,9 +103,7 @@ async def start_conversation(
     },
 )
 async def post_message(
-    async_engine: NamedDependency[AsyncEngine],
-    bot: NamedDependency[ChatBot],
-    store: NamedDependency[EventStore],
+    chat_edge: NamedDependency[ChatEdge],
     conversation_id: FromPath[UUID],
     data: JSONBody[NewMessage],
     idempotency_key: Annotated[
@@ -129,10 +128,13 @@ async def post_message(
         choice=data.choice,
     )
     with receipt() as written:
-        reply = await bot.handle_async(
-            conversation_id, message, async_engine, expected_version=data.expected_version
+        reply = await chat_edge.bot.handle_async(
+            conversation_id,
+            message,
+            chat_edge.async_engine,
+            expected_version=data.expected_version,
         )
-    return msgspec.structs.replace(reply, position=await _position(written, store))
+    return msgspec.structs.replace(reply, position=await _position(written, chat_edge.store))
 
 
 @get("/conversations/{conversation_id:uuid}")

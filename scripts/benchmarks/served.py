@@ -51,6 +51,7 @@ ROUTE_NAMES: dict[Route, str] = {
 TARGET_RATIO = 0.4
 TARGET_P99_MS = 50.0
 MEMORY_LIMIT_MB = 500.0
+PROFILE_S = 8.0  # the least a profiled run lasts
 
 
 class HttpSetting(msgspec.Struct, frozen=True, kw_only=True):
@@ -311,10 +312,11 @@ def _route(
             _add(samples[name], run(server))
         _add(samples["noop2"], run(noop, more=1))
     if s.profile:
+        # At least 8 s of samples (800 at py-spy's 100 Hz), whatever the runs' length.
+        sampled = max(s.seconds, PROFILE_S)
         for mode in ("gil", "wall"):
-            profile(
-                ours, Path(s.profile) / f"{route}-{workers}w-{mode}.txt", mode, lambda: run(ours)
-            )
+            into = Path(s.profile) / f"{route}-{workers}w-{mode}.txt"
+            profile(ours, into, mode, lambda: run(ours, seconds=sampled))
     mine = {key: Figure.of(values) for key, values in samples["ours"].items()}
     reference = {key: Figure.of(values) for key, values in samples["noop"].items()}
     two = Figure.of(samples["noop2"]["updates_per_s"])
