@@ -7,6 +7,7 @@ position the projections have not reached is answered 503 in bounded time."""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,10 @@ from test_http_server import (  # noqa: F401  (the shared harness and its fixtur
     server_schema_fixture,
 )
 
-READ_WAIT_S = "1.5"  # how long the server lets a projection read wait here
+from voxledger.adapters.bootstrap import http_settings
+from voxledger.domain.errors import BadInput
+
+READ_WAIT_S = "5"  # how long the server lets a projection read wait here
 
 
 @pytest.fixture(scope="module", name="server")
@@ -45,14 +49,22 @@ def client_fixture(server: Server) -> Iterator[httpx.Client]:
 def projection_worker_fixture(
     server: Server, server_env: dict[str, str], spawn: Spawn
 ) -> subprocess.Popen[str]:
-    """`voxledger project run` on the server's schema, as a process of its own."""
-    return spawn(
+    """`voxledger project run` on the server's schema, as a process of its own, once it has
+    applied the log as it stands (its start-up takes a while on a busy machine)."""
+    worker = spawn(
         [*VOXLEDGER, "project", "run"],
         env=server_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         text=True,
     )
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client:
+        head = client.get("/healthz").json()["head"]
+        deadline = time.monotonic() + 120
+        while client.get("/v1/conversations", params={"min_position": head}).status_code != 200:
+            assert worker.poll() is None, "the projection worker stopped"
+            assert time.monotonic() < deadline, "the projection worker did not catch up"
+    return worker
 
 
 def start(client: httpx.Client) -> dict[str, Any]:
@@ -176,3 +188,17 @@ def test_the_openapi_document_describes_versions_positions_and_their_refusals(
             "$ref": "#/components/schemas/BehindBody"
         }
         assert "Retry-After" in behind["description"]
+
+
+@pytest.mark.parametrize("wait", ["soon", "-1", "61", "nan"])
+def test_a_read_wait_that_is_not_seconds_from_0_to_60_is_refused(
+    wait: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VOXLEDGER_READ_WAIT_S", wait)
+    with pytest.raises(BadInput, match="VOXLEDGER_READ_WAIT_S"):
+        http_settings()
+
+
+def test_a_read_wait_is_taken_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOXLEDGER_READ_WAIT_S", "0.25")
+    assert http_settings().read_wait_s == 0.25
