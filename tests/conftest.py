@@ -169,9 +169,14 @@ _exit_status: list[int] = [0]
 
 def pytest_configure(config: pytest.Config) -> None:
     """Arm the watchdog: past the deadline every thread's stack is printed and the run
-    exits with a failure, wherever it is stuck (a test, a teardown, interpreter exit)."""
-    if DEADLINE_S > 0 and not hasattr(config, "workerinput"):
-        faulthandler.dump_traceback_later(DEADLINE_S, exit=True)
+    exits with a failure, wherever it is stuck (a test, a teardown, interpreter exit).
+    A pytest-xdist worker's fires a minute earlier, so that the stacks printed are those of
+    the stuck worker and the controller reports it as crashed, naming its test."""
+    if DEADLINE_S > 0:
+        worker = hasattr(config, "workerinput")
+        faulthandler.dump_traceback_later(
+            max(DEADLINE_S - 60, 1) if worker else DEADLINE_S, exit=True
+        )
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
