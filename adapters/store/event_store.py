@@ -122,7 +122,10 @@ class EventStore(Application[UUID]):
         # conversation needs no read at all, only its commit.
         self._cache: OrderedDict[UUID, Aggregate] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._group_commit = GroupCommit(self.recorder.insert_events)
+        self._group_commit = GroupCommit(
+            self.recorder.insert_events,
+            clashes=getattr(self.recorder, "clashes", None),
+        )
         # Each stream's key for its personal data, shared by events and snapshots.
         self.keys = (key_ring or self.default_key_ring)(self.recorder.datastore)
         if self.factory.env_create_table():
