@@ -41,8 +41,11 @@ class CoalescingStore(Protocol):
         """The aggregate if it is in memory and known current, else None (no I/O)."""
         ...
 
-    def save_each(self, saves: Sequence[Sequence[Aggregate]]) -> list[int | BaseException | None]:
-        """Several saves, each atomic, in as few transactions as possible."""
+    def save_each(
+        self, saves: Sequence[Sequence[Aggregate]], command_ids: Sequence[UUID | None]
+    ) -> list[int | BaseException | None]:
+        """Several saves, each atomic and carrying its command's id, in as few
+        transactions as possible."""
         ...
 
     def remember(self, aggregates: tuple[Aggregate, ...]) -> None:
@@ -62,6 +65,7 @@ class _InLoop:
         self.store = store
         self.loaded: list[Aggregate] = []
         self.saved: tuple[Aggregate, ...] | None = None
+        self.command_id: UUID | None = None
 
     def load(
         self, aggregate_id: UUID, version: int | None = None, *, cached: bool = False
@@ -72,10 +76,10 @@ class _InLoop:
         self.loaded.append(aggregate)
         return aggregate
 
-    def save(self, *aggregates: Aggregate) -> None:
+    def save(self, *aggregates: Aggregate, command_id: UUID | None = None) -> None:
         if self.saved is not None:
             raise _NeedsIO  # a second save would not be atomic with the first: not here
-        self.saved = aggregates
+        self.saved, self.command_id = aggregates, command_id
 
     def __getattr__(self, name: str) -> Any:
         raise _NeedsIO  # streams, ids, history: reads, which need a thread
@@ -88,10 +92,11 @@ class _InLoop:
 class _Commit:
     """One command's save, waiting in the queue for a shared commit."""
 
-    __slots__ = ("aggregates", "finished", "outcome", "wake")
+    __slots__ = ("aggregates", "command_id", "finished", "outcome", "wake")
 
-    def __init__(self, aggregates: Sequence[Aggregate]) -> None:
+    def __init__(self, aggregates: Sequence[Aggregate], command_id: UUID | None) -> None:
         self.aggregates = aggregates
+        self.command_id = command_id
         self.wake = anyio.Event()
         self.finished = False
         self.outcome: int | BaseException | None = None
@@ -176,7 +181,7 @@ class AsyncEngine:
             # Once queued, the save completes even if the caller is cancelled: a leader
             # that walked away would strand everyone queued behind it.
             with anyio.CancelScope(shield=True):
-                outcome = await self._commit(view.saved)
+                outcome = await self._commit(view.saved, view.command_id)
             if not isinstance(outcome, BaseException):
                 self.coalesced += 1
                 note_receipt(view.saved, outcome)
@@ -188,8 +193,10 @@ class AsyncEngine:
             # Lost a race to another process: run it again from a fresh read.
         return await self._in_thread(getattr(self.engine, name), *args, **kwargs)
 
-    async def _commit(self, aggregates: Sequence[Aggregate]) -> int | BaseException | None:
-        commit = _Commit(aggregates)
+    async def _commit(
+        self, aggregates: Sequence[Aggregate], command_id: UUID | None
+    ) -> int | BaseException | None:
+        commit = _Commit(aggregates, command_id)
         self._queue.append(commit)
         if self._gathering:
             await commit.wake.wait()  # committed, or handed the lead of the next batch
@@ -207,7 +214,10 @@ class AsyncEngine:
             assert self._store is not None
             try:
                 outcomes = await anyio.to_thread.run_sync(
-                    self._store.save_each, [c.aggregates for c in batch], limiter=self._writers
+                    self._store.save_each,
+                    [c.aggregates for c in batch],
+                    [c.command_id for c in batch],
+                    limiter=self._writers,
                 )
             except BaseException as error:  # the thread itself failed: everyone hears it
                 outcomes = [error] * len(batch)

@@ -25,11 +25,13 @@ import msgspec
 import platformdirs
 import psycopg
 import structlog
+from eventsourcing.persistence import InterfaceError
+from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
 
 from ..domain.engine import Engine
-from ..domain.errors import BadInput
+from ..domain.errors import BadInput, Unavailable
 from ..domain.flow_actions import Actions
 from ..domain.flow_definition import CustomValidators, FlowDefinition, FlowRegistry, Hooks
 from ..projections.outbox import Outbox
@@ -69,10 +71,12 @@ from .conversation_tests import ManualClock, Outcome, load_tests, play
 from .flow_files import FlowCode, builtin_source, load_builtin, load_code, load_flow_files
 from .http.settings import (
     DEFAULT_MAX_BODY,
+    DEFAULT_READ_TIMEOUT,
     DEFAULT_READ_WAIT_S,
     ENV_API_TOKEN,
     ENV_MAX_BODY,
     ENV_PUBLIC_URL,
+    ENV_READ_TIMEOUT,
     ENV_READ_WAIT,
     ENV_TELEGRAM_SECRET,
     ENV_TWILIO_AUTH_TOKEN,
@@ -170,7 +174,17 @@ def voxledger_home() -> Path:
 
 def resolve_database_url(database_url: str | None = None) -> str:
     """The URL to use: the given one, else $VOXLEDGER_DATABASE_URL, else the embedded server."""
-    return database_url or os.environ.get(ENV_URL) or embedded_database_url(voxledger_home())
+    url = database_url or os.environ.get(ENV_URL)
+    if url:
+        return url
+    home = voxledger_home()
+    try:
+        return embedded_database_url(home)
+    except Exception as e:  # the wheel's server raises plain errors: a folder, a start
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise BadInput(
+            f"cannot start the embedded PostgreSQL under {home / 'pgdata'} ({ENV_HOME}): {reason}"
+        ) from None
 
 
 def describe_database(database_url: str | None = None) -> str:
@@ -245,11 +259,20 @@ def serving_connections(database_url: str, workers: int) -> Connections:
 
 def http_settings(flow: str = "intake") -> Settings:
     """What the HTTP server needs besides its pieces: $VOXLEDGER_TELEGRAM_SECRET,
-    $VOXLEDGER_API_TOKEN, $VOXLEDGER_MAX_BODY_BYTES, $VOXLEDGER_TWILIO_AUTH_TOKEN,
-    $VOXLEDGER_PUBLIC_URL and $VOXLEDGER_READ_WAIT_S."""
+    $VOXLEDGER_API_TOKEN, $VOXLEDGER_MAX_BODY_BYTES, $VOXLEDGER_READ_TIMEOUT,
+    $VOXLEDGER_TWILIO_AUTH_TOKEN, $VOXLEDGER_PUBLIC_URL and $VOXLEDGER_READ_WAIT_S."""
     raw_limit = os.environ.get(ENV_MAX_BODY) or str(DEFAULT_MAX_BODY)
     if not raw_limit.isdigit() or int(raw_limit) < 1:
         raise BadInput(f"{ENV_MAX_BODY} must be a positive number of bytes, not {raw_limit!r}")
+    raw_timeout = (os.environ.get(ENV_READ_TIMEOUT) or "").strip()
+    try:
+        read_timeout = float(raw_timeout) if raw_timeout else DEFAULT_READ_TIMEOUT
+    except ValueError:
+        read_timeout = -1.0
+    if not 0 < read_timeout <= 3600:
+        raise BadInput(
+            f"{ENV_READ_TIMEOUT} must be seconds between 0 and 3600, not {raw_timeout!r}"
+        )
     raw_wait = os.environ.get(ENV_READ_WAIT, "").strip() or str(DEFAULT_READ_WAIT_S)
     try:
         read_wait_s = float(raw_wait)
@@ -261,6 +284,7 @@ def http_settings(flow: str = "intake") -> Settings:
         telegram_secret=os.environ.get(ENV_TELEGRAM_SECRET) or None,
         api_token=os.environ.get(ENV_API_TOKEN) or None,
         max_body_bytes=int(raw_limit),
+        read_timeout_s=read_timeout,
         flow=flow,
         twilio_auth_token=os.environ.get(ENV_TWILIO_AUTH_TOKEN) or None,
         public_url=_public_url(os.environ.get(ENV_PUBLIC_URL, "").strip() or None),
@@ -402,15 +426,24 @@ def open_store(
     ``pool`` says how it connects (by default, `connections()`)."""
     url = resolve_database_url(database_url)
     schema = schema or os.environ.get(ENV_SCHEMA) or None
-    settings = eventsourcing_settings(url, schema, pool or connections())
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
-        exists = conn.execute(
-            "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema or "public",)
-        ).fetchone()
-        if schema and not exists:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        return EventStore(env=settings, key_ring=key_ring)
+    limits = pool or connections()
+    settings = eventsourcing_settings(url, schema, limits)
+    try:
+        with psycopg.connect(
+            url, autocommit=True, connect_timeout=limits.connect_timeout_s
+        ) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
+            exists = conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema or "public",)
+            ).fetchone()
+            if schema and not exists:
+                conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+                )
+            return EventStore(env=settings, key_ring=key_ring)
+    except (psycopg.OperationalError, PersistenceOperationalError, InterfaceError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise Unavailable(f"database unavailable: {redact(url)}: {reason}") from e
 
 
 def open_engine(
@@ -656,6 +689,28 @@ def open_services(
         directory=directory,
         channels=channels,
     )
+
+
+def open_services_when_reachable(
+    database_url: str | None = None,
+    *,
+    stopping: threading.Event,
+    waiting: Callable[[str], None] | None = None,
+    retry_s: float = 2.0,
+    **options: Any,
+) -> Services | None:
+    """`open_services`, tried again every ``retry_s`` seconds while the database cannot
+    be reached (``waiting`` hears why each time); None if ``stopping`` is set first.
+    Anything else wrong (a flow file, a setting) fails at once."""
+    while not stopping.is_set():
+        try:
+            return open_services(database_url, **options)
+        except Unavailable as e:
+            structlog.get_logger("voxledger").warning("database.unreachable", error=str(e))
+            if waiting is not None:
+                waiting(str(e))
+        stopping.wait(retry_s)
+    return None
 
 
 # -- delivery ------------------------------------------------------------------------------------

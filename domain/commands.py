@@ -4,16 +4,19 @@ the clock that times it, and the limits on what it takes in."""
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import msgspec
 from eventsourcing.domain import Aggregate
 
 from .conversation import Conversation
 from .errors import Conflict, NotFound, ValidationFailed
+from .events import fields_of
 from .store import Store
 
 A = TypeVar("A", bound=Aggregate)
@@ -39,6 +42,7 @@ class Commands:
     ) -> None:
         """Run one command method of a conversation and save it."""
         at = self._now(at)
+        check_values(*args, *kwargs.values())
 
         def work() -> list[Aggregate]:
             conversation = self._load(conversation_id, Conversation, cached=True)
@@ -47,13 +51,19 @@ class Commands:
 
         self._transact(work)
 
-    def _transact(self, work: Callable[[], list[Aggregate]]) -> None:
+    def _transact(
+        self, work: Callable[[], list[Aggregate]], command_id: UUID | None = None
+    ) -> None:
         """Run ``work`` on fresh copies and save what it changed in one transaction; when a
-        concurrent writer got there first, run it again on the newer state."""
+        concurrent writer got there first, run it again on the newer state. Every attempt
+        carries the command's one identity (``command_id``, else a new one): a save whose
+        outcome was lost is found by it in the log rather than applied twice."""
+        command_id = command_id or uuid4()
         for attempt in range(self.max_retries + 1):
             aggregates = work()
+            _check_pending(aggregates)
             try:
-                self.store.save(*aggregates)
+                self.store.save(*aggregates, command_id=command_id)
                 return
             except Conflict:
                 if attempt == self.max_retries:
@@ -78,6 +88,7 @@ class Commands:
         return at
 
     def _check_context(self, values: dict[str, Any]) -> None:
+        check_values(values)
         try:
             size = len(msgspec.json.encode(values))
         except (TypeError, ValueError, OverflowError) as e:
@@ -90,6 +101,7 @@ class Commands:
     def _check_content(self, content: str) -> None:
         if not isinstance(content, str):
             raise ValidationFailed("message content must be text")
+        check_values(content)
         try:
             content.encode("utf-8")
         except UnicodeEncodeError:
@@ -99,3 +111,54 @@ class Commands:
                 f"message content is {len(content)} characters, "
                 f"over the limit of {self.max_content_chars}"
             )
+
+
+# What an event can hold: PostgreSQL's 64-bit integers, and text the projections' text
+# columns can store (PostgreSQL text has no NUL character). One rule for every way in.
+INT64 = range(-(2**63), 2**63)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_values(*values: Any) -> None:
+    """Refuse values no event may hold: text with a NUL character or a lone surrogate, an
+    integer outside 64 bits, a number that is not finite (NaN, infinity), a map whose keys
+    are not text."""
+    todo = list(values)
+    while todo:
+        value = todo.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValidationFailed(f"text may not contain the NUL character: {_shown(value)}")
+            if not value.isascii() and _SURROGATE.search(value):
+                # a lone UTF-16 half (JSON's "\ud800"): no UTF-8 text, so no event can hold it
+                raise ValidationFailed(f"text is not valid Unicode (UTF-8): {_shown(value)}")
+        elif isinstance(value, bool) or value is None:
+            continue
+        elif isinstance(value, int):
+            if value not in INT64:
+                raise ValidationFailed(f"integer {_shown(value)} is outside 64 bits")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValidationFailed(f"number {value} is not finite")
+        elif isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str):
+                    raise ValidationFailed(f"keys must be text, not {type(key).__name__}")
+            todo.extend(value.keys())
+            todo.extend(value.values())
+        elif isinstance(value, list | tuple):
+            todo.extend(value)
+
+
+def _check_pending(aggregates: list[Aggregate]) -> None:
+    """Every value of every event about to be saved obeys `check_values`, whichever command
+    (or chat channel's field: a name, a caption) it came from. The aggregates are the
+    command's own copies (the cache handed them out), so refusing here leaves no trace."""
+    for aggregate in aggregates:
+        for event in aggregate.pending_events:
+            check_values(*(getattr(event, name) for name in fields_of(type(event))))
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."

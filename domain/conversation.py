@@ -172,6 +172,8 @@ class Conversation(Aggregate):
 
     class Disconnected(Event):
         TOPIC = "voxledger:Conversation.Disconnected"
+        PERSONAL = ("reason",)  # free text: it may say anything about anyone
+        REDACTED_IF_ERASED = ("reason",)
         reason: str
 
         def status_after(self, status: Status) -> Status:
@@ -189,6 +191,8 @@ class Conversation(Aggregate):
 
     class ErrorRecorded(Event):
         TOPIC = "voxledger:Conversation.ErrorRecorded"
+        PERSONAL = ("error",)  # an error text may quote what was said
+        REDACTED_IF_ERASED = ("error",)
         error: str
         fatal: bool
 
@@ -279,6 +283,8 @@ class Conversation(Aggregate):
 
     class Ended(Event):
         TOPIC = "voxledger:Conversation.Ended"
+        PERSONAL = ("reason",)
+        REDACTED_IF_ERASED = ("reason",)
         reason: str
 
         def status_after(self, status: Status) -> Status:
@@ -312,7 +318,8 @@ class Conversation(Aggregate):
 
     class MessageAdded(Event):
         TOPIC = "voxledger:Conversation.MessageAdded"
-        PERSONAL = ("content", "metadata")
+        # A message id may be the client's own (an API caller's, a channel's): sealed too.
+        PERSONAL = ("message_id", "content", "metadata")
         message_id: str
         role: str
         content: str
@@ -365,7 +372,8 @@ class Conversation(Aggregate):
 
     class MessageCompleted(Event):
         TOPIC = "voxledger:Conversation.MessageCompleted"
-        PERSONAL = ("content",)
+        PERSONAL = ("message_id", "content")
+        REDACTED_IF_ERASED = ("message_id",)
         message_id: str
         content: str | None
 
@@ -396,6 +404,8 @@ class Conversation(Aggregate):
 
     class TurnStarted(Event):
         TOPIC = "voxledger:Conversation.TurnStarted"
+        PERSONAL = ("user_message_id",)
+        REDACTED_IF_ERASED = ("user_message_id",)
         turn_id: str
         user_message_id: str | None
 
@@ -442,6 +452,8 @@ class Conversation(Aggregate):
 
     class TurnCompleted(Event):
         TOPIC = "voxledger:Conversation.TurnCompleted"
+        PERSONAL = ("assistant_message_id",)
+        REDACTED_IF_ERASED = ("assistant_message_id",)
         turn_id: str
         assistant_message_id: str | None
         duration_ms: float
@@ -484,6 +496,8 @@ class Conversation(Aggregate):
 
     class TurnInterrupted(Event):
         TOPIC = "voxledger:Conversation.TurnInterrupted"
+        PERSONAL = ("reason",)
+        REDACTED_IF_ERASED = ("reason",)
         turn_id: str
         reason: str
         status: str  # where the conversation rests afterwards
@@ -674,7 +688,8 @@ class Conversation(Aggregate):
 
     class ContextUpdated(Event):
         TOPIC = "voxledger:Conversation.ContextUpdated"
-        PERSONAL = ("values",)
+        PERSONAL = ("values", "removed")  # a key's name may say as much as its value
+        REDACTED_IF_ERASED = ("removed",)
         values: dict[str, Any]
         removed: list[str]
 

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
 
-from .commands import Commands
+from .commands import Commands, check_values
 from .conversation import Conversation
 from .conversation_values import Role
 from .errors import Conflict
@@ -29,6 +29,7 @@ class ConversationCommands(Commands):
         at: datetime | None = None,
     ) -> UUID:
         """Open a conversation and return its id (give one to make the start idempotent)."""
+        check_values(channel, participant, metadata)
         conversation = Conversation.start(
             channel,
             participant,
@@ -37,7 +38,7 @@ class ConversationCommands(Commands):
             conversation_id=conversation_id or uuid4(),
         )
         try:
-            self.store.save(conversation)
+            self.store.save(conversation, command_id=uuid4())
         except Conflict:
             raise Conflict(f"conversation {conversation.id} already exists") from None
         return conversation.id

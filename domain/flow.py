@@ -343,6 +343,8 @@ class Flow(Aggregate):
 
     class Cancelled(Event):
         TOPIC = "voxledger:Flow.Cancelled"
+        PERSONAL = ("reason",)
+        REDACTED_IF_ERASED = ("reason",)
         step: str | None
         reason: str
 

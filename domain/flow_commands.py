@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
 
+from .commands import check_values
 from .conversation import Conversation
 from .conversation_values import Role
 from .definition_commands import DefinitionCommands
@@ -81,6 +82,7 @@ class FlowCommands(DefinitionCommands):
 
     def edit(self, flow_id: UUID, field: str, *, at: datetime | None = None) -> FlowReply:
         """Ask a field again; the run returns where it was afterwards."""
+        check_values(field)
         return self._flow_command(flow_id, lambda f, d, at: f.edit(d, field, at=at), at=at)
 
     def undo(self, flow_id: UUID, *, at: datetime | None = None) -> FlowReply:
@@ -93,6 +95,7 @@ class FlowCommands(DefinitionCommands):
 
     def cancel(self, flow_id: UUID, reason: str = "", *, at: datetime | None = None) -> FlowReply:
         """Give up the run where it is."""
+        check_values(reason)
         return self._flow_command(flow_id, lambda f, d, at: f.cancel(reason, at=at), at=at)
 
     def expire_flow(self, flow_id: UUID, *, at: datetime | None = None) -> bool:

@@ -21,8 +21,10 @@ class Store(Protocol):
         ``cached``: for a command, which may get a stale copy (its save then conflicts)."""
         ...
 
-    def save(self, *aggregates: Aggregate) -> int | None:
-        """Append the aggregates' new events atomically; Conflict on a stale version."""
+    def save(self, *aggregates: Aggregate, command_id: UUID | None = None) -> int | None:
+        """Append the aggregates' new events atomically, stored with the command's id;
+        Conflict on a stale version. A save whose outcome was lost (the connection broke
+        after the commit) is found by its command id, never appended twice."""
         ...
 
     def stream(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 from uuid import UUID
@@ -47,17 +47,21 @@ def stream_id(text: str) -> UUID:
     try:
         return UUID(text)
     except ValueError:
-        raise BadInput(f"{text!r} is not a conversation id (a UUID)") from None
+        raise UsageError(f"{text!r} is not a conversation id (a UUID)") from None
 
 
 def timestamp(text: str) -> datetime:
-    """An ISO 8601 time with a time zone."""
+    """An ISO 8601 time with a time zone, within the years 1 to 9999 in UTC."""
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise BadInput(f"{text!r} is not an ISO 8601 time") from None
+        raise UsageError(f"{text!r} is not an ISO 8601 time") from None
     if value.tzinfo is None:
-        raise BadInput(f"{text!r} has no time zone; add +00:00 or Z")
+        raise UsageError(f"{text!r} has no time zone; add +00:00 or Z")
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise UsageError(f"{text!r} is outside the years 1 to 9999 in UTC") from None
     return value
 
 
@@ -66,6 +70,19 @@ def positive_int(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise UsageError(f"{text!r} is not a whole number above 0")
     return int(text)
+
+
+def database_url(text: str) -> str:
+    """A PostgreSQL URL (postgresql://user:password@host:port/db) or connection string."""
+    import psycopg.conninfo  # only when the option is given: --help stays light
+
+    try:
+        psycopg.conninfo.conninfo_to_dict(text)
+    except psycopg.ProgrammingError:
+        raise UsageError(
+            "--database-url takes a PostgreSQL URL like postgresql://user:password@host:5432/db"
+        ) from None
+    return text
 
 
 def add_flow_options(parser: argparse.ArgumentParser) -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import signal
+import threading
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .output import say
 
 if TYPE_CHECKING:
     import anyio
+
+    from ..adapters.services import Services
 
 T = TypeVar("T")
 
@@ -44,18 +47,26 @@ def run(args: argparse.Namespace) -> int:
     """Deliver until SIGTERM or Ctrl-C (or, with --once, until nothing is pending)."""
     import anyio
 
-    from ..adapters.bootstrap import open_delivery, open_senders, open_services
+    from ..adapters.bootstrap import channel_settings, open_delivery, open_senders, open_services
     from ..domain.errors import BadInput
 
     if args.concurrency < 1:
         raise BadInput("--concurrency must be 1 or more")
-    with open_services(args.database_url) as services:
+    channels = channel_settings()  # nothing to deliver with is said before any wait
+    if not (channels.telegram_delivers or channels.whatsapp_delivers):
+        raise BadInput(
+            "no channel delivers: set VOXLEDGER_TELEGRAM_TOKEN, or VOXLEDGER_WHATSAPP_TOKEN "
+            "and VOXLEDGER_WHATSAPP_PHONE_NUMBER_ID"
+        )
+    opened = (
+        open_services(args.database_url)
+        if args.once
+        else services_once_reachable(args.database_url)
+    )
+    if opened is None:
+        return 0  # stopped before the database came
+    with opened as services:
         senders = open_senders(services.channels)
-        if not senders:
-            raise BadInput(
-                "no channel delivers: set VOXLEDGER_TELEGRAM_TOKEN, or VOXLEDGER_WHATSAPP_TOKEN "
-                "and VOXLEDGER_WHATSAPP_PHONE_NUMBER_ID"
-            )
         worker = open_delivery(services, senders, concurrency=args.concurrency)
 
         async def main() -> None:
@@ -105,3 +116,25 @@ async def stop_on_signal(stopping: anyio.Event) -> None:
         async for _ in signals:
             stopping.set()
             return
+
+
+def services_once_reachable(database_url: str | None, **options: Any) -> Services | None:
+    """The services, once the database answers: a long-running worker started while it is
+    away waits for it (saying so) instead of exiting, which a supervisor would answer by
+    restarting it in a loop; None if SIGTERM or Ctrl-C comes first."""
+    from ..adapters.bootstrap import open_services_when_reachable
+
+    stop = threading.Event()
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        return open_services_when_reachable(
+            database_url,
+            stopping=stop,
+            waiting=lambda why: say(f"voxledger: {why}; trying again"),
+            **options,
+        )
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -30,18 +30,21 @@ from . import (
     timetravel,
     transfer,
 )
-from .arguments import UsageError
+from .arguments import UsageError, database_url
 from .output import fail
 
 EXAMPLES = """examples:
   voxledger log ID; voxledger at ID --time 2026-11-20T14:02Z; voxledger diff ID 10 12
   voxledger bisect ID --where 'flow.step == "city"'; voxledger replay --all --verify
-  voxledger demo; voxledger serve --port 8080   a stored sample; webhooks and the /v1 API
-  voxledger telegram poll                 a Telegram bot without a public URL
+  voxledger demo; voxledger serve --port 8080; voxledger telegram poll (no public URL)
   voxledger COMMAND --help                one command in full, with an example
 
-Configuration: VOXLEDGER_DATABASE_URL (or --database-url) names a PostgreSQL server;
-without it an embedded server keeps its data under $VOXLEDGER_HOME."""
+VOXLEDGER_DATABASE_URL (or --database-url) names a PostgreSQL server, else an embedded one
+keeps its data under $VOXLEDGER_HOME. Exit codes: 0 done, 1 refused, 2 usage, 3 database
+unreachable, 130 interrupted."""
+
+# The exit codes, one meaning each (the README lists them too).
+OK, REFUSED, USAGE, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class OneScreen(argparse.RawDescriptionHelpFormatter):
@@ -62,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--database-url",
         metavar="URL",
+        type=database_url,
         help="postgresql://user:password@host:port/db (default: $VOXLEDGER_DATABASE_URL, "
         "else the embedded server)",
     )
@@ -83,26 +87,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ..adapters.bootstrap import start_logging
 
         start_logging(args.log_level)
-        return int(args.run(args) or 0)
-    except (Unavailable, UsageError) as e:
+        return int(args.run(args) or OK)
+    except UsageError as e:
         fail(str(e))
-        return 2
+        return USAGE
+    except Unavailable as e:
+        fail(str(e))
+        return UNREACHABLE
     except VoxledgerError as e:
         fail(str(e))
-        return 1
+        return REFUSED
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`voxledger log ID | head`): stop quietly, as Unix tools do,
         # and point stdout at nothing so the flush at exit does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception as e:
-        if not database_failed(e):
-            raise
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        fail(f"database unavailable: {first_line}")
-        return 2
+        if database_failed(e):
+            fail(f"database unavailable: {first_line}")
+            return UNREACHABLE
+        # A bug: one line for the user, the traceback for whoever runs with --log-level DEBUG.
+        import structlog  # loaded by then, by the command that failed
+
+        structlog.get_logger("voxledger").debug("cli.unexpected_error", exc_info=e)
+        fail(f"internal error ({type(e).__name__}): {first_line}")
+        return REFUSED
 
 
 def database_failed(error: Exception) -> bool:

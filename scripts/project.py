@@ -72,11 +72,26 @@ def _projection_names() -> list[str]:
 
 
 @contextmanager
-def _runner(args: argparse.Namespace) -> Iterator[ProjectionRunner]:
+def _runner(
+    args: argparse.Namespace, stopping: threading.Event | None = None
+) -> Iterator[ProjectionRunner | None]:
+    """The runner on the command's database. With ``stopping``, an unreachable database is
+    waited for (tried again every few seconds) rather than an error: None if stopped first."""
     from ..adapters.bootstrap import open_runner, open_store
+    from ..domain.errors import Unavailable
     from ..projections.runner import PAGE_SIZE
 
-    store = open_store(args.database_url)
+    while True:
+        try:
+            store = open_store(args.database_url)
+            break
+        except Unavailable as e:
+            if stopping is None:
+                raise
+            say(f"voxledger: {e}; trying again")
+            if stopping.wait(2.0):
+                yield None
+                return
     try:
         with open_runner(store, getattr(args, "page_size", None) or PAGE_SIZE) as runner:
             runner.setup()
@@ -86,15 +101,20 @@ def _runner(args: argparse.Namespace) -> Iterator[ProjectionRunner]:
 
 
 def run_projections(args: argparse.Namespace) -> int:
-    """Catch up, then follow the log until stopped."""
-    with _runner(args) as runner:
-        if args.once:
+    """Catch up, then follow the log until stopped. Started while the database is away,
+    the worker waits for it instead of exiting (a supervisor would restart it in a loop)."""
+    if args.once:
+        with _runner(args) as runner:
+            assert runner is not None
             runner.catch_up()
             print_status(runner.status())
             return 0
-        stop = threading.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: stop.set())
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with _runner(args, stop) as runner:
+        if runner is None:
+            return 0  # stopped before the database came
         say(f"projecting the log of schema {runner.schema}; Ctrl-C to stop")
         runner.run(stop, poll_s=args.poll)
         say("stopped at " + ", ".join(f"{s.name} {s.position}" for s in runner.status()))
@@ -104,6 +124,7 @@ def run_projections(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     """Print where each projection stands."""
     with _runner(args) as runner:
+        assert runner is not None
         statuses = runner.status()
     if args.json:
         print_json([to_plain(s) for s in statuses])
@@ -115,6 +136,7 @@ def run_status(args: argparse.Namespace) -> int:
 def run_rebuild(args: argparse.Namespace) -> int:
     """Rebuild one projection with a progress bar."""
     with _runner(args) as runner:
+        assert runner is not None
         with progress_bar(f"rebuilding {args.name}") as update:
             position = runner.rebuild(args.name, update)
         status = next(s for s in runner.status() if s.name == args.name)

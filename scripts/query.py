@@ -10,8 +10,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..domain.errors import BadInput
-from .arguments import stream_id, timestamp
+from .arguments import UsageError, stream_id, timestamp
 from .output import print_fields, print_json, print_table, to_plain, warn
 
 if TYPE_CHECKING:
@@ -35,7 +34,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Example: voxledger conversations --status listening --json",
     )
     conversations.add_argument("--status", help="only conversations in this status")
-    conversations.add_argument("--limit", type=int, default=100, help="at most this many")
+    conversations.add_argument(
+        "--limit", type=count, default=100, help="at most this many (1 to 10000)"
+    )
     conversations.add_argument("--json", action="store_true", help="print JSON")
     conversations.set_defaults(run=run_conversations)
 
@@ -72,17 +73,33 @@ def register(commands: argparse._SubParsersAction) -> None:
     funnel.set_defaults(run=run_funnel)
 
 
+def count(text: str) -> int:
+    """How many rows at most: a whole number from 1 to 10000."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"--limit takes a whole number, not {text!r}") from None
+    if not 1 <= value <= 10_000:
+        raise UsageError(f"--limit takes a number from 1 to 10000, not {value}")
+    return value
+
+
 def since(text: str) -> datetime:
     """An ISO 8601 time, or a span back from now such as 90m, 24h or 7d."""
     ago = _AGO.fullmatch(text.strip())
     if ago:
         from ..adapters.bootstrap import system_clock
 
-        return system_clock()() - timedelta(**{_UNITS[ago[2]]: float(ago[1])})
+        try:
+            return system_clock()() - timedelta(**{_UNITS[ago[2]]: float(ago[1])})
+        except OverflowError:
+            raise UsageError(f"{text!r} reaches back before the year 1") from None
     try:
         return timestamp(text)
-    except BadInput:
-        raise BadInput(f"{text!r} is neither an ISO 8601 time nor a span like 24h") from None
+    except UsageError as e:
+        if "outside the years" in str(e):
+            raise
+        raise UsageError(f"{text!r} is neither an ISO 8601 time nor a span like 24h") from None
 
 
 @contextmanager

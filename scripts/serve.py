@@ -1,14 +1,16 @@
 """`voxledger serve`: the HTTP server (Telegram webhook, JSON API, live voice, health, OpenAPI
-schema)."""
+schema), from one process or, with --workers N, from N worker processes on one port."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .arguments import add_flow_options, flow_options, positive_int
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
 
     from ..adapters.http.serving import Listener
     from ..adapters.http.settings import Settings
+    from ..adapters.services import Services
     from ..adapters.store.database import Connections
 
 
@@ -46,7 +49,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--workers",
         type=positive_int,
         default=None,
-        help="processes serving the port, each with its own connections (default: one per core)",
+        help="processes serving the port, each with its own connections (default 1; "
+        "live voice needs one: a call is held by the process that took it)",
     )
     serve.add_argument(
         "--loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="event loop"
@@ -65,7 +69,106 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the services and the app (in each worker), and serve until interrupted."""
+    """Serve from this process, or (``--workers`` N above 1) from N worker processes."""
+    workers = args.workers or 1
+    if workers == 1:
+        return _serve_one(args)
+    return _serve_many(args, workers)
+
+
+def _serve_one(args: argparse.Namespace) -> int:
+    """Serve at once; build the services as soon as the database answers (until then the
+    server reports not ready); on SIGTERM or SIGINT finish the requests in flight, write
+    what is queued, release the database, and exit 0."""
+    import uvicorn
+
+    from ..adapters.bootstrap import (
+        http_settings,
+        open_actions,
+        open_app,
+        open_flows,
+        open_services_when_reachable,
+        start_logging,
+    )
+    from ..adapters.http.server import server_config
+    from ..adapters.http.starting import StartingApp
+
+    start_logging(args.log_level, default="INFO")  # a server logs its requests by default
+    settings = http_settings(args.flow)
+    flows = open_flows(**flow_options(args))  # a broken flow file stops the start, here
+    closing = threading.Event()
+    starting = StartingApp()
+    built: list[Services] = []
+    failed: list[BaseException] = []
+    running: list[threading.Thread] = []  # the actions' subscriber, once the services exist
+    actions = not args.no_actions and any(
+        d.on_complete or d.on_cancel or d.on_expire for d in flows.definitions()
+    )
+
+    def connect() -> None:
+        try:
+            services = open_services_when_reachable(
+                args.database_url, stopping=closing, waiting=starting.waiting, flows=flows
+            )
+            if services is None:
+                return
+            built.append(services)
+            if not closing.is_set():
+                starting.ready(open_app(services, settings, closing=closing))
+            if actions and not closing.is_set():
+                subscriber = open_actions(services.engine)
+                # A daemon: an action that hangs must not keep the server from stopping.
+                thread = threading.Thread(
+                    target=subscriber.run, args=(closing,), name="voxledger-actions", daemon=True
+                )
+                thread.start()
+                running.append(thread)
+        except BaseException as error:  # not an outage: a server that cannot start stops
+            failed.append(error)
+            closing.set()
+            server.should_exit = True
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, telling the console's live tails and the connecting thread
+        when it begins to stop."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            closing.set()  # live console tails end, so they do not hold the shutdown up
+            super().handle_exit(sig, frame)
+
+    # uvicorn handles these signals while it serves, then raises them again; without a
+    # handler of ours, that second SIGTERM would end the process before its exit handlers
+    # (the embedded PostgreSQL's release among them) could run.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: closing.set())
+    config = server_config(
+        starting, host=args.host, port=args.port, read_timeout_s=settings.read_timeout_s
+    )
+    server = Server(config)
+    connecting = threading.Thread(target=connect, name="voxledger-connect", daemon=True)
+    connecting.start()
+    try:
+        say(
+            f"voxledger: serving on http://{args.host}:{args.port} "
+            f"(console at /console, OpenAPI at /schema"
+            f"{', running actions' if actions else ''})"
+        )
+        if not closing.is_set():
+            server.run()
+    finally:
+        closing.set()
+        connecting.join(timeout=60)
+        for thread in running:
+            thread.join(timeout=10)
+        for services in built:
+            services.close()  # queued snapshots written, connections released
+    if failed:
+        raise failed[0]  # the command's own error line and exit code
+    return 0
+
+
+def _serve_many(args: argparse.Namespace, workers: int) -> int:
+    """Supervise N worker processes, each building its services and app, until interrupted."""
     from ..adapters.bootstrap import (
         http_settings,
         open_flows,
@@ -74,13 +177,12 @@ def run(args: argparse.Namespace) -> int:
         start_logging,
         system_clock,
     )
-    from ..adapters.http.serving import Listener, default_workers, serve
+    from ..adapters.http.serving import Listener, serve
 
     start_logging(args.log_level, default="INFO")  # a server logs its requests by default
     settings = http_settings(args.flow)
     # A flow that is not there (or a broken flow file) is reported before a worker starts.
     open_flows(**flow_options(args)).latest(args.flow)
-    workers = args.workers or default_workers()
     # Resolved here, once: the embedded server (if it is the one) lives as long as this
     # process, and the workers share one clock.
     url = resolve_database_url(args.database_url)

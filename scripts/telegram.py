@@ -67,16 +67,18 @@ def run_poll(args: argparse.Namespace) -> int:
     from ..adapters.bootstrap import (
         open_delivery,
         open_senders,
-        open_services,
         open_telegram_api,
         open_update_offsets,
     )
     from ..adapters.chat.polling import poll
     from ..adapters.chat.telegram import BotIdentity
     from .arguments import flow_options
-    from .deliver import run_async, stop_on_signal
+    from .deliver import run_async, services_once_reachable, stop_on_signal
 
-    with open_services(args.database_url, **flow_options(args)) as services:
+    opened = services_once_reachable(args.database_url, **flow_options(args))
+    if opened is None:
+        return 0  # stopped before the database came
+    with opened as services:
         api = open_telegram_api(services.channels)
         bot = services.bot(args.flow)
         offsets = open_update_offsets(services.store)

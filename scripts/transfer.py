@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..domain.errors import BadInput
-from .arguments import stream_id
+from .arguments import add_flow_options, flow_options, stream_id
 from .output import print_json, print_line, print_raw_lines, to_plain
 
 
@@ -45,6 +45,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--new-ids", action="store_true", help="give every stream a new id (references follow)"
     )
     load.add_argument("--json", action="store_true", help="print JSON")
+    add_flow_options(load)
     load.set_defaults(run=run_import)
 
 
@@ -61,16 +62,17 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     """Check and write an export."""
-    from ..adapters.bootstrap import open_store
+    from ..adapters.bootstrap import open_flows, open_store
     from ..adapters.debug.transfer import import_lines
 
+    flows = open_flows(**flow_options(args))  # the definitions the file's flows must run
     try:
         # Opened here to turn a missing file into one clear line; the with below closes it.
         source = sys.stdin.buffer if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
     except OSError as e:
         raise BadInput(f"cannot read {args.file}: {e.strerror}") from None
     with source, open_store(args.database_url) as store:
-        imported = import_lines(store, source, new_ids=args.new_ids)
+        imported = import_lines(store, source, flows, new_ids=args.new_ids)
     if args.json:
         print_json(to_plain(imported))
         return 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import wave
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -186,6 +188,8 @@ def test_listen_command_prints_the_utterances_it_recorded(cli_env: dict[str, str
         (["--chunk-ms", "0"], "--chunk-ms must be 1 to 60000 ms, got 0"),
         (["--chunk-ms", "-20"], "--chunk-ms must be 1 to 60000 ms, got -20"),
         (["--started-at", "9999-12-31T23:59:00+00:00"], "leaves no room for the audio"),
+        (["--started-at", "9999-12-31T23:59:58Z"], "leaves no room for the audio"),
+        (["--started-at", "0001-01-01T00:00:00+14:00"], "outside the years"),
         (["--end-of-turn-ms", "0"], "--end-of-turn-ms must be a whole number > 0"),
     ],
 )
@@ -202,3 +206,39 @@ def test_listen_refuses_a_bad_argument_in_one_line_before_writing_anything(
     from voxledger.domain.conversation import Conversation
 
     assert list(engine.store.ids_of(Conversation.Started)) == []
+
+
+def test_listen_reads_a_long_file_as_a_stream_not_into_memory(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Twenty minutes of real speech and pauses (19 MB): the command's peak memory is that
+    of a short file, give or take, never the file's size again (once, let alone twice)."""
+    with wave.open(str(FIXTURES / "speech_8k.wav")) as source:
+        params, speech = source.getparams(), source.readframes(source.getnframes())
+    pause = b"\0" * (params.framerate * params.sampwidth * 5)
+    long_file = tmp_path / "twenty_minutes.wav"
+    with wave.open(str(long_file), "wb") as sink:
+        sink.setparams(params)
+        written = 0
+        while written < 20 * 60 * params.framerate * params.sampwidth:
+            sink.writeframes(speech + pause)
+            written += len(speech) + len(pause)
+
+    def peak_mb(path: Path) -> float:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "voxledger.scripts.main", "listen", str(path)],
+            env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            _, status, usage = os.wait4(process.pid, 0)  # this child's own peak, no other's
+        finally:
+            if process.returncode is None and process.poll() is None:
+                process.kill()
+        assert os.waitstatus_to_exitcode(status) == 0
+        return usage.ru_maxrss / 1024  # kB on Linux
+
+    short = peak_mb(FIXTURES / "speech_8k.wav")
+    long = peak_mb(long_file)
+    size_mb = long_file.stat().st_size / 2**20
+    assert size_mb > 18
+    assert long < short + size_mb / 2, (short, long, size_mb)

@@ -82,7 +82,7 @@ def test_a_demo_killed_halfway_leaves_exactly_the_committed_events(
 
 def test_errors_print_one_clear_line_and_exit_non_zero(cli_env: dict[str, str]) -> None:
     bad_id = voxledger(cli_env, "show", "not-a-uuid", check=False)
-    assert bad_id.returncode == 1
+    assert bad_id.returncode == 2  # a usage error
     assert bad_id.stderr == "voxledger: error: 'not-a-uuid' is not a conversation id (a UUID)\n"
     missing = voxledger(cli_env, "show", "00000000-0000-0000-0000-000000000001", check=False)
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1
@@ -95,7 +95,7 @@ def test_errors_print_one_clear_line_and_exit_non_zero(cli_env: dict[str, str]) 
         "00000000-0000-0000-0000-000000000001",
         check=False,
     )
-    assert offline.returncode == 2
+    assert offline.returncode == 3
     assert offline.stderr.startswith("voxledger: error: database unavailable:")
     assert offline.stderr.count("\n") == 1
 

@@ -8,6 +8,7 @@ screenshot to the test's temporary folder and prints where."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -84,7 +85,11 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    # The browser is the user's, not under test: it keeps the machine's true clock even when
+    # .ci/on-another-date moves ours (libfaketime in Chromium stalls its renderer).
+    faked = ("LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC")
+    env = {name: value for name, value in os.environ.items() if name not in faked}
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER), env=env), options=options)
     try:
         driver.set_page_load_timeout(WAIT_S)
         driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ZONE})

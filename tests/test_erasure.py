@@ -21,7 +21,7 @@ from voxledger.adapters.store.event_store import EventStore, fold
 from voxledger.adapters.store.keys import KeyRing
 from voxledger.adapters.store.mapper import CorruptEvent, Erased
 from voxledger.domain.engine import Engine
-from voxledger.domain.errors import BadInput, InvalidTransition, NotFound
+from voxledger.domain.errors import BadInput, InvalidTransition, NotFound, VoxledgerError
 from voxledger.domain.flow import FlowStatus
 from voxledger.projections.registry import default_projections
 from voxledger.projections.runner import ProjectionRunner
@@ -149,26 +149,53 @@ def test_a_key_survives_a_restart_and_is_shared_between_processes(
     assert engine.get_conversation(cid).messages[1].content == "from process two"
 
 
-def test_two_processes_issuing_a_key_for_one_stream_at_once_get_the_same_key(
-    engine: Engine,
+def test_two_processes_sealing_a_streams_first_personal_data_at_once_share_one_key(
+    engine: Engine, database_url: str, schema: str, clock
 ) -> None:
-    datastore = engine.store.recorder.datastore  # type: ignore[attr-defined]
-    rings = [KeyRing(datastore) for _ in range(4)]  # four caches, as four processes have
-    stream, keys, start = uuid4(), [None] * 4, threading.Barrier(4)
+    cid = engine.start_conversation("chat")  # nothing personal yet, so no key yet
+    others = [open_engine(database_url, schema=schema, clock=clock) for _ in range(3)]
+    engines, start = [engine, *others], threading.Barrier(4)
 
-    def issue(i: int) -> None:
+    def say(i: int) -> None:
         start.wait()
-        keys[i] = rings[i].key_for(stream, create=True)
+        engines[i].add_message(cid, "user", f"{MARK} {i}")
 
-    threads = [threading.Thread(target=issue, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert keys[0] is not None and len(keys[0]) == 32 and keys.count(keys[0]) == 4
+    threads = [threading.Thread(target=say, args=(i,)) for i in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for other in others:
+            other.close()
+    with open_engine(database_url, schema=schema) as fresh:  # a process that made no key
+        contents = sorted(m.content for m in fresh.get_conversation(cid).messages)
+    assert contents == [f"{MARK} {i}" for i in range(4)]
+    with psycopg.connect(database_url) as conn:
+        (keys,) = conn.execute(
+            f"SELECT count(*) FROM {schema}.voxledger_keys WHERE stream_id = %s", (cid,)
+        ).fetchone()
+    assert keys == 1
 
 
-def test_a_stream_reads_its_key_once_and_its_commands_after_that_none(
+def test_a_refused_first_save_leaves_no_key_behind(
+    engine: Engine, database_url: str, schema: str
+) -> None:
+    cid = engine.start_conversation("chat")
+    with pytest.raises(VoxledgerError):  # an integer msgpack cannot hold
+        engine.add_message(cid, "user", MARK, metadata={"n": 2**70})
+    with pytest.raises(VoxledgerError):
+        engine.start_conversation("chat", MARK, {"n": -(2**70)})
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(f"SELECT stream_id FROM {schema}.voxledger_keys").fetchall()
+    assert rows == []
+    engine.add_message(cid, "user", MARK)  # and the stream still takes personal data
+    engine.store.forget_cached()  # type: ignore[attr-defined]
+    assert [m.content for m in engine.get_conversation(cid).messages] == [MARK]
+
+
+def test_a_stream_this_process_started_needs_no_key_read_at_all(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fetches: list[UUID] = []
@@ -184,7 +211,9 @@ def test_a_stream_reads_its_key_once_and_its_commands_after_that_none(
     for answer in ("1042", "21.11.2026", "Ivan Petrov"):
         engine.answer(flow, answer)
     engine.get_conversation(cid)
-    assert fetches == [cid, flow]  # each issued its key, once
+    # Streams this process started are known to be keyless: their first personal value
+    # makes a key that goes in with it, without a read.
+    assert fetches == []
 
 
 def test_rows_written_before_sealing_still_read(engine: Engine) -> None:
@@ -261,12 +290,19 @@ def test_a_sealed_value_moved_to_another_stream_does_not_open_there(
 
 
 def without_content(document: dict[str, Any]) -> dict[str, Any]:
-    """A conversation document less the personal fields (what erasure may change)."""
-    kept = {k: v for k, v in document.items() if k not in ("participant", "metadata", "context")}
+    """A conversation document less the personal fields (what erasure may change): content,
+    message ids, free text."""
+    personal = ("participant", "metadata", "context", "end_reason")
+    kept = {k: v for k, v in document.items() if k not in personal}
     kept["messages"] = [
-        {k: v for k, v in m.items() if k not in ("content", "metadata")}
+        {k: v for k, v in m.items() if k not in ("id", "content", "metadata")}
         for m in document["messages"]
     ]
+    kept["turns"] = [
+        {k: v for k, v in t.items() if k not in ("user_message_id", "assistant_message_id")}
+        for t in document["turns"]
+    ]
+    kept["connection"] = {k: v for k, v in document["connection"].items() if k != "last_error"}
     return kept
 
 
@@ -387,3 +423,53 @@ def test_another_process_stops_showing_erased_content_within_the_key_cache_time(
     assert engine.get_conversation(cid).messages[0].content == ERASED
     with pytest.raises(Erased):
         engine.add_message(cid, "user", "more")
+
+
+def test_erasing_also_erases_client_message_ids_and_free_text(
+    engine: Engine, database_url: str, schema: str, cli_env: dict[str, str], projected
+) -> None:
+    cid = engine.start_conversation("api")
+    engine.connect(cid, "api", "c-1")
+    said = engine.add_message(cid, "user", "hello", message_id=f"{MARK}-msg")
+    engine.start_turn(cid, said)
+    engine.add_message(cid, "assistant", "hi", message_id=f"{MARK}-reply")
+    engine.complete_turn(cid, f"{MARK}-reply")
+    engine.update_context(cid, {f"{MARK} key": 1})
+    engine.update_context(cid, removed=[f"{MARK} key"])
+    engine.record_error(cid, f"{MARK} could not be reached")
+    flow = engine.start_flow(cid, "intake", "design").flow_id
+    engine.cancel(flow, f"{MARK} changed their mind")
+    engine.disconnect(cid, f"{MARK} hung up")
+    engine.end(cid, f"{MARK} said goodbye")
+    projected.catch_up()
+    shown = voxledger(cli_env, "show", str(cid), "--json").stdout
+    assert MARK in shown and MARK in projection_text(database_url, schema)
+
+    voxledger(cli_env, "erase", str(cid), "--yes")
+    assert not [state for state in stored_bytes(database_url, schema) if MARK.encode() in state]
+    assert MARK not in projection_text(database_url, schema)
+    for command in ("show", "log", "audit"):
+        assert MARK not in voxledger(cli_env, command, str(cid), "--json").stdout
+    assert MARK not in voxledger(cli_env, "export", str(cid)).stdout
+    with fresh_engine(database_url, schema) as reader:
+        state = reader.get_conversation(cid)
+        assert {m.id for m in state.messages} == {ERASED} and state.end_reason == ERASED
+        assert MARK not in json.dumps(msgspec.to_builtins(reader.history(cid)), default=str)
+
+
+def test_an_erased_stream_still_records_system_facts_with_their_free_text_erased(
+    engine: Engine,
+) -> None:
+    cid = engine.start_conversation("voice")
+    engine.connect(cid, "twilio", "c-1")
+    engine.add_message(cid, "user", f"{MARK} speaking")
+    engine.store.erase(cid)  # type: ignore[attr-defined]
+    engine.record_error(cid, f"{MARK}: the line dropped")
+    with pytest.raises(Erased):
+        engine.add_message(cid, "user", "more content")
+    engine.disconnect(cid, f"{MARK} hung up")
+    engine.end(cid, f"{MARK} is gone")
+    engine.store.forget_cached()  # type: ignore[attr-defined]
+    state = engine.get_conversation(cid)
+    assert state.status == "ended" and state.end_reason == ERASED
+    assert state.connection.last_error == ERASED

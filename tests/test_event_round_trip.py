@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 import msgspec
 
 from voxledger.adapters.debug.history import History, event_classes
+from voxledger.adapters.store.recorder import Append
 from voxledger.domain.conversation import Conversation
 from voxledger.domain.conversation_snapshot import ConversationSnapshot
 from voxledger.domain.definition_history import FlowDefinitionHistory
@@ -28,18 +29,18 @@ T0 = datetime(2026, 11, 21, 14, 0, tzinfo=UTC)
 STORED = {
     "voxledger:Conversation.Connected": ("provider: str, connection_id: str, latency_ms: float | None, reconnect: bool", ()),  # noqa: E501
     "voxledger:Conversation.ConnectionOpening": ("provider: str", ()),
-    "voxledger:Conversation.ContextUpdated": ("values: dict[str, Any], removed: list[str]", ("values",)),  # noqa: E501
+    "voxledger:Conversation.ContextUpdated": ("values: dict[str, Any], removed: list[str]", ("values", "removed")),  # noqa: E501
     "voxledger:Conversation.DeliveryStatusReported": ("platform_id: str, status: str, code: int | None, reason: str", ()),  # noqa: E501
-    "voxledger:Conversation.Disconnected": ("reason: str", ()),
-    "voxledger:Conversation.Ended": ("reason: str", ()),
-    "voxledger:Conversation.ErrorRecorded": ("error: str, fatal: bool", ()),
+    "voxledger:Conversation.Disconnected": ("reason: str", ("reason",)),
+    "voxledger:Conversation.Ended": ("reason: str", ("reason",)),
+    "voxledger:Conversation.ErrorRecorded": ("error: str, fatal: bool", ("error",)),
     "voxledger:Conversation.FlowBegan": ("flow_id: UUID, definition: str", ()),
     "voxledger:Conversation.FlowFinished": ("flow_id: UUID, outcome: str", ()),
     "voxledger:Conversation.LevelsRecorded": ("input_level_db: float | None, output_level_db: float | None, latency_ms: float | None", ()),  # noqa: E501
     "voxledger:Conversation.ListeningStarted": ("", ()),
     "voxledger:Conversation.ListeningStopped": ("", ()),
-    "voxledger:Conversation.MessageAdded": ("message_id: str, role: str, content: str, metadata: dict[str, Any], audio_duration_s: float | None, complete: bool", ("content", "metadata")),  # noqa: E501
-    "voxledger:Conversation.MessageCompleted": ("message_id: str, content: str | None", ("content",)),  # noqa: E501
+    "voxledger:Conversation.MessageAdded": ("message_id: str, role: str, content: str, metadata: dict[str, Any], audio_duration_s: float | None, complete: bool", ("message_id", "content", "metadata")),  # noqa: E501
+    "voxledger:Conversation.MessageCompleted": ("message_id: str, content: str | None", ("message_id", "content")),  # noqa: E501
     "voxledger:Conversation.OutboundDelivered": ("item_id: str, platform_ids: list[str], complete: bool", ()),  # noqa: E501
     "voxledger:Conversation.OutboundFailed": ("item_id: str, reason: str, code: int | None, final: bool", ()),  # noqa: E501
     "voxledger:Conversation.OutboundQueued": ("item_id: str, kind: str, channel: str, to: str, thread: str | None, text: str, choices: list[str], reply_to: str | None, reference: str | None, cause: str", ("to", "text")),  # noqa: E501
@@ -49,9 +50,9 @@ STORED = {
     "voxledger:Conversation.SpeechStarted": ("", ()),
     "voxledger:Conversation.Started": ("channel: str, participant: str | None, metadata: dict[str, Any]", ("participant", "metadata")),  # noqa: E501
     "voxledger:Conversation.TrafficRecorded": ("messages_sent: int, messages_received: int, bytes_sent: int, bytes_received: int", ()),  # noqa: E501
-    "voxledger:Conversation.TurnCompleted": ("turn_id: str, assistant_message_id: str | None, duration_ms: float, status: str", ()),  # noqa: E501
-    "voxledger:Conversation.TurnInterrupted": ("turn_id: str, reason: str, status: str", ()),
-    "voxledger:Conversation.TurnStarted": ("turn_id: str, user_message_id: str | None", ()),
+    "voxledger:Conversation.TurnCompleted": ("turn_id: str, assistant_message_id: str | None, duration_ms: float, status: str", ("assistant_message_id",)),  # noqa: E501
+    "voxledger:Conversation.TurnInterrupted": ("turn_id: str, reason: str, status: str", ("reason",)),  # noqa: E501
+    "voxledger:Conversation.TurnStarted": ("turn_id: str, user_message_id: str | None", ("user_message_id",)),  # noqa: E501
     "voxledger:Conversation.UsageRecorded": ("tokens_in: int, tokens_out: int, cost: float, audio_seconds: float", ()),  # noqa: E501
     "voxledger:Conversation.UserTurnEnded": ("utterances: int", ()),
     "voxledger:Flow.ActionFailed": ("action: str, attempt: int, error: str, final: bool", ("error",)),  # noqa: E501
@@ -60,7 +61,7 @@ STORED = {
     "voxledger:Flow.AnswerAccepted": ("step: str, field: str, value: Any, next_step: str | None", ("value",)),  # noqa: E501
     "voxledger:Flow.AnswerRejected": ("step: str, raw: str, reason: str", ("raw", "reason")),
     "voxledger:Flow.AnswerWithdrawn": ("step: str, field: str, previous: Any", ("previous",)),
-    "voxledger:Flow.Cancelled": ("step: str | None, reason: str", ()),
+    "voxledger:Flow.Cancelled": ("step: str | None, reason: str", ("reason",)),
     "voxledger:Flow.Completed": ("data: dict[str, Any]", ("data",)),
     "voxledger:Flow.ConfirmationDeclined": ("step: str", ()),
     "voxledger:Flow.Confirmed": ("", ()),
@@ -141,15 +142,20 @@ def test_every_event_class_written_through_the_store_reads_back_equal(engine: En
         if "originator_topic" in {f.name for f in dataclasses.fields(cls)}:
             meta["originator_topic"] = aggregate.TOPIC
         written[stream].append(cls(**meta, **data))
-    store.keys.key_for(streams[Conversation], create=True)  # type: ignore[attr-defined]
-    store.keys.key_for(streams[Flow], create=True)  # type: ignore[attr-defined]
-    rows = [store.mapper.to_stored_event(e) for events in written.values() for e in events]
+    with store.keys.collecting() as new_keys:  # type: ignore[attr-defined]
+        rows = [store.mapper.to_stored_event(e) for events in written.values() for e in events]
+    # Each stream with something personal to seal gets its key, which goes in with its events.
+    sealed = {
+        e.originator_id for events in written.values() for e in events if getattr(e, "PERSONAL", ())
+    }
+    assert set(new_keys) == sealed and streams[Conversation] in sealed
     assert {row.topic for row in rows} == set(STORED)
     for row in rows:  # every personal value is sealed in the log
         state = msgspec.msgpack.decode(row.state)
         for name in STORED[row.topic][1]:
             assert isinstance(state[name], msgspec.msgpack.Ext) and state[name].code == 1
-    store.recorder.insert_events(rows)  # type: ignore[attr-defined]
+    store.recorder.append([Append(rows, uuid4(), tuple(new_keys.items()))])  # type: ignore[attr-defined]
+    store.keys.issued(new_keys.items())  # type: ignore[attr-defined]
     history = History(store)  # type: ignore[arg-type]
     for stream, events in written.items():
         assert list(store.stream(stream)) == events

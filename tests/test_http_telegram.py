@@ -11,6 +11,7 @@ import httpx
 import pytest
 from test_http_server import (  # noqa: F401  (the shared harness and its fixtures)
     SECRET,
+    SECRET_HEADER,
     Server,
     button_update,
     client_fixture,
@@ -214,6 +215,29 @@ def test_updates_the_bot_does_not_read_are_acknowledged_and_record_nothing(
     before = events_stored(database_url, server_schema)
     response = post_update(client, fixture("my_chat_member.json"))
     assert (response.status_code, response.json()) == (200, {})
+    assert events_stored(database_url, server_schema) == before
+
+
+@pytest.mark.parametrize("where", ["text", "first_name", "deep"])
+def test_an_update_the_log_cannot_hold_is_acknowledged_and_records_nothing(
+    client: httpx.Client, database_url: str, server_schema: str, where: str
+) -> None:
+    # NUL is refused at every edge; Telegram would redeliver a 4xx or 5xx for ever, so the
+    # webhook answers 200 and records nothing (the refusal is in the log).
+    update = text_update(1011, 1, "/start")
+    if where == "text":
+        update["message"]["text"] = "/start\x00"
+    elif where == "first_name":
+        update["message"]["from"]["first_name"] = "A\x00da"
+    before = events_stored(database_url, server_schema)
+    if where == "deep":  # nested past any real update: refused before it is decoded
+        body = b'{"update_id": 1, "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+        headers = {**SECRET_HEADER, "Content-Type": "application/json"}
+        response = client.post("/telegram/webhook", content=body, headers=headers)
+        assert response.status_code == 400 and "nested" in response.json()["detail"]
+    else:
+        response = post_update(client, update)
+        assert (response.status_code, response.json()) == (200, {})
     assert events_stored(database_url, server_schema) == before
 
 

@@ -30,9 +30,10 @@ def test_an_append_that_commits_late_is_not_overtaken_and_is_projected(
         runner.catch_up()
         head_before = store.head()
         late_stream = uuid.uuid4()
-        append = sql.SQL("SELECT * FROM {}.voxledger_events_append(%s, %s, %s, %s)").format(
-            sql.Identifier(schema)
-        )
+        append = sql.SQL(
+            "SELECT * FROM {}.voxledger_events_append("
+            "%s, %s::bigint[], %s::text[], %s, %s, %s::uuid[], %s::bytea[], false)"
+        ).format(sql.Identifier(schema))
         with psycopg.connect(database_url) as slow:  # a transaction, left open for now
             late = slow.execute(
                 append,
@@ -41,6 +42,9 @@ def test_an_append_that_commits_late_is_not_overtaken_and_is_projected(
                     [1],
                     ["voxledger:Conversation.Started"],
                     [_started_state(store, late_stream)],
+                    [uuid.uuid4()],  # the command's id
+                    [],  # no data key to write with it
+                    [],
                 ),
             ).fetchone()[0]
             done = threading.Event()

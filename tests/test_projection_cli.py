@@ -141,7 +141,7 @@ def test_metrics_reports_totals_and_percentiles_since_a_time(
     assert (today["messages"], today["cost"]) == (1, 0.004)
     iso = as_json(cli_env, "metrics", "--since", (old - timedelta(hours=1)).isoformat())
     assert iso["messages"] == 2
-    bad = voxledger(cli_env, "metrics", "--since", "last week", code=1)
+    bad = voxledger(cli_env, "metrics", "--since", "last week", code=2)  # usage
     assert "neither an ISO 8601 time nor a span like 24h" in bad.stderr
     assert "response time ms" in voxledger(cli_env, "metrics").stdout
 
@@ -165,7 +165,7 @@ def test_audit_lists_a_flows_answers_rejections_and_edits(
     assert trail[-1]["changes"]["employee"] == {"old": "Ivan", "new": "Anna"}
     table = voxledger({**cli_env, "COLUMNS": "250"}, "audit", str(fid)).stdout
     assert "employee: Ivan -> Anna" in table
-    missing = voxledger(cli_env, "audit", "not-an-id", code=1)
+    missing = voxledger(cli_env, "audit", "not-an-id", code=2)  # usage
     assert "is not a conversation id" in missing.stderr
 
 

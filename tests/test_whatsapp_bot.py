@@ -180,3 +180,15 @@ def _conversation(engine: Engine, customer: str) -> Any:
         return conversation_of(engine, customer, "whatsapp")
     except AssertionError:
         return None
+
+
+def test_a_message_with_a_nul_character_is_acknowledged_and_records_nothing(
+    client: httpx.Client, graph: FakeWhatsApp, database_url: str, server_schema: str
+) -> None:
+    # Refused like NUL everywhere; Meta would redeliver anything but a 200 for days.
+    customer = "447700900009"
+    before = events_stored(database_url, server_schema)
+    assert notify(client, graph.webhooks.text(customer, "hel\x00lo")).status_code == 200
+    assert notify(client, graph.webhooks.text(customer, "hi", name="A\x00da")).status_code == 200
+    assert events_stored(database_url, server_schema) == before
+    assert graph.sent(customer) == []

@@ -17,7 +17,8 @@ before it gets there.
 After a crash (SIGKILL) the next worker sends what has no recorded outcome. The platforms
 offer no idempotency key, so delivery is at least once: what can be sent twice is what was
 in flight when the process died (at most one part of one message per conversation being
-served), because each outcome is recorded as soon as the platform answers.
+served), because each outcome is recorded as soon as the platform answers. A worker told
+to stop (SIGTERM) starts nothing new but finishes the sends under way and records them.
 
 One worker delivers per database schema at a time (an advisory lock held on a connection of
 its own): `voxledger serve` and `voxledger deliver` may both run, and the second waits.
@@ -367,7 +368,11 @@ class DeliveryWorker:
                 if sender.counts(part):
                     await self._admit(sender, item)
                 try:
-                    platform_id = await sender.send(item, part, index == 0)
+                    # A send that began ends, and its outcome is recorded, even when the
+                    # worker is told to stop (bounded by the client's own timeouts): only a
+                    # crash leaves a part sent and unrecorded.
+                    with anyio.CancelScope(shield=True):
+                        platform_id = await sender.send(item, part, index == 0)
                 except RetryAfter as wait:
                     self._bucket(item, "chat").hold(wait.seconds)
                     log.info("delivery.rate_limited", retry_after=wait.seconds, item=item.id)
@@ -427,7 +432,8 @@ class DeliveryWorker:
     async def _outcome(
         self, conversation_id: UUID, item: Outbound, ids: list[str], *, complete: bool
     ) -> None:
-        await self.engine.record_delivered(conversation_id, item.id, ids, complete=complete)
+        with anyio.CancelScope(shield=True):  # what was sent is recorded, stopping or not
+            await self.engine.record_delivered(conversation_id, item.id, ids, complete=complete)
         if complete:
             self.delivered += 1
             log.info("delivery.delivered", conversation_id=str(conversation_id), item=item.id)
@@ -440,9 +446,10 @@ class DeliveryWorker:
         code: int | None,
         final: bool,
     ) -> None:
-        await self.engine.record_delivery_failure(
-            conversation_id, item.id, reason, code=code, final=final
-        )
+        with anyio.CancelScope(shield=True):
+            await self.engine.record_delivery_failure(
+                conversation_id, item.id, reason, code=code, final=final
+            )
         if final:
             self.failed += 1
         log.warning(

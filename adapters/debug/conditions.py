@@ -348,11 +348,23 @@ def _members(cls: type) -> dict[str, Any]:
 # -- parsing -------------------------------------------------------------------------------
 
 
+# Parentheses, lists and `not`s inside each other, and digits in a number: more than any
+# condition a person writes, far less than what would exhaust the parser's recursion.
+MAX_NESTING = 64
+MAX_DIGITS = 64
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.tokens = self._tokenize(text)
         self.at = 0
+        self.depth = 0
+
+    def _deeper(self, position: int) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            self._fail(f"nested more than {MAX_NESTING} levels deep", position)
 
     def _tokenize(self, text: str) -> list[tuple[str, str, int]]:
         tokens, position = [], 0
@@ -416,8 +428,11 @@ class _Parser:
 
     def _negation(self) -> Node:
         if self._peek()[0] == "not" and self.tokens[self.at + 1][0] != "in":
+            self._deeper(self._peek()[2])
             self.at += 1
-            return Not(self._negation())
+            node = Not(self._negation())
+            self.depth -= 1
+            return node
         return self._comparison()
 
     def _comparison(self) -> Node:
@@ -437,21 +452,27 @@ class _Parser:
         if kind == "string":
             return Literal(re.sub(r"\\(.)", r"\1", value[1:-1]))
         if kind == "number":
+            if len(value) > MAX_DIGITS:
+                self._fail(f"a number longer than {MAX_DIGITS} characters", position)
             return Literal(float(value) if re.search(r"[.eE]", value) else int(value))
         if kind in ("true", "false", "null"):
             return Literal({"true": True, "false": False, "null": None}[kind])
         if kind == "path":
             return Path(tuple(value.split(".")))
         if value == "(":
+            self._deeper(position)
             node = self._condition()
             self._expect(")")
+            self.depth -= 1
             return node
         if value == "[":
+            self._deeper(position)
             items: list[Node] = []
             if not self._take("]"):
                 items.append(self._operand())
                 while self._take(","):
                     items.append(self._operand())
                 self._expect("]")
+            self.depth -= 1
             return ListOf(tuple(items))
         self._fail(f"expected a value or a path, found {value or 'the end'!r}", position)

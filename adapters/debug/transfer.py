@@ -18,11 +18,12 @@ is for people; an import refuses a file whose ``data`` does not match its ``stat
 than silently ignoring an edit.
 
 An import checks every line (JSON, known topics, versions from 1 without gaps, references
-between the streams, every event decoded and applied by the current code) and writes in one
-transaction, taking snapshots as the store does: any problem and no event or snapshot is
-written (a key issued for a stream on the way stays, unused). From its first append the
-transaction holds the events table's write lock, as every append does, so other writers to
-that database wait until the import commits.
+between the streams, no field the event class does not have) and re-enacts every event with
+the command that records it (`domain.reenactment`): imported events obey the same rules as
+commands, and a refusal names the line. It writes in one transaction, with the streams' new
+data keys and snapshots: any problem and nothing of the file is written. From its first
+append the transaction holds the events table's write lock, as every append does, so other
+writers to that database wait until the import commits.
 """
 
 from __future__ import annotations
@@ -42,8 +43,11 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from ...domain.conversation import Conversation
-from ...domain.errors import BadInput, Conflict
+from ...domain.errors import BadInput, Conflict, VoxledgerError
+from ...domain.events import fields_of
 from ...domain.flow import Flow
+from ...domain.flow_definition import FlowRegistry
+from ...domain.reenactment import Reenactment
 from ..store.event_store import EventStore
 from ..store.mapper import ERASED_TEXT
 from .history import History, event_classes, plain, stream_type
@@ -112,18 +116,25 @@ def export_lines(
         )
 
 
-def import_lines(store: EventStore, lines: Iterable[bytes], *, new_ids: bool = False) -> Imported:
-    """Check an export and write it to the store in one transaction (all or nothing).
-    With ``new_ids`` every stream gets a fresh id, and references between them follow."""
+def import_lines(
+    store: EventStore, lines: Iterable[bytes], flows: FlowRegistry, *, new_ids: bool = False
+) -> Imported:
+    """Check an export and write it to the store in one transaction (all or nothing); its
+    flows must run definitions ``flows`` knows. With ``new_ids`` every stream gets a fresh
+    id, and references between them follow."""
     numbered = ((n, line) for n, line in enumerate(lines, start=1) if line.strip())
     first = next(numbered, None)
     if first is None:
         raise BadInput("the file is empty; expected a voxledger export")
     header = _header(first[1])
     ids = {old: uuid4() if new_ids else old for old in header.streams}
-    reader = _Reader(store, header, ids, new_ids)
+    reader = _Reader(store, header, ids, new_ids, flows)
+    n = 1
     try:
-        with _transaction(store, list(ids.values())) as batches:
+        with (
+            store.keys.collecting() as new_keys,
+            _transaction(store, list(ids.values()), new_keys) as batches,
+        ):
             for n, line in numbered:
                 try:
                     events, snapshots = reader.read(line)
@@ -132,12 +143,20 @@ def import_lines(store: EventStore, lines: Iterable[bytes], *, new_ids: bool = F
                     # the file: the transaction rolls back and nothing is written.
                     raise BadInput(f"line {n}: {e}") from None
                 batches.add(events, snapshots)
-            reader.finish()
+            try:
+                reader.finish()
+            except VoxledgerError as e:
+                raise BadInput(f"line {n}: {e}") from None
     except IntegrityError:
+        store.keys.withdrawn(new_keys.items())
         # Checked first, so only a writer that created one of the ids meanwhile gets here.
         raise Conflict(
             "a stream of the file was written meanwhile; import with --new-ids"
         ) from None
+    except BaseException:
+        store.keys.withdrawn(new_keys.items())
+        raise
+    store.keys.issued(new_keys.items())
     return Imported(header.conversation_id, ids, batches.events, batches.snapshots)
 
 
@@ -163,7 +182,12 @@ class _Reader:
     """Checks event lines one by one and turns them into the events to store."""
 
     def __init__(
-        self, store: EventStore, header: Header, ids: dict[UUID, UUID], new_ids: bool
+        self,
+        store: EventStore,
+        header: Header,
+        ids: dict[UUID, UUID],
+        new_ids: bool,
+        flows: FlowRegistry,
     ) -> None:
         self.store = store
         self.header = header
@@ -171,6 +195,10 @@ class _Reader:
         self.new_ids = new_ids
         self.portable = _portable(store)
         self.aggregates: dict[UUID, Any] = {}
+        # Each stream's last version read (its state may be ahead: a command's later events
+        # are applied with its first, and the file's next lines must be those).
+        self.versions: dict[UUID, int] = {}
+        self.reenactment = Reenactment(flows)
 
     def read(self, raw: bytes) -> tuple[list[StoredEvent], list[StoredEvent]]:
         """The stored event of one line, and a snapshot if the stream reached one."""
@@ -190,32 +218,39 @@ class _Reader:
         event = self.portable.to_domain_event(
             StoredEvent(line.stream, line.version, line.topic, line.state)
         )
+        unknown = set(vars(event)) - _EVENT_METADATA - set(fields_of(type(event)))
+        if unknown:
+            raise BadInput(f"{line.topic} has no field {', '.join(sorted(unknown))}")
         if self.new_ids:
             event = _with_ids(event, self.ids)
         self._check_references(event)
+        new_id = self.ids[line.stream]
+        # The command that records the event, run on the stream as built so far.
+        aggregate = self.reenactment.admit(self.aggregates.get(new_id), event)
+        self.aggregates[new_id] = aggregate
+        self.versions[new_id] = line.version
         # Sealed again here: with this database's key for the stream (under its new id).
         stored = self.store.mapper.to_stored_event(event)
-        new_id = self.ids[line.stream]
-        aggregate = event.mutate(self.aggregates.get(new_id))
-        self.aggregates[new_id] = aggregate
         every = self.store.snapshot_every.get(type(aggregate))
         snapshots = []
-        if every and aggregate.version % every == 0:
+        if every and line.version % every == 0 and aggregate.version == line.version:
             snapshot = type(aggregate).Snapshot.take(aggregate)
             snapshots.append(self.store.mapper.to_stored_event(snapshot))
         return [stored], snapshots
 
     def finish(self) -> None:
-        """Refuse a file that lists a stream it holds no events of."""
+        """Refuse a file that lists a stream it holds no events of, or that ends part way
+        through what one command records."""
+        self.reenactment.finish()
         for old, new in self.ids.items():
             if new not in self.aggregates:
                 raise BadInput(f"stream {old} is listed in the header but has no events")
 
     def _check_version(self, line: Line) -> None:
-        aggregate = self.aggregates.get(self.ids[line.stream])
-        expected = aggregate.version + 1 if aggregate else 1
+        last = self.versions.get(self.ids[line.stream], 0)
+        expected = last + 1
         if line.version != expected:
-            where = f"after version {expected - 1}" if aggregate else "as its first event"
+            where = f"after version {last}" if last else "as its first event"
             raise BadInput(f"stream {line.stream} has version {line.version} {where}")
 
     def _check_topic(self, line: Line) -> None:
@@ -235,6 +270,10 @@ class _Reader:
             raise BadInput(f"it begins flow {event.flow_id}, which the file does not hold")
         if isinstance(event, Flow.Started) and event.conversation_id not in streams:
             raise BadInput(f"its conversation {event.conversation_id} is not in the file")
+
+
+# The library keeps these beside an event's own fields (a created event names its class).
+_EVENT_METADATA = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 
 
 @cache
@@ -295,9 +334,18 @@ def _line(value: msgspec.Struct) -> bytes:
 class _Batches:
     """Events and snapshots waiting to be written, a batch at a time."""
 
-    def __init__(self, cursor: Any, append: sql.Composable, snapshots: sql.Identifier) -> None:
+    def __init__(
+        self,
+        cursor: Any,
+        append: str,
+        snapshots: sql.Identifier,
+        new_keys: dict[UUID, bytes],
+    ) -> None:
         self.cursor = cursor
         self.append = append
+        self.command_id = uuid4()  # the import is one command: its events share an id
+        self.new_keys = new_keys  # keys sealed with so far; each written with its events
+        self.written_keys: set[UUID] = set()
         self.insert_snapshots = sql.SQL(
             "INSERT INTO {} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
@@ -317,7 +365,16 @@ class _Batches:
     def flush(self) -> None:
         # Binary parameters: a bytea array sent as text would escape every byte.
         if self.pending:
-            self.cursor.execute(self.append, _columns(self.pending), binary=True)
+            keys = [(s, k) for s, k in self.new_keys.items() if s not in self.written_keys]
+            self.written_keys.update(s for s, _ in keys)
+            params = (
+                *_columns(self.pending),
+                [self.command_id] * len(self.pending),
+                [stream for stream, _ in keys],
+                [key for _, key in keys],
+                False,
+            )
+            self.cursor.execute(self.append, params, binary=True)
             self.events += len(self.pending)
         if self.pending_snapshots:
             self.cursor.execute(self.insert_snapshots, _columns(self.pending_snapshots))
@@ -335,7 +392,9 @@ def _columns(rows: list[StoredEvent]) -> tuple[list[Any], ...]:
 
 
 @contextmanager
-def _transaction(store: EventStore, stream_ids: Sequence[UUID]) -> Iterator[_Batches]:
+def _transaction(
+    store: EventStore, stream_ids: Sequence[UUID], new_keys: dict[UUID, bytes]
+) -> Iterator[_Batches]:
     """One transaction for the whole import: if the block raises, nothing is written.
 
     Events go through the store's append function, as every save does: it takes the events
@@ -364,6 +423,7 @@ def _transaction(store: EventStore, stream_ids: Sequence[UUID]) -> Iterator[_Bat
         taken = [str(stream) for stream in stream_ids if stream in held]
         if taken:
             raise Conflict(f"the database already holds {', '.join(taken)}; import with --new-ids")
-        batches = _Batches(cursor, recorder.append_statement, snapshots_table)  # type: ignore[attr-defined]
+        append = recorder.append_statement  # type: ignore[attr-defined]
+        batches = _Batches(cursor, append, snapshots_table, new_keys)
         yield batches
         batches.flush()

@@ -11,7 +11,7 @@ log that far (`freshness`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any, TypeVar
 from uuid import UUID, uuid4
@@ -23,10 +23,10 @@ import structlog
 from litestar import Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Parameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter
 
 from ...domain.engine import Engine, HistoryEntry
-from ...domain.errors import Conflict
+from ...domain.errors import Conflict, ValidationFailed
 from ...domain.flow import FlowState
 from ...projections.queries import ConversationRow, MetricsSummary, Projections
 from ..async_engine import AsyncEngine
@@ -36,6 +36,7 @@ from ..store.event_store import EventStore
 from ..store.receipt import Receipt, receipt
 from .bodies import (
     MESSAGE_ID,
+    NO_NUL,
     BehindBody,
     ConflictBody,
     ConversationStarted,
@@ -154,11 +155,13 @@ async def read_conversation(
 async def read_history(
     engine: NamedDependency[Engine],
     conversation_id: FromPath[UUID],
-    since_version: Annotated[int | None, Parameter(ge=0)] = None,
+    since_version: Annotated[int, Parameter(ge=0, le=2**63 - 1)] = 0,
 ) -> list[HistoryEntry]:
-    """Every recorded event of a conversation (or a flow), oldest first."""
+    """Every recorded event of a conversation (or a flow), oldest first; with
+    ``since_version``, those after it."""
     structlog.contextvars.bind_contextvars(conversation_id=str(conversation_id))
-    return await _blocking(engine.history, conversation_id, since_version=since_version)
+    since = since_version or None  # 0: the whole history, and 404 for a missing stream
+    return await _blocking(engine.history, conversation_id, since_version=since)
 
 
 @get("/flows/{flow_id:uuid}")
@@ -199,7 +202,7 @@ MinPosition = Annotated[
 async def list_conversations(
     projections: NamedDependency[Projections],
     settings: NamedDependency[Settings],
-    status: Annotated[str | None, Parameter(max_length=32)] = None,
+    status: Annotated[str | None, Parameter(max_length=32, pattern=NO_NUL)] = None,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
     min_position: MinPosition = None,
 ) -> list[ConversationRow]:
@@ -209,18 +212,22 @@ async def list_conversations(
     return await _blocking(_from_projections, lambda: projections.conversations(status, limit))
 
 
+DATE_TIME = {"format": "date-time"}  # read by `_moment`, not by a lenient decoder
+
+
 @get("/metrics", responses={503: BEHIND})
 async def read_metrics(
     projections: NamedDependency[Projections],
     settings: NamedDependency[Settings],
-    since: FromQuery[datetime | None] = None,
+    since: Annotated[str | None, Parameter(schema_extra=DATE_TIME, max_length=64)] = None,
     min_position: MinPosition = None,
 ) -> MetricsSummary:
     """Totals and response-time percentiles over every conversation, from the metrics
-    projection (whole UTC hours from ``since``, or all time; once the metrics and delivery
-    projections have applied the log up to ``min_position``)."""
+    projection (whole UTC hours from ``since``, an RFC 3339 time, or all time; once the
+    metrics and delivery projections have applied the log up to ``min_position``)."""
+    moment = _moment(since)
     await reach(projections, min_position, ("metrics", "delivery"), timeout_s=settings.read_wait_s)
-    return await _blocking(_from_projections, lambda: projections.metrics(since))
+    return await _blocking(_from_projections, lambda: projections.metrics(moment))
 
 
 ROUTES = [
@@ -232,6 +239,28 @@ ROUTES = [
     list_conversations,
     read_metrics,
 ]
+
+
+def _moment(text: str | None) -> datetime | None:
+    """A moment from a query (RFC 3339, its offset required) in UTC; refused (422) when it
+    is not one, or lies outside the years 1 to 9999 in UTC (the arithmetic overflows)."""
+    if text is None:
+        return None
+    try:
+        # Read as written: a number is no time here (a lenient decoder took 0.5 as one).
+        moment = datetime.fromisoformat(text.upper()) if "T" in text.upper() else None
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise ValidationFailed(f"query.since: {text!r} is not an RFC 3339 date-time")
+    if moment.tzinfo is None:
+        raise ValidationFailed("query.since: a time needs a time zone (add Z or +00:00)")
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValidationFailed(
+            f"query.since: {moment.isoformat()} is outside the years 0001 to 9999 in UTC"
+        ) from None
 
 
 def _from_projections(query: Callable[[], T]) -> T:

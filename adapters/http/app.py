@@ -1,6 +1,6 @@
 """The HTTP app: Telegram's and WhatsApp's webhooks, the JSON API under /v1, the voice routes
-(Twilio Media Streams, a PCM stream, the assistant's speech on a call), /healthz, and its
-OpenAPI schema at /schema.
+(Twilio Media Streams, a PCM stream, the assistant's speech on a call), health (/livez,
+/readyz, /healthz), and its OpenAPI schema at /schema.
 
 Litestar decodes request bodies into msgspec Structs (validated once, at the edge) and
 documents them in the schema. Handlers get the engine, the async engine, the chat bot, the
@@ -30,8 +30,10 @@ from . import api, errors
 from .chat_edge import ChatEdge, Wake
 from .freshness import ProjectionsBehind
 from .guards import bearer_token, telegram_secret
-from .health import healthz
+from .health import healthz, livez, readyz
+from .openapi import document
 from .request_log import request_logs
+from .screening import Routes, screened, strict_body
 from .settings import Settings
 from .telegram import WEBHOOK_MAX_BODY, telegram_webhook
 from .voice import voice_router
@@ -99,6 +101,7 @@ def create_app(
         guards=[telegram_secret(settings.telegram_secret)],
         # Telegram's own limit, not the API's: an update it sends must never get a 413.
         request_max_body_size=max(WEBHOOK_MAX_BODY, settings.max_body_bytes),
+        exception_handlers={HTTPException: errors.refused_update},
     )
     # Checked by signature, on the raw body, in its handler.
     whatsapp = Router(path="/", route_handlers=WHATSAPP_ROUTES)
@@ -107,7 +110,16 @@ def create_app(
     wake = wake or _nothing_to_wake
     edge = ChatEdge(services.async_engine, bot, services.store, identity, wake)
     app = Litestar(
-        route_handlers=[webhook, whatsapp, healthz, api_router, voice_router(settings), *routes],
+        route_handlers=[
+            webhook,
+            whatsapp,
+            livez,
+            readyz,
+            healthz,
+            api_router,
+            voice_router(settings),
+            *routes,
+        ],
         dependencies={
             "engine": _value(services.engine),
             "async_engine": _value(services.async_engine),
@@ -125,12 +137,18 @@ def create_app(
             **(dependencies or {}),
         },
         request_max_body_size=settings.max_body_bytes,
+        before_request=strict_body,
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi(),
         logging_config=None,  # structlog writes the request logs (request_log)
         lifespan=list(lifespan),
     )
-    return request_logs(app)
+    document(app)  # the OpenAPI document as the server behaves
+    routes = Routes.of(app)
+    # Screened up to the largest body any route takes (Telegram's webhook takes more than the
+    # API); past it, the route's own limit refuses the body (413).
+    largest = max(WEBHOOK_MAX_BODY, settings.max_body_bytes)
+    return request_logs(screened(app, max_body_bytes=largest, routes=routes))
 
 
 def _nothing_to_wake(conversation_id: Any = None) -> None:

@@ -17,6 +17,9 @@ MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=ME
 # PostgreSQL text cannot hold NUL: one in an event would stall every projection that reads it.
 NO_NUL = r"^[^\x00]*$"
 ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=NO_NUL)]
+# What the log stores: PostgreSQL's 64-bit integers, finite numbers.
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+Finite = Annotated[float, msgspec.Meta(ge=-1.7976931348623157e308, le=1.7976931348623157e308)]
 
 
 class NewConversation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -26,7 +29,9 @@ class NewConversation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     channel: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_.\-]{1,64}$")] = "api"
     chat_id: ShortText | None = None
     participant: ShortText | None = None
-    metadata: dict[ShortText, ShortText | int | float | bool | None] = {}
+    metadata: Annotated[
+        dict[ShortText, ShortText | Int64 | Finite | bool | None], msgspec.Meta(max_length=64)
+    ] = {}
 
 
 Version = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
@@ -67,6 +72,12 @@ class ConversationView(msgspec.Struct, frozen=True):
 
     conversation: ConversationState
     flow: FlowView | None
+
+
+class Liveness(msgspec.Struct, frozen=True):
+    """The process is up and serving."""
+
+    status: str
 
 
 class Health(msgspec.Struct, frozen=True):

@@ -18,6 +18,7 @@ from ...domain.errors import (
     FlowExpired,
     InvalidTransition,
     NotFound,
+    Unavailable,
     ValidationFailed,
     VersionMismatch,
     VoxledgerError,
@@ -27,8 +28,12 @@ from .freshness import ProjectionsBehind
 
 log = structlog.get_logger("voxledger.http")
 
+# Seconds a client should wait before trying again after a 503.
+RETRY_AFTER_S = 5
+
 # The most specific class first: each domain error has one status.
 STATUS_OF_ERROR: tuple[tuple[type[VoxledgerError], int], ...] = (
+    (Unavailable, 503),
     (NotFound, 404),
     (VersionMismatch, 409),
     (InvalidTransition, 409),
@@ -55,6 +60,9 @@ def domain_error(_: Request[Any, Any, Any], exc: VoxledgerError) -> Response[Any
     if isinstance(exc, VersionMismatch):
         body = ConflictBody("version_mismatch", str(exc), current_version=exc.current_version)
         return Response(body, status_code=409)
+    if status == 503:
+        log.warning("http.unavailable", error=first_line(exc))
+        return _error(503, "unavailable", str(exc), {"Retry-After": str(RETRY_AFTER_S)})
     return _error(status, _snake(type(exc).__name__), str(exc))
 
 
@@ -83,6 +91,23 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorB
     return _error(status, f"invalid {' and '.join(sources)}", detail, exc.headers)
 
 
+def refused_update(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """A Telegram update refused only because its text holds a NUL character (which no edge
+    lets in): 200 and nothing recorded, since Telegram would otherwise redeliver it for as
+    long as it tries, and it would be refused each time. Any other refusal as usual."""
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    if exc.status_code == 400 and any(_nul_refused(p) for p in problems):
+        log.warning("telegram.update_refused", error="text with a NUL character")
+        return Response({}, status_code=200)
+    return http_error(request, exc)
+
+
+def _nul_refused(problem: Any) -> bool:
+    """Whether a body problem is a text failing the NUL-free pattern."""
+    message = str(problem.get("message", "")) if isinstance(problem, dict) else ""
+    return "matching regex" in message and "x00]*$" in message
+
+
 def _source(problem: dict[str, Any]) -> str:
     """body, query, path, header, cookie (Litestar gives an enum for some)."""
     source = problem.get("source", "request")
@@ -108,13 +133,26 @@ def projections_not_built(
     _: Request[Any, Any, Any], exc: ProjectionsNotBuilt
 ) -> Response[ErrorBody]:
     """Reads across conversations wait for the projection worker: 503, saying so."""
-    return _error(503, "projections unavailable", str(exc))
+    return _error(503, "projections unavailable", str(exc), {"Retry-After": str(RETRY_AFTER_S)})
 
 
-def database_error(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
-    """The database is unreachable or failed: not the client's fault, so a 503."""
+def database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    """The database is unreachable: not the client's fault, so a 503 to retry later. Any
+    other database error is a statement that should never have been sent: a bug (500)."""
+    if not lost_connection(exc):
+        return unexpected_error(request, exc)
     log.error("http.database_error", error=first_line(exc))
-    return _error(503, "database unavailable", None)
+    return _error(503, "unavailable", "database unavailable", {"Retry-After": str(RETRY_AFTER_S)})
+
+
+def lost_connection(error: BaseException) -> bool:
+    """Whether a database error says the server could not be reached or went away."""
+    from eventsourcing.persistence import InterfaceError, OperationalError
+    from psycopg import InterfaceError as PsycopgInterfaceError
+    from psycopg import OperationalError as PsycopgOperationalError
+
+    lost = (OperationalError, InterfaceError, PsycopgOperationalError, PsycopgInterfaceError)
+    return isinstance(error, lost)
 
 
 def unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import psycopg.conninfo
+import psycopg.sql
 
 from ...domain.errors import BadInput
 
@@ -24,7 +25,7 @@ class Connections(msgspec.Struct, frozen=True, kw_only=True):
 
     pool_size: int = 8
     max_overflow: int = 4
-    connect_timeout_s: int = 10
+    connect_timeout_s: int = 3
     create_tables: bool = True
 
 
@@ -53,7 +54,10 @@ def eventsourcing_settings(
     try:
         parts = psycopg.conninfo.conninfo_to_dict(database_url)
     except psycopg.ProgrammingError as e:
-        raise BadInput(f"not a PostgreSQL URL: {redact(database_url)} ({e})") from None
+        reason = (str(e).strip().splitlines() or ["unparseable"])[0]
+        raise BadInput(
+            f"not a PostgreSQL URL (postgresql://user:password@host:port/db): {reason}"
+        ) from None
     settings = {
         "POSTGRES_DBNAME": str(parts.get("dbname") or "postgres"),
         "POSTGRES_HOST": str(parts.get("host") or "localhost"),
@@ -81,3 +85,53 @@ def redact(database_url: str) -> str:
         parts["password"] = "***"
     user, host = parts.get("user", ""), parts.get("host", "")
     return f"postgresql://{user}@{host}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
+class Readiness(msgspec.Struct, frozen=True, kw_only=True):
+    """What one bounded probe of the database found: the log's head and each
+    projection's position (empty before any projection worker ran)."""
+
+    head: int
+    positions: dict[str, int]
+
+
+def probe(
+    conninfo: dict[str, Any],
+    schema: str,
+    events_table: str,
+    tracking_table: str,
+    *,
+    timeout_s: int = 2,
+) -> Readiness:
+    """Connect afresh (outside the pool and its retries), with a short connect and
+    statement timeout, and read the log's head and the projections' positions. Raises
+    psycopg's error when the database does not answer in time."""
+    params = {k: v for k, v in conninfo.items() if k in _CONNECT_KEYS and v not in (None, "")}
+    statement_ms = max(1, timeout_s) * 1000 // 2
+    with psycopg.connect(
+        **params,
+        connect_timeout=max(2, timeout_s),  # libpq takes no less than 2 s
+        options=f"-c statement_timeout={statement_ms}",
+        autocommit=True,
+    ) as conn:
+        head = conn.execute(
+            psycopg.sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {}").format(
+                psycopg.sql.Identifier(schema, events_table)
+            )
+        ).fetchone()
+        tracking = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL",
+            (psycopg.sql.Identifier(schema, tracking_table).as_string(conn),),
+        ).fetchone()
+        positions: dict[str, int] = {}
+        if tracking and tracking[0]:
+            rows = conn.execute(
+                psycopg.sql.SQL("SELECT projection, position FROM {}").format(
+                    psycopg.sql.Identifier(schema, tracking_table)
+                )
+            ).fetchall()
+            positions = {str(name): int(position) for name, position in rows}
+    return Readiness(head=int(head[0]) if head else 0, positions=positions)
+
+
+_CONNECT_KEYS = ("dbname", "host", "port", "user", "password")

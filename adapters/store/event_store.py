@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from functools import cache
 from typing import Any, ClassVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 import structlog
@@ -33,7 +33,7 @@ from .group_commit import GroupCommit
 from .keys import KeyRing
 from .mapper import Erased, ErasedState
 from .receipt import note as note_receipt
-from .recorder import SnapshotRecorder
+from .recorder import Append, SnapshotRecorder
 from .snapshots import SnapshotWriter
 
 log = structlog.get_logger("voxledger.store")
@@ -123,7 +123,7 @@ class EventStore(Application[UUID]):
         self._cache: OrderedDict[UUID, Aggregate] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._group_commit = GroupCommit(
-            self.recorder.insert_events,
+            self.recorder.append,  # type: ignore[attr-defined]
             clashes=getattr(self.recorder, "clashes", None),
         )
         # Each stream's key for its personal data, shared by events and snapshots.
@@ -195,42 +195,56 @@ class EventStore(Application[UUID]):
             what = f"version {version} of " if version is not None else ""
             raise NotFound(f"no {what}{aggregate_id} in the event store") from None
 
-    def save(self, *aggregates: Aggregate) -> int | None:
+    def save(self, *aggregates: Aggregate, command_id: UUID | None = None) -> int | None:
         """Append the new events of the given aggregates in one transaction and return the
-        log position of the last one (None if there was nothing to append).
+        log position of the last one (None if there was nothing to append). The events
+        carry ``command_id`` (a fresh one if not given): after a lost connection the store
+        finds them by it instead of appending them twice.
 
         This replaces the library's ``Application.save``, whose per-event protocol checks
         and bookkeeping cost more than the commit itself on a fast disk."""
-        (outcome,) = self.save_each([aggregates])
+        (outcome,) = self.save_each([aggregates], [command_id])
         if isinstance(outcome, BaseException):
             raise outcome
         note_receipt(aggregates, outcome)  # for the request that made it, if it keeps one
         return outcome
 
-    def save_each(self, saves: Sequence[Sequence[Aggregate]]) -> list[int | BaseException | None]:
-        """Several saves, each atomic on its own, written in as few transactions as possible
-        (the async engine's coalesced commands). Returns per save what ``save`` would have
-        returned, or the error it would have raised: one save's conflict fails no other."""
+    def save_each(
+        self,
+        saves: Sequence[Sequence[Aggregate]],
+        command_ids: Sequence[UUID | None] | None = None,
+    ) -> list[int | BaseException | None]:
+        """Several saves, each atomic on its own and carrying its command's id, written in
+        as few transactions as possible (the async engine's coalesced commands). Returns
+        per save what ``save`` would have returned, or the error it would have raised: one
+        save's conflict fails no other."""
         outcomes: list[int | BaseException | None] = [None] * len(saves)
         batches: list[list[tuple[Aggregate, list[Any]]]] = []
-        stored: list[list[StoredEvent]] = []
+        stored: list[Append] = []
         index: list[int] = []  # which save each batch with events belongs to
+        ids = list(command_ids) if command_ids is not None else [None] * len(saves)
         for k, aggregates in enumerate(saves):
             batch = [(a, a.collect_events()) for a in aggregates]
             try:
-                events = [self.mapper.to_stored_event(e) for _, new in batch for e in new]
+                with self.keys.collecting() as new_keys:
+                    events = [self.mapper.to_stored_event(e) for _, new in batch for e in new]
             except Exception as error:  # for example, personal data for an erased stream
+                self.keys.withdrawn(new_keys.items())
                 outcomes[k] = _failure(error)
                 continue
             if events:
                 batches.append(batch)
-                stored.append(events)
+                stored.append(Append(events, ids[k] or uuid4(), tuple(new_keys.items())))
                 index.append(k)
         if not stored:
             return outcomes
         appended = self._group_commit.append_each(stored)  # errors come back per save
         done = []
-        for k, batch, outcome in zip(index, batches, appended, strict=True):
+        for k, batch, save, outcome in zip(index, batches, stored, appended, strict=True):
+            if isinstance(outcome, BaseException):
+                self.keys.withdrawn(save.keys)
+            else:
+                self.keys.issued(save.keys)
             if isinstance(outcome, IntegrityError):
                 ids = ", ".join(str(a.id) for a in saves[k])
                 conflict = Conflict(f"a concurrent writer appended to {ids} first")
@@ -406,8 +420,13 @@ class EventStore(Application[UUID]):
             if every and aggregate.version // every > (aggregate.version - len(new)) // every:
                 try:
                     snapshot = type(aggregate).Snapshot.take(aggregate)
-                    snapshots.append(self.mapper.to_stored_event(snapshot))
+                    with self.keys.collecting() as new_keys:
+                        stored = self.mapper.to_stored_event(snapshot)
                 except Erased:
-                    pass  # an erased stream keeps no state to seal: it loads from its events
+                    continue  # an erased stream keeps no state to seal: it loads from its events
+                if new_keys:  # a key no save has written: the snapshot could never be read
+                    self.keys.withdrawn(new_keys.items())
+                    continue
+                snapshots.append(stored)
         if snapshots:
             self.snapshot_writer.put(snapshots)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from eventsourcing.persistence import IntegrityError
+
+from .recorder import Append
 
 
 class _Ticket:
@@ -27,9 +28,9 @@ class _Ticket:
 
     __slots__ = ("finished", "outcomes", "saves", "size", "wake")
 
-    def __init__(self, saves: Sequence[Sequence[Any]]) -> None:
+    def __init__(self, saves: Sequence[Append]) -> None:
         self.saves = saves
-        self.size = sum(len(events) for events in saves)
+        self.size = sum(len(save.events) for save in saves)
         self.wake: threading.Event | None = None  # made only if the caller has to wait
         self.finished = False
         # Per save: its positions in the log, or the error that stopped it.
@@ -41,12 +42,12 @@ class GroupCommit:
 
     def __init__(
         self,
-        write: Callable[[list[Any]], Sequence[int]],
+        write: Callable[[list[Append]], Sequence[int]],
         max_batch: int = 500,
         *,
-        clashes: Callable[[list[Sequence[Any]]], set[int]] | None = None,
+        clashes: Callable[[list[Append]], set[int]] | None = None,
     ) -> None:
-        self._write = write  # appends events in one transaction; returns their positions
+        self._write = write  # appends saves in one transaction; returns their positions
         self._clashes = clashes  # which saves of a batch lost their race (by index)
         self._max_batch = max_batch  # events per transaction, when the queue offers more
         self._lock = threading.Lock()
@@ -54,14 +55,14 @@ class GroupCommit:
         self._committing = False
         self.batches = 0  # commits made, for benchmarks: saves / batches = mean batch size
 
-    def append(self, events: Sequence[Any]) -> Sequence[int]:
+    def append(self, save: Append) -> Sequence[int]:
         """Append one save's events atomically; returns their positions in the log."""
-        (outcome,) = self.append_each([events])
+        (outcome,) = self.append_each([save])
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
-    def append_each(self, saves: Sequence[Sequence[Any]]) -> list[Sequence[int] | BaseException]:
+    def append_each(self, saves: Sequence[Append]) -> list[Sequence[int] | BaseException]:
         """Append several saves, each atomically, in as few transactions as the batch
         allows; returns per save its positions or the error that stopped it."""
         ticket = _Ticket(saves)
@@ -101,7 +102,7 @@ class GroupCommit:
                 if ticket.wake is not None:
                     ticket.wake.set()
 
-    def _commit(self, saves: list[Sequence[Any]], batch: list[_Ticket]) -> None:
+    def _commit(self, saves: list[Append], batch: list[_Ticket]) -> None:
         self.batches += 1
         outcomes: list[Sequence[int] | BaseException] = []
         if len(saves) > 1:
@@ -112,27 +113,25 @@ class GroupCommit:
             except BaseException as error:
                 outcomes = [error] * len(saves)
         if not outcomes:
-            for events in saves:
+            for save in saves:
                 try:
-                    outcomes.append(self._write(list(events)))
+                    outcomes.append(self._write([save]))
                 except BaseException as error:
                     outcomes.append(error)
         for ticket in batch:
             ticket.outcomes = outcomes[: len(ticket.saves)]
             del outcomes[: len(ticket.saves)]
 
-    def _together(self, saves: Sequence[Sequence[Any]]) -> list[Sequence[int] | BaseException]:
+    def _together(self, saves: Sequence[Append]) -> list[Sequence[int] | BaseException]:
         """Every save in one transaction: each one's positions (IntegrityError if any lost)."""
-        positions = list(self._write([e for events in saves for e in events]))
+        positions = list(self._write(list(saves)))
         outcomes: list[Sequence[int] | BaseException] = []
-        for events in saves:
-            outcomes.append(positions[: len(events)])
-            del positions[: len(events)]
+        for save in saves:
+            outcomes.append(positions[: len(save.events)])
+            del positions[: len(save.events)]
         return outcomes
 
-    def _without_losers(
-        self, saves: Sequence[Sequence[Any]]
-    ) -> list[Sequence[int] | BaseException]:
+    def _without_losers(self, saves: Sequence[Append]) -> list[Sequence[int] | BaseException]:
         """After a batch failed on a lost race: the saves that lost, found by one read, fail;
         the rest are written together (empty if that fails too: one at a time, then)."""
         if self._clashes is None:
@@ -142,8 +141,8 @@ class GroupCommit:
         except BaseException:
             return []
         if not lost:
-            return []  # the race is not in the log yet (still in flight): one at a time
-        kept = [events for k, events in enumerate(saves) if k not in lost]
+            return []  # not found in the log: one at a time, to be sure
+        kept = [save for k, save in enumerate(saves) if k not in lost]
         try:
             written = iter(self._together(kept) if kept else [])
         except BaseException:

@@ -6,6 +6,11 @@ it. Erasing a stream sets its key to NULL: the events keep their shape and metad
 sealed values in them, in every copy of the log, can never be opened again (a backup of this
 table taken before the erasure still holds the key until it expires).
 
+A new key is made in this process and written in the same transaction as the first events
+sealed with it (the recorder's append inserts it): a save that is refused leaves no key
+behind, and two processes that make a key for one stream at once cannot both commit theirs
+(the second save fails on the key's primary key, and runs again with the first key).
+
 Keys are cached in each process, for a short time only (``ttl_s``): a key erased by another
 process stops being used here within that window. An erasure, once seen, is remembered: it
 cannot be undone.
@@ -21,7 +26,8 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -68,6 +74,9 @@ class KeyRing:
         self._issue = SQL("SELECT * FROM {}(%s, %s)").format(self._function)
         self._known: OrderedDict[UUID, _Known] = OrderedDict()
         self._lock = threading.Lock()
+        # Keys made here and not yet written: each goes in with the first save sealed with it.
+        self._pending: dict[UUID, bytes] = {}
+        self._used = threading.local()  # the pending keys the current save has sealed with
 
     def create_table(self) -> None:
         """Create the keys table and its function (idempotent)."""
@@ -98,20 +107,61 @@ class KeyRing:
                 cursor.execute(statement.format(table=self._table, function=self._function))
 
     def key_for(self, stream_id: UUID, *, create: bool) -> bytes | None:
-        """The stream's key; with ``create``, a new one if it has none. None if the stream
-        was erased, or has no key and ``create`` is false."""
+        """The stream's key; with ``create``, a new one if it has none (written with the
+        save that seals with it: see `collecting`). None if the stream was erased, or has
+        no key and ``create`` is false."""
         known = self._cached(stream_id)
-        if known is not None and (known.erased or known.key is not None):
+        if known is None or (known.key is None and not known.erased and not create):
+            # Not cached, stale, or cached as keyless: ask, since another process may have
+            # issued a key since (a missing key is not final, an erased one is). A new key
+            # needs no such read: if another process wrote one meanwhile, the save fails.
+            known = self._fetch(stream_id)
+        if known.erased or known.key is not None or not create:
             return known.key
-        # Not cached, stale, or cached as keyless: ask, since another process may have
-        # issued a key since (a missing key is not final, an erased one is).
-        return self._fetch(stream_id, create=create).key
+        with self._lock:
+            key = self._pending.setdefault(stream_id, os.urandom(KEY_BYTES))
+        used: dict[UUID, bytes] | None = getattr(self._used, "keys", None)
+        if used is not None:
+            used[stream_id] = key
+        return key
+
+    @contextmanager
+    def collecting(self) -> Iterator[dict[UUID, bytes]]:
+        """The new keys that values sealed in this thread inside the block use: the save
+        of those values must write them (see the recorder's append)."""
+        used: dict[UUID, bytes] = {}
+        outer = getattr(self._used, "keys", None)
+        self._used.keys = used
+        try:
+            yield used
+        finally:
+            self._used.keys = outer
+
+    def issued(self, keys: Iterable[tuple[UUID, bytes]]) -> None:
+        """New keys that a save wrote: known from now on, no longer pending."""
+        until = self.clock() + self.ttl_s
+        with self._lock:
+            for stream_id, key in keys:
+                if self._pending.get(stream_id) is key:
+                    del self._pending[stream_id]
+                self._known[stream_id] = _Known(key, False, until)
+                self._known.move_to_end(stream_id)
+            self._trim()
+
+    def withdrawn(self, keys: Iterable[tuple[UUID, bytes]]) -> None:
+        """New keys whose save failed: the next save asks again (another process may
+        have written a key for the stream meanwhile)."""
+        with self._lock:
+            for stream_id, key in keys:
+                if self._pending.get(stream_id) is key:
+                    del self._pending[stream_id]
+                self._known.pop(stream_id, None)
 
     def is_erased(self, stream_id: UUID) -> bool:
         """True if the stream was erased (as known within the last ``ttl_s`` seconds)."""
         known = self._cached(stream_id)
         if known is None:
-            known = self._fetch(stream_id, create=False)
+            known = self._fetch(stream_id)
         return known.erased
 
     def known_not_erased(self, stream_id: UUID) -> bool:
@@ -149,6 +199,9 @@ class KeyRing:
                 (ids,),
             )
         self.evict(ids)
+        with self._lock:
+            for stream_id in ids:
+                self._pending.pop(stream_id, None)
         try:
             # The old row versions still hold the keys on disk until vacuumed.
             with self.datastore.get_connection() as conn:  # autocommit, as VACUUM needs
@@ -171,10 +224,11 @@ class KeyRing:
         return known
 
     @retried
-    def _fetch(self, stream_id: UUID, *, create: bool) -> _Known:
-        new_key = os.urandom(KEY_BYTES) if create else None
+    def _fetch(self, stream_id: UUID) -> _Known:
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as c:
-            c.execute(self._issue, (stream_id, new_key), prepare=True)
+            # The function still issues a key when given one (older processes do): this
+            # one never asks it to, as its keys go in with their first events.
+            c.execute(self._issue, (stream_id, None), prepare=True)
             row = c.fetchone()
         key, erased = row if row is not None else (None, False)
         key = None if erased or key is None else bytes(key)
@@ -188,3 +242,5 @@ class KeyRing:
     def _trim(self) -> None:
         while len(self._known) > self.cache_size:
             self._known.popitem(last=False)
+        while len(self._pending) > self.cache_size:  # keys of saves never retried
+            del self._pending[next(iter(self._pending))]

@@ -6,14 +6,18 @@ runs the event class's ``upcast_vN_vM`` chain, then converts the fields whose ty
 does not carry (UUID, Struct, Enum, tuple, ...) with ``msgspec.convert``. Events whose
 fields msgpack round-trips exactly skip that step, which keeps replay fast.
 
-Personal data is sealed: an event class names its personal fields in ``PERSONAL``, and
+Personal data is sealed: an event class names its personal fields in ``PERSONAL`` (content,
+and free text and ids that may say as much), and
 with a key ring (``keys``, set by the EventStore) each such value (but None and empty ones,
 which hide nothing) is encoded on its own and encrypted with AES-GCM under its stream's key,
 bound to the stream and the field's name, and stored as msgpack extension type 1 (nonce +
 ciphertext) in the value's place.
 Reading opens it into the field's type; once the stream's key is erased, it reads as a
 redaction of the same shape ("[erased]", {}, []), so the history keeps its shape and
-replays. A mapper without a key ring writes plaintext; plaintext rows always read.
+replays. An erased stream records no new personal data: an event carrying some is refused,
+but for the fields its class names in ``REDACTED_IF_ERASED`` (a disconnect's reason, a turn's
+message id: facts the system records whatever happened), which are stored as their
+redaction instead. A mapper without a key ring writes plaintext; plaintext rows always read.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from eventsourcing.domain import DomainEvent, DomainEventProtocol
 from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent
 from eventsourcing.utils import TopicError, get_topic, resolve_topic
 
-from ...domain.errors import InvalidTransition, VoxledgerError
+from ...domain.errors import InvalidTransition, ValidationFailed, VoxledgerError
 from .keys import KeyRing
 
 # Types msgpack gives back exactly as they went in (datetime travels as a timestamp ext).
@@ -83,11 +87,15 @@ class MsgspecMapper(Mapper[UUID]):
         class_version = getattr(cls, "class_version", 1)
         if class_version > 1:
             state["class_version"] = class_version
-        if self.keys is not None:
-            personal = getattr(cls, "PERSONAL", ())
-            if personal:
-                self._seal(state, originator_id, personal)
-        data = msgspec.msgpack.encode(state)
+        try:
+            if self.keys is not None:
+                personal = getattr(cls, "PERSONAL", ())
+                if personal:
+                    self._seal(state, originator_id, personal, cls)
+            data = msgspec.msgpack.encode(state)
+        except (OverflowError, TypeError, msgspec.EncodeError) as e:
+            # The domain refuses such values first; this is the last line before the log.
+            raise ValidationFailed(f"{cls.__name__} cannot be stored: {e}") from None
         if self.compressor:
             data = self.compressor.compress(data)
         if self.cipher:
@@ -155,7 +163,9 @@ class MsgspecMapper(Mapper[UUID]):
 
     # -- personal data ---------------------------------------------------------------------
 
-    def _seal(self, state: dict[str, Any], stream_id: UUID, names: tuple[str, ...]) -> None:
+    def _seal(
+        self, state: dict[str, Any], stream_id: UUID, names: tuple[str, ...], cls: type
+    ) -> None:
         cipher = None
         for name in names:
             value = state[name]
@@ -163,11 +173,14 @@ class MsgspecMapper(Mapper[UUID]):
                 continue  # hides nothing, and reads the same after an erasure
             if cipher is None:
                 cipher = self._cipher(stream_id, create=True)
-                if cipher is None:
-                    raise Erased(
-                        f"{stream_id} was erased: it records no new personal data "
-                        "(message content, context, answers)"
-                    )
+            if cipher is None:
+                if name in getattr(cls, "REDACTED_IF_ERASED", ()):
+                    state[name] = type(value)() if type(value) in (dict, list) else ERASED_TEXT
+                    continue
+                raise Erased(
+                    f"{stream_id} was erased: it records no new personal data "
+                    "(message content, context, answers)"
+                )
             nonce = os.urandom(NONCE_BYTES)
             sealed = cipher.encrypt(nonce, _encode(value), stream_id.bytes + name.encode())
             state[name] = Ext(SEALED, nonce + sealed)

@@ -11,6 +11,13 @@ it runs with its owner's rights, so the engine can run as a role that may append
 through it but can neither update nor delete them. A twin of it takes one event as scalars
 (the commonest save), and appends go through one connection kept for them.
 
+Every save carries a command id, stored with each of its events. When an append's outcome is
+unknown (the connection broke after the statement was sent: the commit may have happened),
+the retry asks the append function to look for that id first, under the same table lock: if
+the first attempt committed, its positions come back and nothing is appended twice. A save
+that is a stream's first use of its data key inserts the key in the same transaction, so a
+refused save leaves no key behind.
+
 Reads: rows come back as tuples rather than dicts, which halves the cost of fetching a
 long stream.
 """
@@ -22,8 +29,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
-from uuid import UUID
+from typing import Any, NamedTuple, TypeVar
+from uuid import UUID, uuid4
 
 import psycopg
 from eventsourcing.persistence import (
@@ -169,62 +176,125 @@ class SnapshotRecorder(TupleReads, PostgresAggregateRecorder):
 # order), notifies the log's listeners and inserts. It runs with its owner's rights: the
 # engine's own role needs only EXECUTE here and SELECT on the table, never UPDATE, DELETE or
 # a lock of its own.
+# With ``resolve`` (a retry after an unknown outcome) it first looks, under the lock, for
+# the command's events: the lock waits out a first attempt still committing, so the answer
+# is final. A stream's new data key is inserted in the same transaction as its events.
 _APPEND_FUNCTION = SQL(
     "CREATE OR REPLACE FUNCTION {schema}.{function}({params}) "
     "RETURNS {returns} LANGUAGE plpgsql "
     "SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$ {declare}BEGIN "
     "PERFORM set_config('lock_timeout', {lock_timeout}, true); "
     "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
+    "{resolve}"
     "NOTIFY {channel}; "
+    "{keys}"
     "{insert}"
     "END $$"
 )
+# The signatures the append functions had before command ids: dropped on start, so that
+# each name has one function (GRANT ... ON FUNCTION name must find exactly one).
+_OLD_SIGNATURES = (
+    "{id_type}[], bigint[], text[], bytea[]",
+    "{id_type}, bigint, text, bytea",
+)
+
+
+class Append(NamedTuple):
+    """One save as the recorder appends it: its events, the id of the command that made
+    them, and the data keys first used by them (stream id, key), inserted with them."""
+
+    events: Sequence[StoredEvent]
+    command_id: UUID
+    keys: Sequence[tuple[UUID, bytes]] = ()
 
 
 class Recorder(TupleReads, PostgresApplicationRecorder):
-    """The library's application recorder with one-round-trip appends and tuple reads."""
+    """The library's application recorder with one-round-trip appends, command ids and
+    tuple reads."""
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
         schema, table = Identifier(datastore.schema), Identifier(events_table_name)
+        # The key ring's table beside the events (EventStore.default_key_ring names it so).
+        self.keys_table_name = f"{events_table_name.removesuffix('_events')}_keys"
+        id_type = SQL(datastore.originator_id_type)
         names = {
             "schema": schema,
             "table": table,
-            "id_type": SQL(datastore.originator_id_type),
+            "keys_table": Identifier(self.keys_table_name),
+            "id_type": id_type,
             "lock_timeout": Literal(f"{datastore.lock_timeout}s"),
             "channel": Identifier(self.channel_name),
         }
-        # Many events as four arrays, and (the commonest save) one event as scalars, which
-        # cost less to send and to insert.
+        # Tables made before command ids get the column (NULL for their old rows).
+        self.sql_create_statements += [
+            SQL("ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS command_id uuid").format(
+                **names
+            ),
+            SQL(
+                "CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} (command_id) "
+                "WHERE command_id IS NOT NULL"
+            ).format(index=Identifier(f"{events_table_name}_command_idx"), **names),
+        ]
+        # Many events as arrays, and (the commonest save) one event as scalars, which cost
+        # less to send and to insert.
         many = Identifier(f"{events_table_name}_append")
         one = Identifier(f"{events_table_name}_append_one")
+        for function, old in zip((many, one), _OLD_SIGNATURES, strict=True):
+            self.sql_create_statements.append(
+                SQL("DROP FUNCTION IF EXISTS {}.{}(" + old + ")").format(
+                    schema, function, id_type=id_type
+                )
+            )
         self.sql_create_statements += [
             _APPEND_FUNCTION.format(
                 function=many,
-                params=SQL("ids {}[], versions bigint[], topics text[], states bytea[]").format(
-                    names["id_type"]
-                ),
+                params=SQL(
+                    "ids {id_type}[], versions bigint[], topics text[], states bytea[], "
+                    "commands uuid[], key_streams uuid[], key_values bytea[], resolve boolean"
+                ).format(**names),
                 returns=SQL("SETOF bigint"),
                 declare=SQL(""),
+                resolve=SQL(
+                    "IF resolve THEN RETURN QUERY SELECT e.notification_id "
+                    "FROM {schema}.{table} e WHERE e.command_id = ANY(commands) "
+                    "ORDER BY e.notification_id; "
+                    "IF FOUND THEN RETURN; END IF; END IF; "
+                ).format(**names),
+                keys=SQL(
+                    "INSERT INTO {schema}.{keys_table} (stream_id, key) "
+                    "SELECT * FROM unnest(key_streams, key_values); "
+                ).format(**names),
                 insert=SQL(
                     "RETURN QUERY INSERT INTO {schema}.{table} "
-                    "(originator_id, originator_version, topic, state) "
-                    "SELECT * FROM unnest(ids, versions, topics, states) "
+                    "(originator_id, originator_version, topic, state, command_id) "
+                    "SELECT * FROM unnest(ids, versions, topics, states, commands) "
                     "RETURNING notification_id; "
                 ).format(**names),
                 **names,
             ),
             _APPEND_FUNCTION.format(
                 function=one,
-                params=SQL("new_id {}, new_version bigint, new_topic text, new_state bytea").format(
-                    names["id_type"]
-                ),
+                params=SQL(
+                    "new_id {id_type}, new_version bigint, new_topic text, new_state bytea, "
+                    "new_command uuid, key_stream uuid, key_value bytea, resolve boolean"
+                ).format(**names),
                 returns=SQL("bigint"),
                 declare=SQL("DECLARE position bigint; "),
+                resolve=SQL(
+                    "IF resolve THEN SELECT e.notification_id INTO position "
+                    "FROM {schema}.{table} e WHERE e.command_id = new_command; "
+                    "IF FOUND THEN RETURN position; END IF; END IF; "
+                ).format(**names),
+                keys=SQL(
+                    "IF key_stream IS NOT NULL THEN "
+                    "INSERT INTO {schema}.{keys_table} (stream_id, key) "
+                    "VALUES (key_stream, key_value); END IF; "
+                ).format(**names),
                 insert=SQL(
                     "INSERT INTO {schema}.{table} "
-                    "(originator_id, originator_version, topic, state) "
-                    "VALUES (new_id, new_version, new_topic, new_state) "
+                    "(originator_id, originator_version, topic, state, command_id) "
+                    "VALUES (new_id, new_version, new_topic, new_state, new_command) "
                     "RETURNING notification_id INTO position; RETURN position; "
                 ).format(**names),
                 **names,
@@ -233,40 +303,82 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
         # Rendered once: a composed statement is re-rendered on every execute, which costs
         # more than a third of the client's time per append.
         self.append_statement = (
-            SQL("SELECT * FROM {}.{}(%b::{}[], %b::bigint[], %b::text[], %b::bytea[])")
-            .format(schema, many, names["id_type"])
+            SQL(
+                "SELECT * FROM {}.{}(%b::{}[], %b::bigint[], %b::text[], %b::bytea[], "
+                "%b::uuid[], %b::uuid[], %b::bytea[], %b::boolean)"
+            )
+            .format(schema, many, id_type)
             .as_string(None)
         )
         self.append_one_statement = (
-            SQL("SELECT {}.{}(%b::{}, %b::bigint, %b::text, %b::bytea)")
-            .format(schema, one, names["id_type"])
+            SQL(
+                "SELECT {}.{}(%b::{}, %b::bigint, %b::text, %b::bytea, %b::uuid, %b::uuid, "
+                "%b::bytea, %b::boolean)"
+            )
+            .format(schema, one, id_type)
             .as_string(None)
         )
         self._appender: psycopg.Connection[Any] | None = None
         self._appender_lock = threading.Lock()
 
-    @retried
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        """Append events atomically, in commit order, returning their notification ids."""
+        """Append events atomically, in commit order, returning their notification ids
+        (the library's entry point: one save, with a command id of its own)."""
         if not stored_events:
             return []
+        return self.append([Append(stored_events, uuid4())])
+
+    def append(self, saves: Sequence[Append]) -> list[int]:
+        """Append saves in one transaction, returning their events' notification ids in
+        order. A lost connection is retried; after one whose outcome is unknown, the
+        retry first finds the saves' command ids if that attempt committed after all."""
+        resolve = False
+        for attempt in range(1, 11):
+            try:
+                return self._append(saves, resolve=resolve)
+            except (InterfaceError, OperationalError) as e:
+                if isinstance(e.__cause__, PoolTimeout) or attempt == 10:
+                    raise
+                # The statement may have reached the server and committed before the
+                # answer was lost: from now on, look before appending again.
+                resolve = resolve or bool(getattr(e, "sent", True))
+                time.sleep(0.2)
+        raise AssertionError("unreachable")
+
+    def _append(self, saves: Sequence[Append], *, resolve: bool) -> list[int]:
+        events = [e for save in saves for e in save.events]
+        if not events:
+            return []
+        keys = [key for save in saves for key in save.keys]
         with self._appending() as conn, conn.cursor(row_factory=tuple_row) as c:
-            if len(stored_events) == 1:
-                e = stored_events[0]
-                params = (e.originator_id, e.originator_version, e.topic, e.state)
+            if len(events) == 1 and len(keys) <= 1:
+                e, save = events[0], next(s for s in saves if s.events)
+                key_stream, key = keys[0] if keys else (None, None)
+                params = (
+                    *(e.originator_id, e.originator_version, e.topic, e.state),
+                    *(save.command_id, key_stream, key, resolve),
+                )
                 c.execute(self.append_one_statement, params, prepare=True, binary=True)
             else:
-                c.execute(self.append_statement, _columns(stored_events), prepare=True, binary=True)
+                commands = [save.command_id for save in saves for _ in save.events]
+                params = (
+                    *_columns(events),
+                    commands,
+                    [stream for stream, _ in keys],
+                    [key for _, key in keys],
+                    resolve,
+                )
+                c.execute(self.append_statement, params, prepare=True, binary=True)
             return [row[0] for row in c.fetchall()]
 
     @retried
-    def clashes(self, saves: Sequence[Sequence[StoredEvent]]) -> set[int]:
+    def clashes(self, saves: Sequence[Append]) -> set[int]:
         """Which of these saves would append a version its stream already has (it lost a
         race): one read for the whole batch, instead of a commit per save to find out."""
-        ids = [e.originator_id for events in saves for e in events]
-        versions = [e.originator_version for events in saves for e in events]
+        ids = [e.originator_id for save in saves for e in save.events]
+        versions = [e.originator_version for save in saves for e in save.events]
         statement = SQL(
             "SELECT originator_id, originator_version FROM {}.{} "
             "WHERE (originator_id, originator_version) IN "
@@ -281,8 +393,8 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
             taken = set(c.fetchall())
         return {
             k
-            for k, events in enumerate(saves)
-            if any((e.originator_id, e.originator_version) in taken for e in events)
+            for k, save in enumerate(saves)
+            if any((e.originator_id, e.originator_version) in taken for e in save.events)
         }
 
     @contextmanager
@@ -292,6 +404,7 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
         means every append finds a warm server process, which saves a sixth of its time."""
         with self._appender_lock:
             conn = self._appender
+            sent = False
             try:
                 if conn is None:
                     # Opened as the library's get_connection opens it: waiting for the
@@ -299,11 +412,14 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
                     timeout = self.datastore.pool_open_timeout
                     self.datastore.pool.open(timeout is not None, timeout or 30.0)
                     conn = self._appender = self.datastore.pool.getconn()
+                sent = True  # from here on, a failure may come after the server committed
                 yield conn
             except psycopg.Error as e:
                 if conn is not None and (conn.closed or conn.broken):
                     self.release_appender()  # the next append gets a fresh one
-                raise _translated(e) from e
+                error = _translated(e)
+                error.sent = sent  # type: ignore[attr-defined]
+                raise error from e
 
     def release_appender(self) -> None:
         """Give the appenders' connection back to the pool (before the pool closes)."""
