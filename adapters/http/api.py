@@ -41,6 +41,7 @@ from .bodies import (
     ConflictBody,
     ConversationStarted,
     ConversationView,
+    ErrorBody,
     FlowView,
     NewConversation,
     NewMessage,
@@ -186,47 +187,61 @@ BEHIND = ResponseSpec(
     "server's wait ($VOXLEDGER_READ_WAIT_S, 5 s by default; `position` is how far they got), "
     "or they are not built yet: ask again after the Retry-After header's seconds",
 )
+NOT_IN_LOG = ResponseSpec(
+    ErrorBody,
+    generate_examples=False,
+    description="`min_position` is beyond the log's last position: no write has it",
+)
 # A position in the log that a read must see (a write's ``position``).
 MinPosition = Annotated[
-    int | None,
+    int,
     Parameter(
         ge=0,
         le=2**63 - 1,
         description="wait until the projections have applied the log up to this position "
-        "(a write's `position`); 503 with the position they reached if they do not in time",
+        "(a write's `position`; 0: do not wait); 503 with the position they reached if they "
+        "do not in time; 409 for a position beyond the log's last",
     ),
 ]
 
 
-@get("/conversations", responses={503: BEHIND})
+@get("/conversations", responses={409: NOT_IN_LOG, 503: BEHIND})
 async def list_conversations(
     projections: NamedDependency[Projections],
+    store: NamedDependency[EventStore],
     settings: NamedDependency[Settings],
     status: Annotated[str | None, Parameter(max_length=32, pattern=NO_NUL)] = None,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
-    min_position: MinPosition = None,
+    min_position: MinPosition = 0,
 ) -> list[ConversationRow]:
     """Conversations, most recently active first, from the current-state projection (once
     it has applied the log up to ``min_position``)."""
-    await reach(projections, min_position, ("current",), timeout_s=settings.read_wait_s)
+    await reach(projections, min_position, ("current",), store.head, timeout_s=settings.read_wait_s)
     return await _blocking(_from_projections, lambda: projections.conversations(status, limit))
 
 
 DATE_TIME = {"format": "date-time"}  # read by `_moment`, not by a lenient decoder
 
 
-@get("/metrics", responses={503: BEHIND})
+@get("/metrics", responses={409: NOT_IN_LOG, 503: BEHIND})
 async def read_metrics(
     projections: NamedDependency[Projections],
+    store: NamedDependency[EventStore],
     settings: NamedDependency[Settings],
     since: Annotated[str | None, Parameter(schema_extra=DATE_TIME, max_length=64)] = None,
-    min_position: MinPosition = None,
+    min_position: MinPosition = 0,
 ) -> MetricsSummary:
     """Totals and response-time percentiles over every conversation, from the metrics
     projection (whole UTC hours from ``since``, an RFC 3339 time, or all time; once the
     metrics and delivery projections have applied the log up to ``min_position``)."""
     moment = _moment(since)
-    await reach(projections, min_position, ("metrics", "delivery"), timeout_s=settings.read_wait_s)
+    await reach(
+        projections,
+        min_position,
+        ("metrics", "delivery"),
+        store.head,
+        timeout_s=settings.read_wait_s,
+    )
     return await _blocking(_from_projections, lambda: projections.metrics(moment))
 
 

@@ -28,7 +28,7 @@ from ...domain.errors import VoxledgerError
 from ..chat import telegram
 from . import api, errors
 from .chat_edge import ChatEdge, Wake
-from .freshness import ProjectionsBehind
+from .freshness import PositionNotInLog, ProjectionsBehind
 from .guards import bearer_token, telegram_secret
 from .health import healthz, livez, readyz
 from .openapi import document
@@ -48,6 +48,7 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     UnicodeDecodeError: errors.undecodable_body,
     errors.ProjectionsNotBuilt: errors.projections_not_built,
     ProjectionsBehind: errors.projections_behind,
+    PositionNotInLog: errors.position_not_in_log,
     PersistenceError: errors.database_error,
     PsycopgError: errors.database_error,
     Exception: errors.unexpected_error,

@@ -24,7 +24,7 @@ from ...domain.errors import (
     VoxledgerError,
 )
 from .bodies import BehindBody, ConflictBody, ErrorBody
-from .freshness import ProjectionsBehind
+from .freshness import PositionNotInLog, ProjectionsBehind
 
 log = structlog.get_logger("voxledger.http")
 
@@ -64,6 +64,12 @@ def domain_error(_: Request[Any, Any, Any], exc: VoxledgerError) -> Response[Any
         log.warning("http.unavailable", error=first_line(exc))
         return _error(503, "unavailable", str(exc), {"Retry-After": str(RETRY_AFTER_S)})
     return _error(status, _snake(type(exc).__name__), str(exc))
+
+
+def position_not_in_log(_: Request[Any, Any, Any], exc: PositionNotInLog) -> Response[ErrorBody]:
+    """A read that asked for a position no write has: 409, at once (waiting cannot help
+    unless the log grows that far)."""
+    return _error(409, "position not in the log", str(exc))
 
 
 def projections_behind(_: Request[Any, Any, Any], exc: ProjectionsBehind) -> Response[BehindBody]:

@@ -10,7 +10,7 @@ projections are still short of the position when the wait runs out, the read is 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import anyio
 import anyio.to_thread
@@ -20,6 +20,10 @@ from ...projections.queries import Projections
 DEFAULT_WAIT_S = 5.0  # how long a read waits for the projections to reach its position
 FIRST_PAUSE_S = 0.001
 LONGEST_PAUSE_S = 0.05
+
+
+class PositionNotInLog(Exception):
+    """A read asked to wait for a position the log has not got to: no write has it."""
 
 
 class ProjectionsBehind(Exception):
@@ -37,13 +41,23 @@ async def reach(
     projections: Projections,
     position: int | None,
     names: Collection[str],
+    head: Callable[[], int],
     *,
     timeout_s: float = DEFAULT_WAIT_S,
 ) -> None:
     """Return once every projection in ``names`` has applied the log up to ``position``
-    (at once when no position is asked); ProjectionsBehind after ``timeout_s``."""
+    (at once when no position is asked); PositionNotInLog for a position beyond the log's
+    ``head`` (no write has it), ProjectionsBehind after ``timeout_s``."""
     if position is None or position <= 0:
         return
+    if await _reached(projections, names) >= position:
+        return
+    last = await anyio.to_thread.run_sync(head)
+    if position > last:
+        raise PositionNotInLog(
+            f"min_position {position} is beyond the log, whose last position is {last}: "
+            "no write has it"
+        )
     pause = FIRST_PAUSE_S
     with anyio.move_on_after(timeout_s):
         while True:

@@ -123,10 +123,25 @@ class Served:
         # Every worker serves once the server says so (its only line on stdout).
         for line in self.process.stdout:
             if "serving on" in line:
+                self._wait_until_ready()
                 return
         self.process.wait()
         tail = self.log.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{self.name} exited (code {self.process.returncode}): {tail}")
+
+    def _wait_until_ready(self) -> None:
+        """One process says it serves before its services exist (it reports not ready
+        until the database answers): wait for a 2xx from /readyz, where there is one."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=5)
+            except httpx.TransportError:
+                answer = None
+            if answer is not None and (answer.status_code < 300 or answer.status_code == 404):
+                return  # ready (or a server without readiness: the no-op)
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not become ready within 60 s")
 
     def __exit__(self, *exc: object) -> None:
         if self.process is None or self.process.poll() is not None:
