@@ -30,7 +30,8 @@ import anyio.to_thread
 from eventsourcing.domain import Aggregate
 
 from ..domain.engine import Engine
-from ..domain.errors import Conflict
+from ..domain.errors import Conflict, VersionMismatch
+from .store.receipt import note as note_receipt
 
 
 class CoalescingStore(Protocol):
@@ -165,6 +166,12 @@ class AsyncEngine:
             except _NeedsIO:
                 view.give_back()
                 return await self._in_thread(getattr(self.engine, name), *args, **kwargs)
+            except VersionMismatch:
+                if view.saved is not None:
+                    raise
+                # The copy in memory may be behind another process's writes: only a fresh
+                # read (the copy is dropped) says which version the stream is at.
+                return await self._in_thread(getattr(self.engine, name), *args, **kwargs)
             except Exception as error:
                 if view.saved is None:
                     raise
@@ -177,6 +184,7 @@ class AsyncEngine:
                 outcome = await self._commit(view.saved, view.command_id)
             if not isinstance(outcome, BaseException):
                 self.coalesced += 1
+                note_receipt(view.saved, outcome)
                 if failure is not None:
                     raise failure
                 return result

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from uuid import UUID
 
 import anyio
+import msgspec
 import platformdirs
 import psycopg
 import structlog
@@ -71,10 +72,12 @@ from .flow_files import FlowCode, builtin_source, load_builtin, load_code, load_
 from .http.settings import (
     DEFAULT_MAX_BODY,
     DEFAULT_READ_TIMEOUT,
+    DEFAULT_READ_WAIT_S,
     ENV_API_TOKEN,
     ENV_MAX_BODY,
     ENV_PUBLIC_URL,
     ENV_READ_TIMEOUT,
+    ENV_READ_WAIT,
     ENV_TELEGRAM_SECRET,
     ENV_TWILIO_AUTH_TOKEN,
     Settings,
@@ -155,9 +158,13 @@ def jittered_backoff(attempt: int) -> None:
 # -- settings from the environment ---------------------------------------------------------------
 
 
-def start_logging(level: str | None = None, *, default: str = "WARNING") -> None:
-    """Structured logs on stderr at ``level``, else $VOXLEDGER_LOG_LEVEL, else ``default``."""
-    configure_logging(level or os.environ.get(ENV_LOG_LEVEL) or default)
+def start_logging(
+    level: str | None = None, *, default: str = "WARNING", worker: int | None = None
+) -> None:
+    """Structured logs on stderr at ``level``, else $VOXLEDGER_LOG_LEVEL, else ``default``;
+    a serving worker's lines carry its number."""
+    fields = None if worker is None else {"worker": worker}
+    configure_logging(level or os.environ.get(ENV_LOG_LEVEL) or default, fields=fields)
 
 
 def voxledger_home() -> Path:
@@ -188,10 +195,11 @@ def describe_database(database_url: str | None = None) -> str:
     return f"embedded PostgreSQL under {voxledger_home() / 'pgdata'}"
 
 
-def environment_for(database_url: str, schema: str | None = None) -> dict[str, str]:
+def environment_for(database_url: str | None, schema: str | None = None) -> dict[str, str]:
     """The environment for a voxledger process this one starts: this process's own, with
-    the database (and schema) the child is to use."""
-    return {**os.environ, ENV_URL: database_url, **({ENV_SCHEMA: schema} if schema else {})}
+    the database (and schema) the child is to use, if given."""
+    url = {ENV_URL: database_url} if database_url else {}
+    return {**os.environ, **url, **({ENV_SCHEMA: schema} if schema else {})}
 
 
 def connections() -> Connections:
@@ -204,10 +212,55 @@ def connections() -> Connections:
     )
 
 
+# Connections left to everyone but the serving workers: the projection worker's pool, the
+# commands people run, a psql session.
+OTHERS_CONNECTIONS = 25
+# The fewest a serving process works with: the appenders' connection, one for reads and
+# first loads, one for the snapshot writer.
+MIN_CONNECTIONS = 3
+
+
+def serving_connections(database_url: str, workers: int) -> Connections:
+    """The connections each of ``workers`` serving processes may hold: `connections()`,
+    cut where needed so that all of them together leave `OTHERS_CONNECTIONS` free under
+    the server's max_connections (BadInput if even `MIN_CONNECTIONS` each do not fit)."""
+    wanted = connections()
+    if workers == 1:
+        return wanted
+    try:
+        with psycopg.connect(
+            database_url, autocommit=True, connect_timeout=wanted.connect_timeout_s
+        ) as conn:
+            row = conn.execute(
+                "SELECT current_setting('max_connections')::int"
+                " - current_setting('superuser_reserved_connections')::int"
+                # PostgreSQL 16 keeps some more for roles granted pg_use_reserved_connections.
+                " - coalesce(current_setting('reserved_connections', true)::int, 0)"
+            ).fetchone()
+        limit = int(row[0]) if row else 0
+    except psycopg.OperationalError as e:
+        # Not reachable now: each worker keeps the configured pool, and connects later.
+        structlog.get_logger("voxledger.serve").warning(
+            "serve.connection_limit_unknown", error=str(e).strip().splitlines()[0]
+        )
+        return wanted
+    each = (limit - OTHERS_CONNECTIONS) // workers
+    if each >= wanted.pool_size + wanted.max_overflow:
+        return wanted
+    if each < MIN_CONNECTIONS:
+        raise BadInput(
+            f"{workers} workers do not fit in the database's {limit} connections (each needs "
+            f"{MIN_CONNECTIONS}, and {OTHERS_CONNECTIONS} stay free for others): serve with "
+            f"fewer --workers or raise max_connections"
+        )
+    overflow = min(wanted.max_overflow, each // 3)
+    return msgspec.structs.replace(wanted, pool_size=each - overflow, max_overflow=overflow)
+
+
 def http_settings(flow: str = "intake") -> Settings:
     """What the HTTP server needs besides its pieces: $VOXLEDGER_TELEGRAM_SECRET,
     $VOXLEDGER_API_TOKEN, $VOXLEDGER_MAX_BODY_BYTES, $VOXLEDGER_READ_TIMEOUT,
-    $VOXLEDGER_TWILIO_AUTH_TOKEN and $VOXLEDGER_PUBLIC_URL."""
+    $VOXLEDGER_TWILIO_AUTH_TOKEN, $VOXLEDGER_PUBLIC_URL and $VOXLEDGER_READ_WAIT_S."""
     raw_limit = os.environ.get(ENV_MAX_BODY) or str(DEFAULT_MAX_BODY)
     if not raw_limit.isdigit() or int(raw_limit) < 1:
         raise BadInput(f"{ENV_MAX_BODY} must be a positive number of bytes, not {raw_limit!r}")
@@ -220,6 +273,13 @@ def http_settings(flow: str = "intake") -> Settings:
         raise BadInput(
             f"{ENV_READ_TIMEOUT} must be seconds between 0 and 3600, not {raw_timeout!r}"
         )
+    raw_wait = os.environ.get(ENV_READ_WAIT, "").strip() or str(DEFAULT_READ_WAIT_S)
+    try:
+        read_wait_s = float(raw_wait)
+    except ValueError:
+        read_wait_s = -1.0
+    if not 0 <= read_wait_s <= 60:
+        raise BadInput(f"{ENV_READ_WAIT} must be seconds from 0 to 60, not {raw_wait!r}")
     return Settings(
         telegram_secret=os.environ.get(ENV_TELEGRAM_SECRET) or None,
         api_token=os.environ.get(ENV_API_TOKEN) or None,
@@ -228,6 +288,7 @@ def http_settings(flow: str = "intake") -> Settings:
         flow=flow,
         twilio_auth_token=os.environ.get(ENV_TWILIO_AUTH_TOKEN) or None,
         public_url=_public_url(os.environ.get(ENV_PUBLIC_URL, "").strip() or None),
+        read_wait_s=read_wait_s,
     )
 
 
@@ -357,13 +418,15 @@ def open_store(
     *,
     schema: str | None = None,
     key_ring: Callable[[PostgresDatastore], KeyRing] | None = None,
+    pool: Connections | None = None,
 ) -> EventStore:
     """The PostgreSQL event store (on the given database, $VOXLEDGER_DATABASE_URL, or the
     embedded server); the schema and tables are created on first use. ``key_ring`` makes
-    the ring of data keys on the store's datastore (the store's own table by default)."""
+    the ring of data keys on the store's datastore (the store's own table by default);
+    ``pool`` says how it connects (by default, `connections()`)."""
     url = resolve_database_url(database_url)
     schema = schema or os.environ.get(ENV_SCHEMA) or None
-    limits = connections()
+    limits = pool or connections()
     settings = eventsourcing_settings(url, schema, limits)
     try:
         with psycopg.connect(
@@ -586,19 +649,22 @@ def open_services(
     actions: Actions | None = None,
     code: Sequence[str] | None = None,
     store: EventStore | None = None,
+    pool: Connections | None = None,
     channels: ChannelSettings | None = None,
 ) -> Services:
-    """Every real piece on one database (arguments as for `open_engine`; the channels'
-    settings from the environment unless given); a test may hand in a store of its own."""
+    """Every real piece on one database (arguments as for `open_engine`; ``pool`` as for
+    `open_store`; the channels' settings from the environment unless given); a test may
+    hand in a store of its own."""
     if not structlog.is_configured():
         start_logging()
     registry = open_flows(
         flows, custom_validators=custom_validators, hooks=hooks, actions=actions, code=code
     )
     channels = channels or channel_settings()
+    pool = pool or connections()
     clock = clock or system_clock()
     if store is None:
-        store = open_store(database_url, schema=schema)
+        store = open_store(database_url, schema=schema, pool=pool)
         with _closed_on_failure(store):
             engine = engine_on(store, registry, clock)
             directory = open_chat_directory(store)
@@ -608,7 +674,8 @@ def open_services(
     return Services(
         store=store,
         engine=engine,
-        async_engine=AsyncEngine(engine, store),
+        # As many commands in threads as the pool has connections for.
+        async_engine=AsyncEngine(engine, store, max_threads=pool.pool_size),
         projections=open_projections(store),
         runner=functools.partial(open_runner, store, clock=clock),
         bot=functools.partial(
@@ -779,8 +846,6 @@ def open_app(
     the app's own; the console's live tails end when ``closing`` is set. With a channel that
     delivers (a Telegram bot token, WhatsApp's), the delivery worker runs beside it."""
     # Imported here: the web stack costs every command that does not serve its start-up.
-    from litestar.di import Provide
-
     from .console import console_router
     from .http.app import create_app
 
@@ -789,20 +854,14 @@ def open_app(
     senders = open_senders(services.channels)
     worker = open_delivery(services, senders) if senders else None
     identity = BotIdentity()
-
-    def value(piece: Any) -> Provide:
-        return Provide(lambda: piece, use_cache=True, sync_to_thread=False)
-
-    ours = {
-        "telegram_identity": value(identity),
-        "outbox_wake": value(worker.wake if worker is not None else _no_wake),
-    }
     return create_app(
         services,
         settings,
         routes=[*routes, console],
-        dependencies={**ours, **(dependencies or {})},
+        dependencies=dependencies,
         lifespan=[delivery_lifespan(services, identity, worker, senders)],
+        identity=identity,
+        wake=worker.wake if worker is not None else _no_wake,
     )
 
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import structlog
 
 
-def configure_logging(level: str = "WARNING", *, json: bool | None = None) -> None:
+def configure_logging(
+    level: str = "WARNING", *, json: bool | None = None, fields: Mapping[str, Any] | None = None
+) -> None:
     """Send structured logs at ``level`` and above to stderr; JSON unless stderr is a
-    terminal."""
+    terminal. ``fields`` go on every line (a serving worker's number, for instance)."""
     level_name = level.upper()
     if json is None:
         json = not sys.stderr.isatty()
@@ -19,6 +23,7 @@ def configure_logging(level: str = "WARNING", *, json: bool | None = None) -> No
     )
     structlog.configure(
         processors=[
+            *([_add(dict(fields))] if fields else []),
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -28,9 +33,19 @@ def configure_logging(level: str = "WARNING", *, json: bool | None = None) -> No
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level_name, logging.WARNING)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line: the lines of several processes sharing stderr (a server's
+        # workers) never run into each other.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def _add(fields: dict[str, Any]) -> structlog.types.Processor:
+    def add(_: Any, __: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+        event.update(fields)
+        return event
+
+    return add
 
 
 _ENABLED: dict[tuple[type, int], bool] = {}

@@ -25,6 +25,15 @@ class Conflict(VoxledgerError):
     """A concurrent writer won every retry; the command was not recorded."""
 
 
+class VersionMismatch(VoxledgerError):
+    """A command expected its stream at another version than the one it is at (another
+    write came first); nothing was recorded."""
+
+    def __init__(self, message: str, current_version: int) -> None:
+        super().__init__(message)
+        self.current_version = current_version
+
+
 class FlowExpired(VoxledgerError):
     """The flow run expired after being idle; it takes no more commands."""
 

@@ -24,7 +24,7 @@ from eventsourcing.domain import Aggregate
 from .conversation import Conversation
 from .conversation_values import Address, Message, OutboundKind, Role, Status
 from .definition_commands import DefinitionCommands
-from .errors import InvalidTransition, NotFound
+from .errors import InvalidTransition, NotFound, VersionMismatch
 from .flow import Flow, FlowState, FlowStatus
 from .flow_definition import FlowDefinition, FlowRegistry
 from .flow_reply import FlowReply
@@ -55,6 +55,7 @@ class ExchangeResult(msgspec.Struct, frozen=True, kw_only=True):
 
     conversation_id: UUID
     message_id: str
+    version: int = 0  # the conversation's version afterwards
     text: str = ""
     choices: tuple[str, ...] = ()
     flow_id: UUID | None = None
@@ -298,6 +299,8 @@ class Exchange:
         return ExchangeResult(
             conversation_id=self.conversation_id,
             message_id=self.inbound.message_id,
+            # An ignored message that would have opened the conversation leaves none.
+            version=0 if self._ignored and self.opened else self._conversation.version,
             text=text,
             choices=choices,
             flow_id=self._flow.id if self._flow is not None else None,
@@ -320,13 +323,16 @@ class ExchangeCommands(DefinitionCommands):
         decide: Decide,
         *,
         open_missing: bool = True,
+        expected_version: int | None = None,
         at: datetime | None = None,
     ) -> ExchangeResult:
         """Handle one message in one atomic save: load the conversation (opened with this
         id if it has none and ``open_missing``) and its form, record the message and what
         ``decide`` does. A message seen before returns its first reply and records nothing;
         a form found idle past its timeout is expired first (``Exchange.expired`` says so).
-        ConversationClosed if the conversation has ended."""
+        ConversationClosed if the conversation has ended; VersionMismatch, recording
+        nothing, if ``expected_version`` is given and the conversation is at another (0: it
+        must not exist yet)."""
         self._check_content(inbound.text)
         at = self._now(at)
         outcome: list[ExchangeResult] = []
@@ -353,6 +359,13 @@ class ExchangeCommands(DefinitionCommands):
             if conversation.has_message(inbound.message_id):
                 outcome[:] = [_original(conversation, inbound.message_id)]
                 return []
+            current = 0 if opened else conversation.version
+            if expected_version is not None and expected_version != current:
+                raise VersionMismatch(
+                    f"conversation {conversation_id} is at version {current}, "
+                    f"not {expected_version}",
+                    current,
+                )
             flow, expired = None, None
             touched: list[Aggregate] = []
             if conversation.active_flow_id is not None:
@@ -405,6 +418,7 @@ def _original(conversation: Conversation, message_id: str) -> ExchangeResult:
     return ExchangeResult(
         conversation_id=conversation.id,
         message_id=message_id,
+        version=conversation.version,
         text=text,
         choices=choices,
         flow_id=conversation.active_flow_id,

@@ -65,6 +65,13 @@ def timestamp(text: str) -> datetime:
     return value
 
 
+def positive_int(text: str) -> int:
+    """A whole number above 0."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise UsageError(f"{text!r} is not a whole number above 0")
+    return int(text)
+
+
 def database_url(text: str) -> str:
     """A PostgreSQL URL (postgresql://user:password@host:port/db) or connection string."""
     import psycopg.conninfo  # only when the option is given: --help stays light

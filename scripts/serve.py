@@ -1,19 +1,28 @@
 """`voxledger serve`: the HTTP server (Telegram webhook, JSON API, live voice, health, OpenAPI
-schema)."""
+schema), from one process or, with --workers N, from N worker processes on one port."""
 
 from __future__ import annotations
 
 import argparse
 import signal
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from functools import partial
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .arguments import add_flow_options, flow_options
+from .arguments import add_flow_options, flow_options, positive_int
 from .output import say
 
 if TYPE_CHECKING:
+    from litestar.types import ASGIApp
+
+    from ..adapters.http.serving import Listener
+    from ..adapters.http.settings import Settings
     from ..adapters.services import Services
+    from ..adapters.store.database import Connections
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -29,7 +38,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "/schema is its OpenAPI document; request bodies are limited "
         "to $VOXLEDGER_MAX_BODY_BYTES (default 65536); /console is the operator console "
         "(sign in with the API token). "
-        "Example: voxledger serve --host 127.0.0.1 --port 8080",
+        "Example: voxledger serve --host 127.0.0.1 --port 8080 --workers 4",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on")
@@ -37,16 +46,37 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--flow", default="intake", help="the flow the chat bot runs: built-in or loaded (--flows)"
     )
     serve.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="processes serving the port, each with its own connections (default 1; "
+        "live voice needs one: a call is held by the process that took it)",
+    )
+    serve.add_argument(
+        "--loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="event loop"
+    )
+    serve.add_argument(
+        "--http", choices=["auto", "httptools", "h11"], default="auto", help="HTTP parser"
+    )
+    serve.add_argument(
         "--no-actions",
         action="store_true",
-        help="do not run the actions of ended runs here (by default they run when a loaded "
-        "flow names any; `voxledger actions run` runs them elsewhere)",
+        help="do not run the actions of ended runs here (by default they run, in one worker, "
+        "when a loaded flow names any; `voxledger actions run` runs them elsewhere)",
     )
     add_flow_options(serve)
     serve.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Serve from this process, or (``--workers`` N above 1) from N worker processes."""
+    workers = args.workers or 1
+    if workers == 1:
+        return _serve_one(args)
+    return _serve_many(args, workers)
+
+
+def _serve_one(args: argparse.Namespace) -> int:
     """Serve at once; build the services as soon as the database answers (until then the
     server reports not ready); on SIGTERM or SIGINT finish the requests in flight, write
     what is queued, release the database, and exit 0."""
@@ -135,3 +165,88 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         raise failed[0]  # the command's own error line and exit code
     return 0
+
+
+def _serve_many(args: argparse.Namespace, workers: int) -> int:
+    """Supervise N worker processes, each building its services and app, until interrupted."""
+    from ..adapters.bootstrap import (
+        http_settings,
+        open_flows,
+        resolve_database_url,
+        serving_connections,
+        start_logging,
+        system_clock,
+    )
+    from ..adapters.http.serving import Listener, serve
+
+    start_logging(args.log_level, default="INFO")  # a server logs its requests by default
+    settings = http_settings(args.flow)
+    # A flow that is not there (or a broken flow file) is reported before a worker starts.
+    open_flows(**flow_options(args)).latest(args.flow)
+    # Resolved here, once: the embedded server (if it is the one) lives as long as this
+    # process, and the workers share one clock.
+    url = resolve_database_url(args.database_url)
+    app = partial(
+        served_app,
+        url,
+        settings,
+        flow_options(args),
+        system_clock(),
+        serving_connections(url, workers),
+        args.log_level,
+        not args.no_actions,
+    )
+    listener = Listener(
+        host=args.host, port=args.port, workers=workers, loop=args.loop, http=args.http
+    )
+    serve(app, listener, ready=_say_ready)
+    return 0
+
+
+def _say_ready(listener: Listener) -> None:
+    processes = f", {listener.workers} workers" if listener.workers > 1 else ""
+    say(
+        f"voxledger: serving on http://{listener.host}:{listener.port}{processes} "
+        f"(console at /console, OpenAPI at /schema)"
+    )
+
+
+@contextmanager
+def served_app(
+    database_url: str,
+    settings: Settings,
+    flows: dict[str, Any],
+    clock: Callable[[], datetime],
+    pool: Connections,
+    log_level: str | None,
+    actions: bool,
+    closing: threading.Event,
+    worker: int | None,
+) -> Iterator[ASGIApp]:
+    """The app over this process's own services (one worker's). The actions of ended runs
+    (``actions``, when a loaded flow names any) run beside it in one worker only: the first."""
+    from ..adapters.bootstrap import open_actions, open_app, open_services, start_logging
+
+    if worker is not None:  # a process of its own: its logging is not set up yet
+        start_logging(log_level, default="INFO", worker=worker)
+    with open_services(database_url, clock=clock, pool=pool, **flows) as services:
+        runner = None
+        if actions and not worker and _names_actions(services):
+            subscriber = open_actions(services.engine)
+            # A daemon: an action that hangs must not keep the server from stopping.
+            runner = threading.Thread(
+                target=subscriber.run, args=(closing,), name="voxledger-actions", daemon=True
+            )
+            runner.start()
+        try:
+            yield open_app(services, settings, closing=closing)
+        finally:
+            closing.set()
+            if runner is not None:
+                runner.join(timeout=10)
+
+
+def _names_actions(services: Any) -> bool:
+    """Whether a loaded flow has actions to run when its runs end."""
+    definitions = services.engine.flows.definitions()
+    return any(d.on_complete or d.on_cancel or d.on_expire for d in definitions)

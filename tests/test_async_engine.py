@@ -82,6 +82,33 @@ def test_a_command_that_lost_a_race_in_a_shared_commit_fails_alone_and_is_retrie
     assert engine.store.commits - commits_before >= 2
 
 
+def test_saves_that_lost_their_race_are_found_by_one_read_and_the_rest_commit_together(
+    engine: Engine, database_url: str, schema: str
+) -> None:
+    ids = [engine.start_conversation("voice") for _ in range(16)]
+    aengine = open_async_engine(engine)
+    with open_engine(database_url, schema=schema) as other:  # half the copies go stale
+        for cid in ids[::2]:
+            other.add_message(cid, "user", "from elsewhere")
+    transactions: list[int] = []
+    group = engine.store._group_commit
+    write = group._write
+    group._write = lambda events: transactions.append(len(events)) or write(events)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for cid in ids:
+                tg.start_soon(aengine.add_message, cid, "user", "hello")
+
+    anyio.run(main)
+    for k, cid in enumerate(ids):
+        expected = ["from elsewhere", "hello"] if k % 2 == 0 else ["hello"]
+        assert [m.content for m in engine.get_conversation(cid).messages] == expected
+    # Not a transaction per save to find the losers (that was 1 + 16, and 8 more for their
+    # retries): the shared try, the eight winners again together, the losers' retries.
+    assert len(transactions) < 16
+
+
 def test_an_expiry_found_by_a_command_is_recorded_though_the_command_is_refused(
     engine: Engine,
 ) -> None:

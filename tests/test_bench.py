@@ -29,3 +29,52 @@ def test_bench_quick_reports_each_benchmark_with_figures_ratios_and_targets(
             assert figure["min"] <= figure["median"] <= figure["max"]
         assert all(isinstance(v, float) for v in r["ratios"].values())
         assert isinstance(r["met"], bool)
+
+
+def bench_http(cli_env: dict[str, str], *options: str) -> list[dict]:
+    bench = [sys.executable, "-m", "voxledger.scripts.main", "bench", "--http", "--quick"]
+    result = subprocess.run(
+        [*bench, "--json", *options],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def assert_served_shape(result: dict) -> None:
+    assert set(result) >= {"name", "unit", "ours", "references", "ratios", "target", "met"}
+    latency = {"updates_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms", "errors"}
+    assert set(result["ours"]) >= latency | {"server_cpu_cores", "generator_cpu_cores"}
+    assert set(result["references"]) >= {f"no-op: {key}" for key in latency}
+    for figure in [*result["ours"].values(), *result["references"].values()]:
+        assert set(figure) == {"median", "min", "max", "runs"}
+        assert figure["min"] <= figure["median"] <= figure["max"]
+    assert list(result["ratios"]) == ["ours / no-op (updates/s)"]
+    assert isinstance(result["ratios"]["ours / no-op (updates/s)"], float)
+    assert isinstance(result["met"], bool)
+
+
+def test_bench_http_quick_reports_both_routes_next_to_the_no_op_and_memory_per_worker(
+    cli_env: dict[str, str],
+) -> None:
+    results = bench_http(cli_env)
+    served, memory = results[:-1], results[-1]
+    assert [r["name"].split(",")[0] for r in served] == [
+        "served POST /telegram/webhook",
+        "served POST /v1/conversations/{id}/messages",
+    ]
+    for result in served:
+        assert_served_shape(result)
+    assert memory["unit"] == "MB resident"
+    assert "worker 0: rss_mb" in memory["ours"]
+    assert isinstance(memory["met"], bool)
+
+
+def test_bench_http_runs_its_own_load_generator_where_wrk_is_not_wanted(
+    cli_env: dict[str, str],
+) -> None:
+    (result,) = bench_http(cli_env, "--only", "webhook", "--generator", "python")
+    assert_served_shape(result)

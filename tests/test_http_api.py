@@ -90,9 +90,15 @@ def test_a_flow_runs_over_the_api_and_its_state_and_history_can_be_read(
 ) -> None:
     conversation_id = start(client, chat_id="api-1", participant="Anna")
     again = client.post("/v1/conversations", json={"chat_id": "api-1"}, headers=AUTH)
-    assert (again.status_code, again.json()) == (
+    found = again.json()
+    assert (again.status_code, found) == (
         200,
-        {"conversation_id": conversation_id, "created": False},
+        {
+            "conversation_id": conversation_id,
+            "created": False,
+            "version": 1,
+            "position": found["position"],
+        },
     )
     menu = say(client, conversation_id, "/start", message_id="m1")
     assert menu["choices"] == ["interview", "design"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,7 +32,8 @@ EXAMPLES = int(os.environ.get("VOXLEDGER_SCHEMATHESIS_EXAMPLES", "15"))
 def projected_server(
     server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    """A server whose read models exist (else listing would be a 503 by design)."""
+    """A server whose read models exist (else listing would be a 503 by design), kept up to
+    date by a projection worker."""
     worker = subprocess.run(
         [sys.executable, "-m", "voxledger.scripts.main", "project", "run", "--once"],
         env=server_env,
@@ -40,9 +42,24 @@ def projected_server(
         timeout=120,
     )
     assert worker.returncode == 0, worker.stderr
-    running = Server(server_env, tmp_path_factory.mktemp("server") / "server.log").start()
-    yield running
-    running.stop()
+    # And they keep up: a read that waits for a position the log has gets its answer, not
+    # the 503 a read whose projections stay behind gets by design.
+    projecting = subprocess.Popen(
+        [sys.executable, "-m", "voxledger.scripts.main", "project", "run"],
+        env=server_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        running = Server(server_env, tmp_path_factory.mktemp("server") / "server.log").start()
+        try:
+            yield running
+        finally:
+            running.stop()
+    finally:
+        os.killpg(projecting.pid, signal.SIGKILL)
+        projecting.wait(30)
 
 
 def test_the_document_lists_every_refusal_with_the_body_the_server_sends(

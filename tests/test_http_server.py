@@ -45,15 +45,18 @@ def free_port() -> int:
 class Server:
     """One `voxledger serve` process; its stderr (the request logs) goes to a file."""
 
-    def __init__(self, env: dict[str, str], log: Path, port: int | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], log: Path, port: int | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.env, self.log, self.port = env, log, port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.args = args  # more of serve's options
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Server:
         with self.log.open("ab") as err:
             self.process = subprocess.Popen(
-                [*VOXLEDGER, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [*VOXLEDGER, "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
                 env=self.env,
                 stdout=subprocess.DEVNULL,
                 stderr=err,

@@ -41,6 +41,7 @@ from ...domain.flow_definition import FlowDefinition, show_answer
 from ...domain.flow_reply import FlowReply
 from ..store.mapper import Erased
 from .directory import ChatDirectory, ChatKey
+from .directory_async import AsyncDirectory
 from .wording import CHANGED, CODE_FAILED, EXPIRED, NOT_CHANGED, NOT_TEXT, reply_text
 
 if TYPE_CHECKING:
@@ -84,6 +85,10 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True):
     duplicate: bool = False  # the message was seen before: this is the original reply
     recorded: bool = True  # False: ignored, nothing recorded
     outbound: tuple[str, ...] = ()  # what was queued for the delivery worker
+    version: int = 0  # the conversation's version afterwards (0: there is none)
+    # The log position of the conversation's last event afterwards, where the edge knows it
+    # (a projection read that waits for it sees this message).
+    position: int | None = None
 
     @classmethod
     def of(cls, result: ExchangeResult) -> Reply:
@@ -97,6 +102,7 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True):
             duplicate=result.duplicate,
             recorded=result.recorded,
             outbound=result.outbound,
+            version=result.version,
         )
 
 
@@ -150,6 +156,8 @@ class ChatBot:
         self.flow = flow
         self.definition: FlowDefinition = engine.flows.latest(flow)  # NotFound if unknown
         self.directory = directory
+        # Its lookups from the event loop, which concurrent messages share.
+        self._async_directory = AsyncDirectory(directory) if directory is not None else None
         self.delivering = frozenset(delivering)  # channels whose replies the outbox sends
         self.shared_chats = frozenset(shared_chats)
 
@@ -170,7 +178,12 @@ class ChatBot:
             return self._exchange(directory.move_on(key, conversation_id), message)
 
     def _exchange(
-        self, conversation_id: UUID, message: Incoming, *, open_missing: bool = True
+        self,
+        conversation_id: UUID,
+        message: Incoming,
+        *,
+        open_missing: bool = True,
+        expected_version: int | None = None,
     ) -> Reply:
         inbound = self._inbound(message)
         try:
@@ -179,6 +192,7 @@ class ChatBot:
                 inbound,
                 self._decider(message),
                 open_missing=open_missing,
+                expected_version=expected_version,
                 at=message.at,
             )
         except CodeFailed as failed:
@@ -191,13 +205,15 @@ class ChatBot:
         return Reply.of(result)
 
     async def handle_chat_async(self, message: Incoming, engine: AsyncEngine) -> Reply:
-        """`handle_chat` on the async engine: the directory is read in a thread, then the
-        exchange runs in the event loop and shares a commit when the conversation is in
-        memory."""
+        """`handle_chat` on the async engine: the directory is read in a thread (one read
+        for the messages that arrive together), then the exchange runs in the event loop
+        and shares a commit when the conversation is in memory."""
         directory = self._directory()
         key = chat_key(message, self.shared_chats)
-        lookup = directory.find if self._chatter(message) else directory.open
-        conversation_id = await anyio.to_thread.run_sync(lookup, key)
+        reads = self._async_directory
+        assert reads is not None
+        lookup = reads.find if self._chatter(message) else reads.open
+        conversation_id = await lookup(key)
         if conversation_id is None:
             return self._ignored(message)
         try:
@@ -208,23 +224,62 @@ class ChatBot:
             return await self._exchange_async(engine, conversation_id, message)
 
     async def _exchange_async(
-        self, engine: AsyncEngine, conversation_id: UUID, message: Incoming
+        self,
+        engine: AsyncEngine,
+        conversation_id: UUID,
+        message: Incoming,
+        *,
+        open_missing: bool = True,
+        expected_version: int | None = None,
     ) -> Reply:
         inbound = self._inbound(message)
         try:
             result = await engine.exchange(
-                conversation_id, inbound, self._decider(message), at=message.at
+                conversation_id,
+                inbound,
+                self._decider(message),
+                open_missing=open_missing,
+                expected_version=expected_version,
+                at=message.at,
             )
         except CodeFailed as failed:
             _log_failure(failed, conversation_id)
-            result = await engine.exchange(conversation_id, inbound, _apology, at=message.at)
+            result = await engine.exchange(
+                conversation_id, inbound, _apology, open_missing=open_missing, at=message.at
+            )
         return Reply.of(result)
 
-    def handle(self, conversation_id: UUID, message: Incoming) -> Reply:
+    def handle(
+        self, conversation_id: UUID, message: Incoming, *, expected_version: int | None = None
+    ) -> Reply:
         """Answer a message in an existing conversation (NotFound if there is none,
-        InvalidTransition if it has ended)."""
+        InvalidTransition if it has ended, VersionMismatch, recording nothing, if it is not
+        at ``expected_version``)."""
         try:
-            return self._exchange(conversation_id, message, open_missing=False)
+            return self._exchange(
+                conversation_id, message, open_missing=False, expected_version=expected_version
+            )
+        except ConversationClosed as closed:
+            raise InvalidTransition(str(closed)) from None  # a conversation by id: no next one
+
+    async def handle_async(
+        self,
+        conversation_id: UUID,
+        message: Incoming,
+        engine: AsyncEngine,
+        *,
+        expected_version: int | None = None,
+    ) -> Reply:
+        """`handle` on the async engine: the exchange runs in the event loop and shares a
+        commit when the conversation is in memory."""
+        try:
+            return await self._exchange_async(
+                engine,
+                conversation_id,
+                message,
+                open_missing=False,
+                expected_version=expected_version,
+            )
         except ConversationClosed as closed:
             raise InvalidTransition(str(closed)) from None  # a conversation by id: no next one
 

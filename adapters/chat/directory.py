@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -107,6 +107,21 @@ class ChatDirectory:
             if row is not None:
                 return row[0]
 
+    def current(self, chats: Sequence[tuple[ChatKey, bool]]) -> list[UUID | None]:
+        """The current conversations of many chats, read in one statement (the lookups of
+        concurrent messages, `AsyncDirectory`); a chat to open (True beside it) that has
+        none gets one, as `open` gives it."""
+        keys = [self.key(chat) for chat, _ in chats]
+        rows = self._all("SELECT chat_key, conversation_id FROM {} WHERE chat_key = ANY(%s)", keys)
+        found = {bytes(key): conversation_id for key, conversation_id in rows}
+        current: list[UUID | None] = []
+        for (chat, opening), key in zip(chats, keys, strict=True):
+            conversation_id = found.get(key)
+            if conversation_id is None and opening:
+                conversation_id = found[key] = self.open(chat)
+            current.append(conversation_id)
+        return current
+
     def move_on(self, chat: ChatKey, closed: UUID) -> UUID:
         """A fresh conversation for the chat, whose conversation ``closed`` ended or was
         erased; the one another process moved it on to, if one did first."""
@@ -164,6 +179,14 @@ class ChatDirectory:
         so that no later lookup waits for it."""
         self._load_secret()
         return self
+
+    @retried
+    def _all(self, statement: str, *params: Any) -> list[Any]:
+        """Every row of a statement on the directory, autocommitted."""
+        query = SQL(statement).format(self._table)
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as c:
+            c.execute(query, params)
+            return c.fetchall()
 
     @retried
     def _one(self, statement: str, *params: Any) -> Any:

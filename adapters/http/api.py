@@ -1,6 +1,12 @@
 """The JSON API under /v1: start a conversation, send it a message, read a conversation, its
 history and its flows (from the event log), and list conversations and metrics (from the
-projections). Each handler gets its pieces by dependency injection (see `app`)."""
+projections). Each handler gets its pieces by dependency injection (see `app`).
+
+Read your writes: a write answers with the conversation's new ``version`` and the log
+``position`` of its last event; a message may carry the ``expected_version`` it was written
+against (409 with ``current_version`` if the conversation moved on, nothing recorded); a
+read from the projections may carry ``min_position`` and waits until they have applied the
+log that far (`freshness`)."""
 
 from __future__ import annotations
 
@@ -11,10 +17,12 @@ from typing import Annotated, Any, TypeVar
 from uuid import UUID, uuid4
 
 import anyio.to_thread
+import msgspec
 import psycopg
 import structlog
 from litestar import Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter
 
 from ...domain.engine import Engine, HistoryEntry
@@ -22,18 +30,26 @@ from ...domain.errors import Conflict, ValidationFailed
 from ...domain.flow import FlowState
 from ...projections.queries import ConversationRow, MetricsSummary, Projections
 from ..async_engine import AsyncEngine
-from ..chat.bot import ChatBot, Incoming, Reply
+from ..chat.bot import Incoming, Reply
 from ..chat.directory import ChatDirectory, ChatKey
+from ..store.event_store import EventStore
+from ..store.receipt import Receipt, receipt
 from .bodies import (
     MESSAGE_ID,
     NO_NUL,
+    BehindBody,
+    ConflictBody,
     ConversationStarted,
     ConversationView,
+    ErrorBody,
     FlowView,
     NewConversation,
     NewMessage,
 )
+from .chat_edge import ChatEdge
 from .errors import ProjectionsNotBuilt
+from .freshness import reach
+from .settings import Settings
 
 T = TypeVar("T")
 
@@ -42,29 +58,54 @@ T = TypeVar("T")
 async def start_conversation(
     async_engine: NamedDependency[AsyncEngine],
     directory: NamedDependency[ChatDirectory],
+    store: NamedDependency[EventStore],
     data: JSONBody[NewConversation],
 ) -> Response[ConversationStarted]:
-    """Start a conversation (201), or find the one a channel and chat id name (200)."""
+    """Start a conversation (201), or find the one a channel and chat id name (200); with
+    its version and the log position of its last event."""
     conversation_id = uuid4()
     if data.chat_id:
         chat = ChatKey(data.channel, data.chat_id)
         conversation_id = await anyio.to_thread.run_sync(directory.open, chat)
     structlog.contextvars.bind_contextvars(conversation_id=str(conversation_id))
-    try:
-        await async_engine.start_conversation(
-            data.channel, data.participant, dict(data.metadata), conversation_id=conversation_id
+    with receipt() as written:
+        try:
+            await async_engine.start_conversation(
+                data.channel, data.participant, dict(data.metadata), conversation_id=conversation_id
+            )
+        except Conflict:
+            if data.chat_id is None:
+                raise
+            created = False
+        else:
+            created = True
+    version = written.versions.get(conversation_id)
+    if version is None:  # found, not started: where it stands now
+        version = (await _blocking(async_engine.engine.get_conversation, conversation_id)).version
+    started = ConversationStarted(
+        conversation_id=conversation_id,
+        created=created,
+        version=version,
+        position=await _position(written, store),
+    )
+    return Response(started, status_code=201 if created else 200)
+
+
+@post(
+    "/conversations/{conversation_id:uuid}/messages",
+    status_code=200,
+    responses={
+        409: ResponseSpec(
+            ConflictBody,
+            generate_examples=False,
+            description="Not recorded: the conversation is not at `expected_version` (the "
+            "body's `current_version` says where it is), it has ended, or concurrent writers "
+            "kept winning",
         )
-    except Conflict:
-        if data.chat_id is None:
-            raise
-        return Response(ConversationStarted(conversation_id, created=False), status_code=200)
-    return Response(ConversationStarted(conversation_id, created=True), status_code=201)
-
-
-@post("/conversations/{conversation_id:uuid}/messages", status_code=200)
+    },
+)
 async def post_message(
-    async_engine: NamedDependency[AsyncEngine],
-    bot: NamedDependency[ChatBot],
+    chat_edge: NamedDependency[ChatEdge],
     conversation_id: FromPath[UUID],
     data: JSONBody[NewMessage],
     idempotency_key: Annotated[
@@ -75,7 +116,10 @@ async def post_message(
     """Send a user's message: it answers the flow in progress, or is a command or a menu
     choice; returns the bot's reply (the original one for a message id seen before). A
     client that sends no message id may send an Idempotency-Key header instead: it is
-    used as the message id, so a retry is recorded once."""
+    used as the message id, so a retry is recorded once. The reply carries the
+    conversation's version and the log position of its last event; with
+    ``expected_version`` the message is recorded only if the conversation is at that
+    version (409 with ``current_version`` otherwise)."""
     structlog.contextvars.bind_contextvars(conversation_id=str(conversation_id))
     message = Incoming(
         channel="api",
@@ -85,7 +129,14 @@ async def post_message(
         user_id=data.user_id,
         choice=data.choice,
     )
-    return await async_engine.run(bot.handle, conversation_id, message)
+    with receipt() as written:
+        reply = await chat_edge.bot.handle_async(
+            conversation_id,
+            message,
+            chat_edge.async_engine,
+            expected_version=data.expected_version,
+        )
+    return msgspec.structs.replace(reply, position=await _position(written, chat_edge.store))
 
 
 @get("/conversations/{conversation_id:uuid}")
@@ -129,27 +180,69 @@ async def _flow_view(engine: Engine, flow_id: UUID) -> FlowView:
     return FlowView(flow=state, prompt=prompt)
 
 
-@get("/conversations", sync_to_thread=True)
-def list_conversations(
+BEHIND = ResponseSpec(
+    BehindBody,
+    generate_examples=False,
+    description="The projections had not applied the log up to `min_position` within the "
+    "server's wait ($VOXLEDGER_READ_WAIT_S, 5 s by default; `position` is how far they got), "
+    "or they are not built yet: ask again after the Retry-After header's seconds",
+)
+NOT_IN_LOG = ResponseSpec(
+    ErrorBody,
+    generate_examples=False,
+    description="`min_position` is beyond the log's last position: no write has it",
+)
+# A position in the log that a read must see (a write's ``position``).
+MinPosition = Annotated[
+    int,
+    Parameter(
+        ge=0,
+        le=2**63 - 1,
+        description="wait until the projections have applied the log up to this position "
+        "(a write's `position`; 0: do not wait); 503 with the position they reached if they "
+        "do not in time; 409 for a position beyond the log's last",
+    ),
+]
+
+
+@get("/conversations", responses={409: NOT_IN_LOG, 503: BEHIND})
+async def list_conversations(
     projections: NamedDependency[Projections],
+    store: NamedDependency[EventStore],
+    settings: NamedDependency[Settings],
     status: Annotated[str | None, Parameter(max_length=32, pattern=NO_NUL)] = None,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+    min_position: MinPosition = 0,
 ) -> list[ConversationRow]:
-    """Conversations, most recently active first, from the current-state projection."""
-    return _from_projections(lambda: projections.conversations(status, limit))
+    """Conversations, most recently active first, from the current-state projection (once
+    it has applied the log up to ``min_position``)."""
+    await reach(projections, min_position, ("current",), store.head, timeout_s=settings.read_wait_s)
+    return await _blocking(_from_projections, lambda: projections.conversations(status, limit))
 
 
 DATE_TIME = {"format": "date-time"}  # read by `_moment`, not by a lenient decoder
 
 
-@get("/metrics", sync_to_thread=True)
-def read_metrics(
+@get("/metrics", responses={409: NOT_IN_LOG, 503: BEHIND})
+async def read_metrics(
     projections: NamedDependency[Projections],
+    store: NamedDependency[EventStore],
+    settings: NamedDependency[Settings],
     since: Annotated[str | None, Parameter(schema_extra=DATE_TIME, max_length=64)] = None,
+    min_position: MinPosition = 0,
 ) -> MetricsSummary:
     """Totals and response-time percentiles over every conversation, from the metrics
-    projection (whole UTC hours from ``since``, an RFC 3339 time, or all time)."""
-    return _from_projections(lambda: projections.metrics(_moment(since)))
+    projection (whole UTC hours from ``since``, an RFC 3339 time, or all time; once the
+    metrics and delivery projections have applied the log up to ``min_position``)."""
+    moment = _moment(since)
+    await reach(
+        projections,
+        min_position,
+        ("metrics", "delivery"),
+        store.head,
+        timeout_s=settings.read_wait_s,
+    )
+    return await _blocking(_from_projections, lambda: projections.metrics(moment))
 
 
 ROUTES = [
@@ -193,6 +286,15 @@ def _from_projections(query: Callable[[], T]) -> T:
             "the projection tables do not exist yet: start the projection worker "
             "(voxledger project run)"
         ) from None
+
+
+async def _position(written: Receipt, store: EventStore) -> int:
+    """The log position a reader waits for to see this request's writes: that of the last
+    event they appended or, when they appended none (a message seen before), the log's head,
+    which covers every event the conversation has."""
+    if written.position is not None:
+        return written.position
+    return await _blocking(store.head)
 
 
 async def _blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -27,6 +27,8 @@ from psycopg import Error as PsycopgError
 from ...domain.errors import VoxledgerError
 from ..chat import telegram
 from . import api, errors
+from .chat_edge import ChatEdge, Wake
+from .freshness import PositionNotInLog, ProjectionsBehind
 from .guards import bearer_token, telegram_secret
 from .health import healthz, livez, readyz
 from .openapi import document
@@ -45,6 +47,8 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     HTTPException: errors.http_error,
     UnicodeDecodeError: errors.undecodable_body,
     errors.ProjectionsNotBuilt: errors.projections_not_built,
+    ProjectionsBehind: errors.projections_behind,
+    PositionNotInLog: errors.position_not_in_log,
     PersistenceError: errors.database_error,
     PsycopgError: errors.database_error,
     Exception: errors.unexpected_error,
@@ -77,11 +81,14 @@ def create_app(
     routes: Sequence[ControllerRouterHandler] = (),
     dependencies: Mapping[str, Provide] | None = None,
     lifespan: Sequence[Callable[[Litestar], AbstractAsyncContextManager[Any]]] = (),
+    identity: telegram.BotIdentity | None = None,
+    wake: Wake | None = None,
 ) -> ASGIApp:
     """The ASGI application over the composition root's services: routes, authentication,
     size limit, errors, request logs. ``routes`` (routers or handlers, for instance an
     operator console) join the app's own, with ``dependencies`` beside the services;
-    ``lifespan`` runs beside the app (the delivery worker)."""
+    ``lifespan`` runs beside the app (the delivery worker); ``identity`` is the bot's on
+    Telegram and ``wake`` tells the delivery worker that a conversation has mail."""
     api_router = Router(
         path="/v1",
         route_handlers=api.ROUTES,
@@ -100,6 +107,9 @@ def create_app(
     # Checked by signature, on the raw body, in its handler.
     whatsapp = Router(path="/", route_handlers=WHATSAPP_ROUTES)
     bot = services.bot(settings.flow)
+    identity = identity or telegram.BotIdentity()
+    wake = wake or _nothing_to_wake
+    edge = ChatEdge(services.async_engine, bot, services.store, identity, wake)
     app = Litestar(
         route_handlers=[
             webhook,
@@ -119,10 +129,12 @@ def create_app(
             "projections": _value(services.projections),
             "directory": _value(services.directory),
             "channels": _value(services.channels),
-            "telegram_identity": _value(telegram.BotIdentity()),
-            "outbox_wake": _value(_nothing_to_wake),
+            "telegram_identity": _value(identity),
+            "outbox_wake": _value(wake),
+            "chat_edge": _value(edge),
             "live_streams": _value(services.live_streams),
             "clock": _value(services.clock),
+            "settings": _value(settings),
             **(dependencies or {}),
         },
         request_max_body_size=settings.max_body_bytes,

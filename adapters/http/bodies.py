@@ -34,11 +34,18 @@ class NewConversation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     ] = {}
 
 
-class ConversationStarted(msgspec.Struct, frozen=True):
-    """The conversation's id, and whether this request started it."""
+Version = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Position = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+
+class ConversationStarted(msgspec.Struct, frozen=True, kw_only=True):
+    """The conversation's id, whether this request started it, its version, and the log
+    position of its last event (a projection read given ``min_position`` sees it)."""
 
     conversation_id: UUID
     created: bool
+    version: int
+    position: int
 
 
 class NewMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -49,6 +56,8 @@ class NewMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     message_id: MessageId | None = None
     user_id: ShortText | None = None
     choice: bool = False  # a menu choice (a button), not typed text
+    # Record the message only if the conversation is at this version (else 409).
+    expected_version: Version | None = None
 
 
 class FlowView(msgspec.Struct, frozen=True):
@@ -85,3 +94,21 @@ class ErrorBody(msgspec.Struct, frozen=True):
 
     error: str
     detail: Any = None
+
+
+class ConflictBody(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A write refused by the state it met: what is wrong, the details and, when the write
+    expected another version, the version the conversation is at."""
+
+    error: str
+    detail: Any = None
+    current_version: int | None = None
+
+
+class BehindBody(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The projections a read needs could not answer in time: what is wrong, the details
+    and, when the read asked for a position, the one they had reached."""
+
+    error: str
+    detail: Any = None
+    position: int | None = None

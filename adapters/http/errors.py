@@ -20,9 +20,11 @@ from ...domain.errors import (
     NotFound,
     Unavailable,
     ValidationFailed,
+    VersionMismatch,
     VoxledgerError,
 )
-from .bodies import ErrorBody
+from .bodies import BehindBody, ConflictBody, ErrorBody
+from .freshness import PositionNotInLog, ProjectionsBehind
 
 log = structlog.get_logger("voxledger.http")
 
@@ -33,6 +35,7 @@ RETRY_AFTER_S = 5
 STATUS_OF_ERROR: tuple[tuple[type[VoxledgerError], int], ...] = (
     (Unavailable, 503),
     (NotFound, 404),
+    (VersionMismatch, 409),
     (InvalidTransition, 409),
     (FlowExpired, 409),
     (Conflict, 409),
@@ -46,13 +49,37 @@ class ProjectionsNotBuilt(Exception):
     """The projection tables do not exist yet: no projection worker has run on this schema."""
 
 
-def domain_error(_: Request[Any, Any, Any], exc: VoxledgerError) -> Response[ErrorBody]:
-    """A refused command or query: 4xx, with the domain's own explanation."""
+# Seconds a read should wait before asking again when the projections were behind.
+BEHIND_RETRY_AFTER_S = 1
+
+
+def domain_error(_: Request[Any, Any, Any], exc: VoxledgerError) -> Response[Any]:
+    """A refused command or query: 4xx, with the domain's own explanation (and, for a write
+    that expected another version, the version the conversation is at)."""
     status = next((code for cls, code in STATUS_OF_ERROR if isinstance(exc, cls)), 400)
+    if isinstance(exc, VersionMismatch):
+        body = ConflictBody("version_mismatch", str(exc), current_version=exc.current_version)
+        return Response(body, status_code=409)
     if status == 503:
         log.warning("http.unavailable", error=first_line(exc))
         return _error(503, "unavailable", str(exc), {"Retry-After": str(RETRY_AFTER_S)})
     return _error(status, _snake(type(exc).__name__), str(exc))
+
+
+def position_not_in_log(_: Request[Any, Any, Any], exc: PositionNotInLog) -> Response[ErrorBody]:
+    """A read that asked for a position no write has: 409, at once (waiting cannot help
+    unless the log grows that far)."""
+    return _error(409, "position not in the log", str(exc))
+
+
+def projections_behind(_: Request[Any, Any, Any], exc: ProjectionsBehind) -> Response[BehindBody]:
+    """A read that waited for a log position the projections had not reached: 503, with
+    the position they reached and when to ask again."""
+    return Response(
+        BehindBody("projections behind", str(exc), position=exc.reached),
+        status_code=503,
+        headers={"Retry-After": str(BEHIND_RETRY_AFTER_S)},
+    )
 
 
 def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:

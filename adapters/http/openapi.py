@@ -129,7 +129,13 @@ def document(app: Litestar) -> OpenAPI:
                     },
                 )
             for status in refusals(path, method, operation):
-                responses[str(status)] = _refusal(status, path)
+                own = responses.get(str(status))
+                if _states_its_own_body(own):
+                    # A refusal whose body says more (ConflictBody, BehindBody) keeps it.
+                    assert isinstance(own, OpenAPIResponse)
+                    own.headers = _refusal(status, path).headers
+                else:
+                    responses[str(status)] = _refusal(status, path)
             operation.responses = responses
     return openapi
 
@@ -150,6 +156,18 @@ def _allow_nul(node: Any, schemas: dict[str, Any], seen: set[str]) -> None:
     children += [*(node.all_of or ()), node.items]
     for child in children:
         _allow_nul(child, schemas, seen)
+
+
+# Refusals whose body carries more than `{error, detail}`, as routes declare them.
+OWN_BODIES = ("#/components/schemas/ConflictBody", "#/components/schemas/BehindBody")
+
+
+def _states_its_own_body(response: Any) -> bool:
+    """Whether a route declared this refusal with a body of its own (see `OWN_BODIES`)."""
+    content = getattr(response, "content", None) or {}
+    media = content.get("application/json")
+    schema = getattr(media, "schema", None)
+    return isinstance(schema, Reference) and schema.ref in OWN_BODIES
 
 
 def _refusal(status: int, path: str) -> OpenAPIResponse:

@@ -9,22 +9,17 @@ that may pass (the database out of reach: 503; a lost race that kept losing: 409
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from uuid import UUID
-
 import structlog
 from litestar import post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from ...domain.errors import Conflict, Unavailable, VoxledgerError
-from ..async_engine import AsyncEngine
 from ..chat import telegram
-from ..chat.bot import ChatBot, Reply
+from ..chat.bot import Reply
+from .chat_edge import ChatEdge
 
 log = structlog.get_logger("voxledger.telegram")
-
-Wake = Callable[[UUID], None]  # tells the delivery worker that a conversation has mail
 
 # The webhook takes the largest update the Bot API sends (a long text with a reply to
 # another, every character \u-escaped) with room to spare, whatever the API's own limit.
@@ -39,20 +34,17 @@ WEBHOOK_MAX_BODY = 1024 * 1024
     summary="Telegram Bot API webhook",
 )
 async def telegram_webhook(
-    async_engine: NamedDependency[AsyncEngine],
-    bot: NamedDependency[ChatBot],
-    telegram_identity: NamedDependency[telegram.BotIdentity],
-    outbox_wake: NamedDependency[Wake],
-    data: JSONBody[telegram.Update],
+    chat_edge: NamedDependency[ChatEdge], data: JSONBody[telegram.Update]
 ) -> telegram.SendMessage | telegram.NoReply:
     """Take an Update: its reply goes out through the outbox (or, without a bot token, in
     this response as a sendMessage call); an update with nothing for the bot is
     acknowledged and ignored."""
-    message = telegram.incoming(data, telegram_identity.username)
+    bot = chat_edge.bot
+    message = telegram.incoming(data, chat_edge.identity.username)
     if message is None:
         return telegram.NoReply()
     try:
-        reply: Reply = await bot.handle_chat_async(message, async_engine)
+        reply: Reply = await bot.handle_chat_async(message, chat_edge.async_engine)
     except (Unavailable, Conflict):
         raise  # may pass: Telegram's retry can help
     except VoxledgerError as refused:
@@ -62,7 +54,7 @@ async def telegram_webhook(
     if reply.conversation_id is not None:
         structlog.contextvars.bind_contextvars(conversation_id=str(reply.conversation_id))
         if reply.outbound:
-            outbox_wake(reply.conversation_id)  # the delivery worker in this process, now
+            chat_edge.wake(reply.conversation_id)  # the delivery worker in this process, now
     if bot.delivers(message.channel) or not reply.text:
         return telegram.NoReply()
     return telegram.send_message(message.chat_id, reply, message.thread)

@@ -19,10 +19,12 @@ _servers_lock = threading.Lock()
 
 
 class Connections(msgspec.Struct, frozen=True, kw_only=True):
-    """How the store connects: pool size, connect timeout, whether it creates its tables
-    (a least-privilege role cannot: its deployment creates them beforehand)."""
+    """How the store connects: pool size (and how many more connections it may open for a
+    moment), connect timeout, whether it creates its tables (a least-privilege role cannot:
+    its deployment creates them beforehand)."""
 
     pool_size: int = 8
+    max_overflow: int = 4
     connect_timeout_s: int = 3
     create_tables: bool = True
 
@@ -64,7 +66,7 @@ def eventsourcing_settings(
         "POSTGRES_PASSWORD": str(parts.get("password") or ""),
         "POSTGRES_CONNECT_TIMEOUT": str(connections.connect_timeout_s),
         "POSTGRES_POOL_SIZE": str(connections.pool_size),
-        "POSTGRES_MAX_OVERFLOW": "4",
+        "POSTGRES_MAX_OVERFLOW": str(connections.max_overflow),
         "POSTGRES_LOCK_TIMEOUT": "10",
     }
     if schema:

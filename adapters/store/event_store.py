@@ -32,6 +32,7 @@ from ..logs import enabled_for
 from .group_commit import GroupCommit
 from .keys import KeyRing
 from .mapper import Erased, ErasedState
+from .receipt import note as note_receipt
 from .recorder import Append, SnapshotRecorder
 from .snapshots import SnapshotWriter
 
@@ -121,7 +122,10 @@ class EventStore(Application[UUID]):
         # conversation needs no read at all, only its commit.
         self._cache: OrderedDict[UUID, Aggregate] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._group_commit = GroupCommit(self.recorder.append)  # type: ignore[attr-defined]
+        self._group_commit = GroupCommit(
+            self.recorder.append,  # type: ignore[attr-defined]
+            clashes=getattr(self.recorder, "clashes", None),
+        )
         # Each stream's key for its personal data, shared by events and snapshots.
         self.keys = (key_ring or self.default_key_ring)(self.recorder.datastore)
         if self.factory.env_create_table():
@@ -202,6 +206,7 @@ class EventStore(Application[UUID]):
         (outcome,) = self.save_each([aggregates], [command_id])
         if isinstance(outcome, BaseException):
             raise outcome
+        note_receipt(aggregates, outcome)  # for the request that made it, if it keeps one
         return outcome
 
     def save_each(

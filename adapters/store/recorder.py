@@ -373,6 +373,30 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
                 c.execute(self.append_statement, params, prepare=True, binary=True)
             return [row[0] for row in c.fetchall()]
 
+    @retried
+    def clashes(self, saves: Sequence[Append]) -> set[int]:
+        """Which of these saves would append a version its stream already has (it lost a
+        race): one read for the whole batch, instead of a commit per save to find out."""
+        ids = [e.originator_id for save in saves for e in save.events]
+        versions = [e.originator_version for save in saves for e in save.events]
+        statement = SQL(
+            "SELECT originator_id, originator_version FROM {}.{} "
+            "WHERE (originator_id, originator_version) IN "
+            "(SELECT * FROM unnest(%s::{}[], %s::bigint[]))"
+        ).format(
+            Identifier(self.datastore.schema),
+            Identifier(self.events_table_name),
+            SQL(self.datastore.originator_id_type),
+        )
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as c:
+            c.execute(statement, (ids, versions))
+            taken = set(c.fetchall())
+        return {
+            k
+            for k, save in enumerate(saves)
+            if any((e.originator_id, e.originator_version) in taken for e in save.events)
+        }
+
     @contextmanager
     def _appending(self) -> Iterator[psycopg.Connection[Any]]:
         """The one connection appends go through. Appends are serial anyway (the table

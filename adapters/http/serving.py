@@ -1,0 +1,314 @@
+"""Serving an ASGI app with uvicorn: in this process, or in N worker processes on one port.
+
+`serve` runs uvicorn (on httptools and uvloop unless told otherwise) for an app that an
+`AppFactory` builds in the process that serves it. With one worker that is this process.
+With N, this process supervises N workers, each started fresh (spawn: no threads, locks or
+connections inherited), building its own pieces (store, pool, engine) and binding the port
+with SO_REUSEPORT, so that the kernel spreads connections over the workers by their
+addresses. (uvicorn's own supervisor would serve as fast, measured: README, Performance. But
+its workers share one listening socket, from which asyncio accepts every waiting connection
+at each wake-up, so connections spread less evenly; and each of its workers runs a plain
+`uvicorn.Server`, without what this module adds to each.)
+
+The supervisor reports when every worker serves, starts a worker again if it dies, and
+passes SIGTERM and SIGINT on to every worker, which then stops gracefully: it ends the
+console's live tails, finishes the requests it has and closes its pieces. Workers run in a
+process group of their own, so that a Ctrl-C in a terminal reaches each of them once,
+through the supervisor; a worker whose supervisor is gone (killed outright) stops by itself.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from multiprocessing.connection import Connection
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import structlog
+import uvicorn
+
+from ...domain.errors import BadInput, VoxledgerError
+
+if TYPE_CHECKING:
+    from litestar.types import ASGIApp
+
+log = structlog.get_logger("voxledger.serve")
+
+AppFactory = Callable[[threading.Event, "int | None"], AbstractContextManager["ASGIApp"]]
+"""Builds the app (and the pieces it serves) in the process that serves it, for as long as
+the context lasts. It is given the event set when the server begins to stop, and the
+worker's number (0 to N-1; None when one process serves). For N workers it must pickle: a
+module-level function, or a `functools.partial` of one with picklable arguments."""
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# A worker that dies while serving is started again after this pause, so that one that
+# keeps dying (its database gone, say) does not spin.
+RESTART_PAUSE_S = 1.0
+
+
+class WorkerFailed(VoxledgerError):
+    """A serving worker stopped before it served (its own log line says why)."""
+
+
+class Listener(msgspec.Struct, frozen=True, kw_only=True):
+    """Where and how to serve: the address (port 0: one the system picks), the number of
+    worker processes, and uvicorn's event loop and HTTP parser ("auto": uvloop and
+    httptools where installed, else asyncio's loop and h11)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    loop: str = "auto"
+    http: str = "auto"
+
+
+def default_workers() -> int:
+    """One worker per core this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def serve(
+    app: AppFactory, listener: Listener, *, ready: Callable[[Listener], None] | None = None
+) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully and return. ``ready`` hears
+    once every worker serves, with the port filled in."""
+    say = ready or _nobody
+    if listener.workers > 1:
+        _Supervisor(app, listener).run(say)
+        return
+    with _bound(listener, reuse_port=False) as sock:
+        here = msgspec.structs.replace(listener, port=sock.getsockname()[1])
+        closing = threading.Event()
+        with app(closing, None) as asgi:
+            _Server(_config(asgi, here), closing, lambda: say(here)).run(sockets=[sock])
+
+
+def _nobody(_: Listener) -> None:
+    """Nobody listens for the news that the server serves."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which tells the console's live tails when it begins to stop, says
+    when it serves, and, once stopped by a signal, returns (so that its caller closes its
+    pieces) instead of raising the signal again with the default handler."""
+
+    def __init__(
+        self, config: uvicorn.Config, closing: threading.Event, started: Callable[[], None]
+    ) -> None:
+        super().__init__(config)
+        self.closing = closing
+        self.on_started = started
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.closing.set()  # live console tails end, so they do not hold the shutdown up
+        super().handle_exit(sig, frame)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.on_started()
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _config(app: ASGIApp, listener: Listener) -> uvicorn.Config:
+    # uvicorn's own logging stays unconfigured: structlog writes one line per request.
+    return uvicorn.Config(
+        app,
+        host=listener.host,
+        port=listener.port,
+        loop=listener.loop,
+        http=listener.http,
+        log_config=None,
+        access_log=False,
+    )
+
+
+@contextmanager
+def _bound(listener: Listener, *, reuse_port: bool) -> Iterator[socket.socket]:
+    """A socket bound to the listener's address, not listening yet (uvicorn listens once
+    the app is ready: until then a worker's socket gets no connections)."""
+    family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((listener.host, listener.port))
+        except OSError as e:
+            raise BadInput(
+                f"cannot serve on {listener.host}:{listener.port}: {e.strerror}"
+            ) from None
+        sock.set_inheritable(False)
+        yield sock
+    finally:
+        sock.close()
+
+
+# -- several workers -----------------------------------------------------------------------------
+
+
+class _Worker:
+    """One worker process, and the pipe on which it says that it serves."""
+
+    def __init__(self, app: AppFactory, listener: Listener, index: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.serving = False
+        self._reader: Connection | None
+        self._reader, writer = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=_work, args=(app, listener, index, writer), name=f"voxledger-worker-{index}"
+        )
+        self.process.start()
+        writer.close()  # the worker holds the other end: EOF here once it has spoken or gone
+
+    def waitables(self) -> list[Any]:
+        """What to wait on for news of this worker: its exit, and its word that it serves."""
+        return [self.process.sentinel, *([self._reader] if self._reader else [])]
+
+    def check(self) -> bool:
+        """Whether it is still running (reading its word that it serves, if that came)."""
+        if self._reader is not None and self._reader.poll():
+            with suppress(EOFError):
+                self.serving = bool(self._reader.recv())
+            self._reader.close()
+            self._reader = None
+        return self.process.is_alive()
+
+    def signal(self, sig: int) -> None:
+        """Pass a signal on to the worker, if it still runs."""
+        if self.process.is_alive() and self.process.pid is not None:
+            with suppress(ProcessLookupError):
+                os.kill(self.process.pid, sig)
+
+    def reap(self) -> int | None:
+        """Wait for the process to end; its exit code."""
+        self.process.join()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        return self.process.exitcode
+
+
+class _Supervisor:
+    """Starts the workers, starts again one that dies, and passes stop signals on to all."""
+
+    def __init__(self, app: AppFactory, listener: Listener) -> None:
+        self.app = app
+        self.listener = listener
+        self.signals: list[int] = []
+
+    def run(self, ready: Callable[[Listener], None]) -> None:
+        # Bound here without SO_REUSEPORT and closed again: fails at once if another
+        # server holds the address (or picks the port for all workers when asked for 0).
+        with _bound(self.listener, reuse_port=False) as probe:
+            listener = msgspec.structs.replace(self.listener, port=probe.getsockname()[1])
+        previous = {sig: signal.signal(sig, self._note) for sig in STOP_SIGNALS}
+        workers: list[_Worker] = []
+        try:
+            workers = [_Worker(self.app, listener, k) for k in range(listener.workers)]
+            self._supervise(workers, listener, ready)
+        finally:
+            if not self.signals:  # an error here: the workers stop with the supervisor
+                self.signals.append(signal.SIGTERM)
+            self._stop(workers)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _note(self, sig: int, frame: FrameType | None) -> None:
+        self.signals.append(sig)
+
+    def _supervise(
+        self, workers: list[_Worker], listener: Listener, ready: Callable[[Listener], None]
+    ) -> None:
+        announced = False
+        while not self.signals:
+            waitables = [w for worker in workers for w in worker.waitables()]
+            multiprocessing.connection.wait(waitables, timeout=0.2)
+            for k, worker in enumerate(workers):
+                if worker.check():
+                    continue
+                code = worker.reap()
+                if not announced:
+                    raise WorkerFailed(
+                        f"serving worker {k} stopped as it started (exit code {code})"
+                    )
+                log.error("serve.worker_stopped", worker=k, exit_code=code)
+                time.sleep(RESTART_PAUSE_S)
+                workers[k] = _Worker(self.app, listener, k)
+            if not announced and all(worker.serving for worker in workers):
+                log.info("serve.workers_serving", pids=[w.process.pid for w in workers])
+                ready(listener)
+                announced = True
+
+    def _stop(self, workers: list[_Worker]) -> None:
+        """Pass every stop signal on (a second SIGINT makes the workers stop at once), and
+        wait for all workers to end."""
+        passed = 0
+        while True:
+            for sig in self.signals[passed:]:
+                for worker in workers:
+                    worker.signal(sig)
+            passed = len(self.signals)
+            alive = [w.process.sentinel for w in workers if w.process.is_alive()]
+            if not alive:
+                break
+            multiprocessing.connection.wait(alive, timeout=0.2)
+        for worker in workers:
+            worker.reap()
+
+
+def _work(app: AppFactory, listener: Listener, index: int, serving: Connection) -> None:
+    """A worker process: build the app, bind the port beside the other workers, serve."""
+    os.setpgid(0, 0)  # a group of its own: a terminal's Ctrl-C comes through the supervisor
+    _stop_with_supervisor()
+    closing = threading.Event()
+
+    def started() -> None:
+        serving.send(True)
+        serving.close()
+
+    try:
+        with app(closing, index) as asgi, _bound(listener, reuse_port=True) as sock:
+            _Server(_config(asgi, listener), closing, started).run(sockets=[sock])
+    except Exception:
+        # One log line (the traceback inside it), and the supervisor says the rest.
+        log.exception("serve.worker_failed", worker=index)
+        sys.exit(1)
+
+
+def _stop_with_supervisor() -> None:
+    """Stop gracefully (as SIGTERM asks) when the supervisor process is gone."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
