@@ -241,6 +241,7 @@ def test_the_assistants_speech_is_sent_as_twilio_media_and_its_mark_echo_complet
     with caller(server, "CA0004speech") as twilio:
         twilio.start()
         twilio.stream(SILENCE[:4000])  # half a second of the line
+        wait_for_event(engine, cid, "ListeningStarted")  # the server has taken the call
         response = client.post(f"/v1/conversations/{cid}/speech", content=words, headers=AUTH)
         assert response.status_code == 202, response.text
         assert response.json() == {
@@ -272,6 +273,7 @@ def test_the_caller_speaking_over_the_assistant_interrupts_its_turn_and_the_serv
     with caller(server, "CA0005barge") as twilio:
         twilio.start()
         twilio.stream(SILENCE[:2000])
+        wait_for_event(engine, cid, "ListeningStarted")  # the server has taken the call
         speech = client.post(
             f"/v1/conversations/{cid}/speech",
             content=mulaw_encode(bytes(2 * 8000 * 5)),  # five seconds of the assistant
@@ -303,7 +305,7 @@ def test_the_speech_endpoint_is_documented_in_the_openapi_schema(client: httpx.C
 
 
 def test_speech_is_refused_without_a_live_call_the_token_or_whole_samples(
-    server: Server, client: httpx.Client
+    server: Server, client: httpx.Client, engine: Engine
 ) -> None:
     nobody = call_conversation_id("CA-not-calling")
     refused = client.post(f"/v1/conversations/{nobody}/speech", content=b"\0\0", headers=AUTH)
@@ -313,6 +315,7 @@ def test_speech_is_refused_without_a_live_call_the_token_or_whole_samples(
     with caller(server, "CA0006refused") as twilio:
         twilio.start()
         twilio.stream(SILENCE[:800])
+        wait_for_event(engine, cid, "ListeningStarted")  # the server has taken the call
         url = f"/v1/conversations/{cid}/speech"
         for content, params, reason in [
             (b"\0\0\0", {}, "ends inside a sample"),
