@@ -127,6 +127,10 @@ class OutboxCommands(DefinitionCommands):
 
         def work() -> list[Aggregate]:
             conversation = self._load(conversation_id, Conversation, cached=True)
+            if not conversation.status_moves_on(platform_id, status):
+                # A copy in memory may be behind another process's writes (the delivery
+                # worker's, say): only a fresh read can say that the report is not news.
+                conversation = self._load(conversation_id, Conversation)
             done[:] = [conversation.status_moves_on(platform_id, status)]
             if done[0]:
                 conversation.record_delivery_status(platform_id, status, code, reason, at=at)
@@ -147,6 +151,8 @@ class OutboxCommands(DefinitionCommands):
 
         def work() -> list[Aggregate]:
             conversation = self._load(conversation_id, Conversation, cached=True)
+            if not conversation.is_pending(item_id):
+                conversation = self._load(conversation_id, Conversation)  # as above
             done[:] = [conversation.is_pending(item_id)]
             if done[0]:
                 record(conversation, at)

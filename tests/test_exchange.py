@@ -239,6 +239,19 @@ def test_status_reports_only_move_a_sent_message_forward(engine: Engine) -> None
     assert engine.get_conversation(cid).sent["wamid.1"] == "failed"
 
 
+def test_a_status_for_a_delivery_another_process_recorded_is_news_not_ignored(
+    engine: Engine, database_url: str, schema: str
+) -> None:
+    cid = uuid4()
+    engine.exchange(cid, inbound("1", "hello"), echo)  # this engine now holds it in memory
+    with open_engine(database_url, schema=schema) as worker:  # the delivery worker's process
+        assert worker.record_delivered(cid, "1:reply", ["wamid.9"])
+    # The copy in memory knows no wamid.9; a fresh read does.
+    assert engine.record_delivery_status(cid, "wamid.9", DeliveryStatus.DELIVERED)
+    assert engine.get_conversation(cid).sent["wamid.9"] == "delivered"
+    assert not engine.record_delivered(cid, "1:reply", ["wamid.9"])  # recorded there already
+
+
 def test_a_failed_delivery_needs_a_reason(engine: Engine) -> None:
     cid = uuid4()
     engine.exchange(cid, inbound("1", "hello"), echo)
