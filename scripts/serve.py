@@ -142,7 +142,12 @@ def _serve_one(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: closing.set())
     config = server_config(
-        starting, host=args.host, port=args.port, read_timeout_s=settings.read_timeout_s
+        starting,
+        host=args.host,
+        port=args.port,
+        read_timeout_s=settings.read_timeout_s,
+        loop=args.loop,
+        http=args.http,
     )
     server = Server(config)
     connecting = threading.Thread(target=connect, name="voxledger-connect", daemon=True)
@@ -197,7 +202,12 @@ def _serve_many(args: argparse.Namespace, workers: int) -> int:
         not args.no_actions,
     )
     listener = Listener(
-        host=args.host, port=args.port, workers=workers, loop=args.loop, http=args.http
+        host=args.host,
+        port=args.port,
+        workers=workers,
+        loop=args.loop,
+        http=args.http,
+        read_timeout_s=settings.read_timeout_s,
     )
     serve(app, listener, ready=_say_ready)
     return 0

@@ -82,11 +82,11 @@ def start_postgres(server) -> None:
                 raise
 
 
-def serve(spawn, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+def serve(spawn, env: dict[str, str], log: Path, *options: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     err = log.open("ab")
     process = spawn(
-        [*VOXLEDGER, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [*VOXLEDGER, "serve", "--host", "127.0.0.1", "--port", str(port), *options],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=err,
@@ -247,12 +247,16 @@ def _running(pid: int) -> bool:
     return True
 
 
-@pytest.fixture
-def patient_server(database_url: str, schema: str, spawn, tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(params=["httptools", "h11"])
+def patient_server(
+    database_url: str, schema: str, spawn, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A server whose clients have a second for their headers, then for their body; on
+    each of uvicorn's HTTP parsers (the C one by default, and the pure-Python one)."""
     env = base_env(
         VOXLEDGER_DATABASE_URL=database_url, VOXLEDGER_SCHEMA=schema, VOXLEDGER_READ_TIMEOUT="1"
     )
-    _, base = serve(spawn, env, tmp_path / "serve.log")
+    _, base = serve(spawn, env, tmp_path / "serve.log", "--http", request.param)
     yield base
 
 

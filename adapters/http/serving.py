@@ -38,6 +38,8 @@ import structlog
 import uvicorn
 
 from ...domain.errors import BadInput, VoxledgerError
+from .server import server_config
+from .settings import DEFAULT_READ_TIMEOUT
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp
@@ -70,6 +72,7 @@ class Listener(msgspec.Struct, frozen=True, kw_only=True):
     workers: int = 1
     loop: str = "auto"
     http: str = "auto"
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT  # a request's headers, then its body
 
 
 def default_workers() -> int:
@@ -135,15 +138,14 @@ class _Server(uvicorn.Server):
 
 
 def _config(app: ASGIApp, listener: Listener) -> uvicorn.Config:
-    # uvicorn's own logging stays unconfigured: structlog writes one line per request.
-    return uvicorn.Config(
+    """Each worker's uvicorn, with the read deadlines and graceful stop of a single one."""
+    return server_config(
         app,
         host=listener.host,
         port=listener.port,
+        read_timeout_s=listener.read_timeout_s,
         loop=listener.loop,
         http=listener.http,
-        log_config=None,
-        access_log=False,
     )
 
 
