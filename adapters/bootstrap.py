@@ -39,9 +39,7 @@ from ..projections.projection import Projection
 from ..projections.queries import Projections
 from ..projections.registry import default_projections
 from ..projections.runner import PAGE_SIZE, ProjectionRunner
-from .actions import ActionSubscriber
 from .async_engine import AsyncEngine
-from .chat.bot import ChatBot
 from .chat.channels import (
     ENV_TELEGRAM_API_URL,
     ENV_TELEGRAM_SHARED_CHATS,
@@ -57,17 +55,7 @@ from .chat.channels import (
     ChannelSettings,
     Template,
 )
-from .chat.delivery import DeliveryWorker, Leadership, Sender, Sleep, listener
-from .chat.delivery_errors import DeliveryError
-from .chat.directory import ChatDirectory
-from .chat.polling import UpdateOffsets
-from .chat.telegram import BotIdentity
-from .chat.telegram_api import TelegramBotApi
-from .chat.telegram_sender import TelegramSender
-from .chat.whatsapp_api import WhatsAppCloudApi
-from .chat.whatsapp_sender import WhatsAppSender
 from .chat.wording import notice_text, reply_text
-from .conversation_tests import ManualClock, Outcome, load_tests, play
 from .flow_files import FlowCode, builtin_source, load_builtin, load_code, load_flow_files
 from .http.settings import (
     DEFAULT_MAX_BODY,
@@ -90,6 +78,17 @@ from .store.keys import KeyRing
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp
+
+    # What chat, delivery and conversation tests need is imported where it is built: a
+    # command that uses none of it (show, log, at...) does not pay for its import (httpx).
+    from .actions import ActionSubscriber
+    from .chat.bot import ChatBot
+    from .chat.delivery import DeliveryWorker, Sender, Sleep
+    from .chat.directory import ChatDirectory
+    from .chat.polling import UpdateOffsets
+    from .chat.telegram import BotIdentity
+    from .chat.telegram_api import TelegramBotApi
+    from .conversation_tests import Outcome
 
 # Every variable voxledger reads, here and nowhere else.
 ENV_URL = "VOXLEDGER_DATABASE_URL"
@@ -511,6 +510,8 @@ def open_async_engine(engine: Engine, **limits: int) -> AsyncEngine:
 def open_chat_directory(store: EventStore) -> ChatDirectory:
     """The chat directory beside the event store (its tables created unless the store may
     not create tables), with the deployment's secret read."""
+    from .chat.directory import ChatDirectory
+
     directory = ChatDirectory(store.recorder.datastore)
     if store.factory.env_create_table():
         directory.create_tables()
@@ -528,6 +529,8 @@ def erase_conversation(store: EventStore, conversation_id: UUID) -> list[UUID]:
 
 def open_update_offsets(store: EventStore) -> UpdateOffsets:
     """Where Telegram polling resumes, in a table beside the event store."""
+    from .chat.polling import UpdateOffsets
+
     offsets = UpdateOffsets(store.recorder.datastore)
     if store.factory.env_create_table():
         offsets.create_table()
@@ -540,6 +543,8 @@ def open_update_offsets(store: EventStore) -> UpdateOffsets:
 def open_actions(engine: Engine, **options: Any) -> ActionSubscriber:
     """The subscriber that runs the actions of ended runs, on the engine's event store
     (``options``: ActionSubscriber's max_attempts, retry_wait_s, page_size)."""
+    from .actions import ActionSubscriber
+
     if not isinstance(engine.store, EventStore):
         raise TypeError("actions run from the log of an EventStore")
     recorder = engine.store.recorder
@@ -580,6 +585,8 @@ def play_conversation_tests(
     """Play the cases of conversation test files through the chat bot, on a schema made
     for them and dropped afterwards, on a clock of their own that starts now; each case's
     outcome as it is played. The files are read (and refused, naming the problem) first."""
+    from .conversation_tests import ManualClock, load_tests, play
+
     files = [(path, load_tests(path)) for path in paths]
     registry = open_flows(flows, code=code)  # a broken flow is reported before a database
     clock = ManualClock(system_clock()())
@@ -655,6 +662,8 @@ def open_services(
     """Every real piece on one database (arguments as for `open_engine`; ``pool`` as for
     `open_store`; the channels' settings from the environment unless given); a test may
     hand in a store of its own."""
+    from .chat.bot import ChatBot
+
     if not structlog.is_configured():
         start_logging()
     registry = open_flows(
@@ -719,6 +728,8 @@ def open_services_when_reachable(
 def open_telegram_api(channels: ChannelSettings) -> TelegramBotApi:
     """The Bot API client of the configured bot ($VOXLEDGER_TELEGRAM_TOKEN, at
     $VOXLEDGER_TELEGRAM_API_URL); BadInput without a token."""
+    from .chat.telegram_api import TelegramBotApi
+
     if channels.telegram_token is None:
         raise BadInput(f"{ENV_TELEGRAM_TOKEN} is not set: no bot to talk to")
     return TelegramBotApi(channels.telegram_token, base_url=channels.telegram_api_url)
@@ -727,6 +738,10 @@ def open_telegram_api(channels: ChannelSettings) -> TelegramBotApi:
 def open_senders(channels: ChannelSettings) -> dict[str, Sender]:
     """A sender for each channel that delivers: Telegram with a bot token, WhatsApp with an
     access token and a phone number id."""
+    from .chat.telegram_sender import TelegramSender
+    from .chat.whatsapp_api import WhatsAppCloudApi
+    from .chat.whatsapp_sender import WhatsAppSender
+
     senders: dict[str, Sender] = {}
     if channels.telegram_delivers:
         senders["telegram"] = TelegramSender(open_telegram_api(channels))
@@ -754,6 +769,8 @@ def open_delivery(
     log's NOTIFY to wake it, the senders given, and (with ``lead``) the lock that makes it
     the one worker delivering in this schema. ``clock`` and ``sleep`` (seconds) measure and
     wait for the rate limits: the machine's unless given."""
+    from .chat.delivery import DeliveryWorker, Leadership, listener
+
     store = services.store
     runner = open_runner(store, clock=services.clock, projections=[Outbox()])
     projections = services.projections
@@ -781,6 +798,8 @@ def open_delivery(
 async def learn_username(api: TelegramBotApi, identity: BotIdentity) -> None:
     """Ask Telegram who the bot is (getMe) until it answers, and keep its username: commands
     that name another bot are then ignored."""
+    from .chat.delivery_errors import DeliveryError
+
     pause = 1.0
     while True:
         try:
@@ -846,6 +865,7 @@ def open_app(
     the app's own; the console's live tails end when ``closing`` is set. With a channel that
     delivers (a Telegram bot token, WhatsApp's), the delivery worker runs beside it."""
     # Imported here: the web stack costs every command that does not serve its start-up.
+    from .chat.telegram import BotIdentity
     from .console import console_router
     from .http.app import create_app
 

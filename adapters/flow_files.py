@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import yaml
 
 from .. import domain
 from ..domain.errors import BadInput, DefinitionError, Problem
@@ -26,8 +25,17 @@ from ..domain.flow_steps import CustomValidators, Hooks
 SUFFIXES = (".toml", ".json", ".yaml", ".yml")
 
 
+class _YamlError(ValueError):
+    """A YAML file that does not parse (PyYAML is imported only to read one)."""
+
+
 def _yaml(text: str) -> Any:
-    return yaml.safe_load(text)
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise _YamlError(str(error)) from None
 
 
 _PARSERS: Mapping[str, Callable[[str], Any]] = {
@@ -236,7 +244,7 @@ def _compile(
 ) -> FlowDefinition:
     try:
         data = parse(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, _YamlError) as error:
         raise DefinitionError(_at(source, f"cannot parse: {_one_line(error)}")) from None
     try:
         return FlowDefinition.from_mapping(data, custom_validators, hooks, actions)

@@ -6,16 +6,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from ..domain.engine import Engine
 from ..projections.queries import Projections
 from ..projections.runner import ProjectionRunner
 from .async_engine import AsyncEngine
 from .audio.live import LiveStreams
-from .chat.bot import ChatBot
-from .chat.channels import ChannelSettings
-from .chat.directory import ChatDirectory
 from .store.event_store import EventStore
+
+if TYPE_CHECKING:
+    from .chat.bot import ChatBot
+    from .chat.channels import ChannelSettings
+    from .chat.directory import ChatDirectory
 
 
 @dataclass(frozen=True, kw_only=True)

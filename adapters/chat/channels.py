@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import msgspec
 
-from .telegram_api import DEFAULT_BASE_URL as TELEGRAM_API_URL
-from .whatsapp_api import DEFAULT_BASE_URL as WHATSAPP_API_URL
+# The platforms' public addresses (tests point the channels at local servers instead).
+TELEGRAM_API_URL = "https://api.telegram.org"
+WHATSAPP_API_URL = "https://graph.facebook.com"
 
 ENV_TELEGRAM_TOKEN = "VOXLEDGER_TELEGRAM_TOKEN"
 ENV_TELEGRAM_API_URL = "VOXLEDGER_TELEGRAM_API_URL"

@@ -21,10 +21,11 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 
+from .channels import TELEGRAM_API_URL
 from .delivery_errors import Rejected, RetryAfter, Transient, transport_failure
 from .telegram import InlineKeyboardMarkup, Update
 
-DEFAULT_BASE_URL = "https://api.telegram.org"
+DEFAULT_BASE_URL = TELEGRAM_API_URL
 # Telegram's answers carry retry_after; this is only for a 429 that somehow lacks one.
 DEFAULT_RETRY_AFTER = 5.0
 

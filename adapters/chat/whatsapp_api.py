@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 
+from .channels import WHATSAPP_API_URL
 from .delivery_errors import (
     OutsideServiceWindow,
     Rejected,
@@ -29,7 +30,7 @@ from .delivery_errors import (
     transport_failure,
 )
 
-DEFAULT_BASE_URL = "https://graph.facebook.com"
+DEFAULT_BASE_URL = WHATSAPP_API_URL
 DEFAULT_API_VERSION = "v23.0"
 
 # Waits for Graph's rate-limit codes, which carry no retry_after: the throughput limit
