@@ -95,8 +95,8 @@ async def connection(
         streams = await asyncio.open_connection(target.host, target.port)
     except OSError:
         tally.socket_errors += 1
-    await asyncio.sleep(max(0.0, start_at - time.time()))
-    while time.time() < end_at:
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+    while time.monotonic() < end_at:
         if streams is None:
             try:
                 streams = await asyncio.open_connection(target.host, target.port)
@@ -113,7 +113,7 @@ async def connection(
             streams[1].close()
             streams = None
             continue
-        if time.time() > end_at:
+        if time.monotonic() > end_at:
             break  # answered after the end: not counted, as the time it took is not
         tally.latencies_ms.append((time.perf_counter() - started) * 1000)
         tally.requests += 1

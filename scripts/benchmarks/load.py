@@ -256,8 +256,9 @@ def _wrk(target: Target, connections: int, seconds: float, processes: int, threa
 
 
 def _python(target: Target, connections: int, seconds: float, processes: int) -> Load:
-    # The processes connect first, then start together at the same moment.
-    start_at = time.time() + 1.0 + 0.1 * processes
+    # The processes connect first, then start together at the same moment: on the
+    # monotonic clock, which on Linux every process reads alike (no calendar involved).
+    start_at = time.monotonic() + 1.0 + 0.1 * processes
     running = []
     for p in range(processes):
         job = {
