@@ -26,6 +26,7 @@ from .conversation_values import Address, Message, OutboundKind, Role, Status
 from .definition_commands import DefinitionCommands
 from .errors import InvalidTransition, NotFound, VersionMismatch
 from .flow import Flow, FlowState, FlowStatus
+from .flow_commands import expire_run
 from .flow_definition import FlowDefinition, FlowRegistry
 from .flow_reply import FlowReply
 
@@ -371,16 +372,7 @@ class ExchangeCommands(DefinitionCommands):
             if conversation.active_flow_id is not None:
                 flow = self._load(conversation.active_flow_id, Flow, cached=True)
                 if flow.is_idle_at(at):
-                    flow.expire(at=at)
-                    conversation.finish_flow(flow.id, FlowStatus.EXPIRED, at=at)
-                    expired = FlowReply(
-                        flow_id=flow.id,
-                        accepted=True,
-                        status=FlowStatus.EXPIRED,
-                        step=None,
-                        prompt=None,
-                        answered=tuple(flow.answers),
-                    )
+                    expired = expire_run(flow, conversation, at)
                     touched, flow = [flow], None
             exchange = Exchange(
                 conversation,

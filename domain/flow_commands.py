@@ -110,7 +110,7 @@ class FlowCommands(DefinitionCommands):
             if not expired[0]:
                 return [flow]  # nothing to record
             conversation = self._load(flow.conversation_id, Conversation, cached=True)
-            _expire(flow, conversation, at)
+            expire_run(flow, conversation, at)
             return [conversation, flow]
 
         self._transact(work)
@@ -128,7 +128,7 @@ class FlowCommands(DefinitionCommands):
             flow = self._load(flow_id, Flow, cached=True)
             conversation = self._load(flow.conversation_id, Conversation, cached=True)
             if flow.is_idle_at(at):  # expiring needs no definition: any run can expire
-                _expire(flow, conversation, at)
+                expire_run(flow, conversation, at)
                 outcome[:] = [None]
                 return [conversation, flow]
             definition = self._definition_of(flow)
@@ -153,7 +153,15 @@ class FlowCommands(DefinitionCommands):
         return self.definition(flow.definition, flow.definition_version)
 
 
-def _expire(flow: Flow, conversation: Conversation, at: datetime) -> None:
-    """The run expires, and its conversation is free for another."""
+def expire_run(flow: Flow, conversation: Conversation, at: datetime) -> FlowReply:
+    """The run expires, and its conversation is free for another; the run's last reply."""
     flow.expire(at=at)
     conversation.finish_flow(flow.id, FlowStatus.EXPIRED, at=at)
+    return FlowReply(
+        flow_id=flow.id,
+        accepted=True,
+        status=FlowStatus.EXPIRED,
+        step=None,
+        prompt=None,
+        answered=tuple(flow.answers),
+    )

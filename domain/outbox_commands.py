@@ -17,6 +17,7 @@ from .conversation_values import DeliveryStatus, Outbound, OutboundKind, Role, S
 from .definition_commands import DefinitionCommands
 from .errors import NotFound
 from .flow import Flow, FlowStatus
+from .flow_commands import expire_run
 from .flow_definition import FlowDefinition
 from .flow_reply import FlowReply
 
@@ -176,16 +177,7 @@ class OutboxCommands(DefinitionCommands):
             if not expired[0]:
                 return [flow]
             conversation = self._load(flow.conversation_id, Conversation, cached=True)
-            flow.expire(at=at)
-            conversation.finish_flow(flow.id, FlowStatus.EXPIRED, at=at)
-            reply = FlowReply(
-                flow_id=flow.id,
-                accepted=True,
-                status=FlowStatus.EXPIRED,
-                step=None,
-                prompt=None,
-                answered=tuple(flow.answers),
-            )
+            reply = expire_run(flow, conversation, at)
             notice = Notice(kind="expired", reply=reply, at=at)
             self._notify(conversation, f"expired:{flow.id}", notice, at)
             return [conversation, flow]
