@@ -121,7 +121,7 @@ class AsyncEngine:
         self._max_batch = max_batch  # commands per shared commit
         self._queue: list[_Commit] = []
         self._gathering = False
-        self._writers = anyio.CapacityLimiter(4)  # batches in flight at once
+        self._writing: anyio.Event | None = None  # the batch being committed, if any
         self.coalesced = 0  # commands that ran in the loop and committed in a shared commit
         self._store = store
         # The engine as commands in the loop use it: its store is swapped per command, and
@@ -202,6 +202,10 @@ class AsyncEngine:
             await commit.wake.wait()  # committed, or handed the lead of the next batch
         if not commit.finished:
             self._gathering = True
+            if self._writing is not None:
+                # One batch commits at a time: the queue grows meanwhile, so that under load
+                # a commit costs its thread hop and round trips once for many commands.
+                await self._writing.wait()
             await anyio.sleep(0)  # let commands that are ready now join this batch
             batch = self._queue[: self._max_batch]
             del self._queue[: len(batch)]
@@ -209,18 +213,18 @@ class AsyncEngine:
                 self._queue[0].wake.set()  # the next in line gathers the next batch
             else:
                 self._gathering = False  # the next command to come gathers one
-            # While this batch commits, the next one gathers; the store's group commit
-            # merges batches that wait for the same transaction.
+            self._writing = writing = anyio.Event()
             assert self._store is not None
             try:
                 outcomes = await anyio.to_thread.run_sync(
                     self._store.save_each,
                     [c.aggregates for c in batch],
                     [c.command_id for c in batch],
-                    limiter=self._writers,
                 )
             except BaseException as error:  # the thread itself failed: everyone hears it
                 outcomes = [error] * len(batch)
+            finally:
+                writing.set()
             for c, outcome in zip(batch, outcomes, strict=True):
                 c.outcome, c.finished = outcome, True
                 c.wake.set()

@@ -18,6 +18,7 @@ from eventsourcing.domain import Aggregate
 
 from .conversation_snapshot import ConversationSnapshot
 from .conversation_values import (
+    ROLES,
     STATUS_RANK,
     TRANSITIONS,
     Address,
@@ -332,7 +333,7 @@ class Conversation(Aggregate):
             c.messages.append(
                 Message(
                     id=self.message_id,
-                    role=Role(self.role),
+                    role=ROLES[self.role],
                     content=self.content,
                     at=self.timestamp,
                     metadata=dict(self.metadata),
@@ -359,7 +360,7 @@ class Conversation(Aggregate):
     ) -> None:
         """Record a message; an assistant message still streaming is added incomplete."""
         self._require_open()
-        if role not in Role.__members__.values():
+        if not isinstance(role, str) or role not in ROLES:
             raise ValidationFailed(f"role must be one of user, assistant, system, not {role!r}")
         if not message_id:
             raise ValidationFailed("a message needs an id")

@@ -165,10 +165,10 @@ class Exchange:
         reply = FlowReply.of(flow, chosen, accepted=True)  # a prompt hook may fail: before all
         self._flow = flow
         self._touched.append(flow)
-        histories = self._recording(chosen, self._at)
-        self._histories.extend(histories)
-        if histories:
-            self.versions_recorded.append((chosen.name, chosen.version))
+        self._histories.extend(self._recording(chosen, self._at))
+        # Once saved, the log holds this version, whether this save records it or an
+        # earlier one did: the next run on it needs no look at its history.
+        self.versions_recorded.append((chosen.name, chosen.version))
         return reply
 
     def answer(self, text: str, *, expected_step: str | None = None) -> FlowReply:

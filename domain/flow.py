@@ -30,7 +30,7 @@ class FlowStatus(StrEnum):
     EXPIRED = "expired"
 
 
-class Rejection(msgspec.Struct, frozen=True):
+class Rejection(msgspec.Struct, frozen=True, gc=False):
     """An answer the step's validator refused, and why."""
 
     step: str

@@ -91,6 +91,7 @@ def _serve_one(args: argparse.Namespace) -> int:
         start_logging,
     )
     from ..adapters.http.server import server_config
+    from ..adapters.http.serving import collect_for_serving
     from ..adapters.http.starting import StartingApp
 
     start_logging(args.log_level, default="INFO")  # a server logs its requests by default
@@ -115,6 +116,7 @@ def _serve_one(args: argparse.Namespace) -> int:
             built.append(services)
             if not closing.is_set():
                 starting.ready(open_app(services, settings, closing=closing))
+                collect_for_serving()
             if actions and not closing.is_set():
                 subscriber = open_actions(services.engine)
                 # A daemon: an action that hangs must not keep the server from stopping.

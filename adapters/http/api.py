@@ -120,6 +120,17 @@ async def post_message(
     conversation's version and the log position of its last event; with
     ``expected_version`` the message is recorded only if the conversation is at that
     version (409 with ``current_version`` otherwise)."""
+    return await message_reply(chat_edge, conversation_id, data, idempotency_key)
+
+
+async def message_reply(
+    chat_edge: ChatEdge,
+    conversation_id: UUID,
+    data: NewMessage,
+    idempotency_key: str | None = None,
+) -> Reply:
+    """What the message route does with a message, wherever it was decoded (here, or in
+    the chat lane: `lane`)."""
     structlog.contextvars.bind_contextvars(conversation_id=str(conversation_id))
     message = Incoming(
         channel="api",

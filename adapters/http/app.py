@@ -31,6 +31,7 @@ from .chat_edge import ChatEdge, Wake
 from .freshness import PositionNotInLog, ProjectionsBehind
 from .guards import bearer_token, telegram_secret
 from .health import healthz, livez, readyz
+from .lane import chat_lane
 from .openapi import document
 from .request_log import request_logs
 from .screening import Routes, screened, strict_body
@@ -146,10 +147,19 @@ def create_app(
     )
     document(app)  # the OpenAPI document as the server behaves
     routes = Routes.of(app)
+    # The chat routes' usual requests skip the framework's request cycle (see `lane`).
+    laned = chat_lane(
+        app,
+        edge,
+        telegram_secret=settings.telegram_secret,
+        api_token=settings.api_token,
+        max_body_bytes=settings.max_body_bytes,
+        exception_handlers=EXCEPTION_HANDLERS,
+    )
     # Screened up to the largest body any route takes (Telegram's webhook takes more than the
     # API); past it, the route's own limit refuses the body (413).
     largest = max(WEBHOOK_MAX_BODY, settings.max_body_bytes)
-    return request_logs(screened(app, max_body_bytes=largest, routes=routes))
+    return request_logs(screened(laned, max_body_bytes=largest, routes=routes))
 
 
 def _nothing_to_wake(conversation_id: Any = None) -> None:

@@ -19,6 +19,7 @@ through the supervisor; a worker whose supervisor is gone (killed outright) stop
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -96,7 +97,26 @@ def serve(
         here = msgspec.structs.replace(listener, port=sock.getsockname()[1])
         closing = threading.Event()
         with app(closing, None) as asgi:
+            collect_for_serving()
             _Server(_config(asgi, here), closing, lambda: say(here)).run(sockets=[sock])
+
+
+# The cyclic garbage collector's thresholds while serving: a young collection per 10,000
+# objects kept (not 700), and a full one after 10 middle-aged ones. A serving process keeps
+# many long-lived objects (the aggregates in memory) and makes little cyclic garbage; with
+# Python's defaults it ran a full collection every second or two under load, each stopping
+# the process for up to 125 ms (the p99 of every served route) and, with the young ones, a
+# fifth of its CPU (`gc.callbacks` around 12,800 served messages: 0.59 ms of CPU per message
+# with the defaults, 0.43 ms with these).
+SERVING_GC_THRESHOLDS = (10_000, 20, 10)
+
+
+def collect_for_serving() -> None:
+    """Collect once, keep everything made so far (modules, the app, its services) out of
+    every later collection, and collect less often from now on (see above)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*SERVING_GC_THRESHOLDS)
 
 
 def _nobody(_: Listener) -> None:
@@ -296,6 +316,7 @@ def _work(app: AppFactory, listener: Listener, index: int, serving: Connection) 
 
     try:
         with app(closing, index) as asgi, _bound(listener, reuse_port=True) as sock:
+            collect_for_serving()
             _Server(_config(asgi, listener), closing, started).run(sockets=[sock])
     except Exception:
         # One log line (the traceback inside it), and the supervisor says the rest.

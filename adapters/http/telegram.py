@@ -39,8 +39,16 @@ async def telegram_webhook(
     """Take an Update: its reply goes out through the outbox (or, without a bot token, in
     this response as a sendMessage call); an update with nothing for the bot is
     acknowledged and ignored."""
+    return await answer_update(chat_edge, data)
+
+
+async def answer_update(
+    chat_edge: ChatEdge, update: telegram.Update
+) -> telegram.SendMessage | telegram.NoReply:
+    """What the webhook does with an update, wherever it was decoded (here, or in the chat
+    lane: `lane`)."""
     bot = chat_edge.bot
-    message = telegram.incoming(data, chat_edge.identity.username)
+    message = telegram.incoming(update, chat_edge.identity.username)
     if message is None:
         return telegram.NoReply()
     try:
@@ -49,7 +57,7 @@ async def telegram_webhook(
         raise  # may pass: Telegram's retry can help
     except VoxledgerError as refused:
         # Telegram would redeliver it for ever, and it would be refused for ever.
-        log.warning("telegram.update_refused", update_id=data.update_id, error=str(refused))
+        log.warning("telegram.update_refused", update_id=update.update_id, error=str(refused))
         return telegram.NoReply()
     if reply.conversation_id is not None:
         structlog.contextvars.bind_contextvars(conversation_id=str(reply.conversation_id))

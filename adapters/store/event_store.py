@@ -218,6 +218,7 @@ class EventStore(Application[UUID]):
         as few transactions as possible (the async engine's coalesced commands). Returns
         per save what ``save`` would have returned, or the error it would have raised: one
         save's conflict fails no other."""
+        self.keys.refresh_due()  # keys known afresh before they go stale (one read at most)
         outcomes: list[int | BaseException | None] = [None] * len(saves)
         batches: list[list[tuple[Aggregate, list[Any]]]] = []
         stored: list[Append] = []
