@@ -116,6 +116,7 @@ class Commands:
 # What an event can hold: PostgreSQL's 64-bit integers, and text the projections' text
 # columns can store (PostgreSQL text has no NUL character). One rule for every way in.
 INT64 = range(-(2**63), 2**63)
+INT64_MIN, INT64_MAX = INT64[0], INT64[-1]
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -126,13 +127,18 @@ def check_values(*values: Any) -> None:
     todo = list(values)
     while todo:
         value = todo.pop()
-        if isinstance(value, str):
-            if "\x00" in value:
-                raise ValidationFailed(f"text may not contain the NUL character: {_shown(value)}")
-            if not value.isascii() and _SURROGATE.search(value):
-                # a lone UTF-16 half (JSON's "\ud800"): no UTF-8 text, so no event can hold it
-                raise ValidationFailed(f"text is not valid Unicode (UTF-8): {_shown(value)}")
-        elif isinstance(value, bool) or value is None:
+        kind = type(value)
+        # The common kinds by identity first: this runs on every value of every event saved.
+        if kind is str:
+            _check_text(value)
+        elif value is None or kind is bool:
+            continue
+        elif kind is int:
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise ValidationFailed(f"integer {_shown(value)} is outside 64 bits")
+        elif isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, bool):
             continue
         elif isinstance(value, int):
             if value not in INT64:
@@ -150,13 +156,23 @@ def check_values(*values: Any) -> None:
             todo.extend(value)
 
 
+def _check_text(value: str) -> None:
+    if "\x00" in value:
+        raise ValidationFailed(f"text may not contain the NUL character: {_shown(value)}")
+    if not value.isascii() and _SURROGATE.search(value):
+        # a lone UTF-16 half (JSON's "\ud800"): no UTF-8 text, so no event can hold it
+        raise ValidationFailed(f"text is not valid Unicode (UTF-8): {_shown(value)}")
+
+
 def _check_pending(aggregates: list[Aggregate]) -> None:
     """Every value of every event about to be saved obeys `check_values`, whichever command
     (or chat channel's field: a name, a caption) it came from. The aggregates are the
     command's own copies (the cache handed them out), so refusing here leaves no trace."""
+    values: list[Any] = []
     for aggregate in aggregates:
         for event in aggregate.pending_events:
-            check_values(*(getattr(event, name) for name in fields_of(type(event))))
+            values.extend(map(event.__getattribute__, fields_of(type(event))))
+    check_values(*values)
 
 
 def _shown(value: Any) -> str:

@@ -23,7 +23,9 @@ _TAGS = range(0xE0020, 0xE0080)
 
 def utf16_units(text: str) -> int:
     """The length Telegram measures: UTF-16 code units, two for every astral character."""
-    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+    if text.isascii():  # most replies: no character to look at one by one
+        return len(text)
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def split_text(text: str, limit: int = MAX_MESSAGE_UNITS) -> list[str]:
