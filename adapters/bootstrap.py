@@ -658,10 +658,13 @@ def open_services(
     store: EventStore | None = None,
     pool: Connections | None = None,
     channels: ChannelSettings | None = None,
+    shared_conversations: bool = False,
 ) -> Services:
     """Every real piece on one database (arguments as for `open_engine`; ``pool`` as for
     `open_store`; the channels' settings from the environment unless given); a test may
-    hand in a store of its own."""
+    hand in a store of its own. With ``shared_conversations`` (one of several serving
+    processes) the async engine brings its copies in memory up to the log before each
+    command."""
     from .chat.bot import ChatBot
 
     if not structlog.is_configured():
@@ -684,7 +687,9 @@ def open_services(
         store=store,
         engine=engine,
         # As many commands in threads as the pool has connections for.
-        async_engine=AsyncEngine(engine, store, max_threads=pool.pool_size),
+        async_engine=AsyncEngine(
+            engine, store, max_threads=pool.pool_size, catch_up=shared_conversations
+        ),
         projections=open_projections(store),
         runner=functools.partial(open_runner, store, clock=clock),
         bot=functools.partial(

@@ -241,7 +241,11 @@ def served_app(
 
     if worker is not None:  # a process of its own: its logging is not set up yet
         start_logging(log_level, default="INFO", worker=worker)
-    with open_services(database_url, clock=clock, pool=pool, **flows) as services:
+    # A worker of several: the others serve the same conversations.
+    shared = worker is not None
+    with open_services(
+        database_url, clock=clock, pool=pool, shared_conversations=shared, **flows
+    ) as services:
         runner = None
         if actions and not worker and _names_actions(services):
             subscriber = open_actions(services.engine)

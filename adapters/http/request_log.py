@@ -12,7 +12,7 @@ import time
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-log = structlog.get_logger("voxledger.http")
+from ..logs import bound_logger
 
 
 def request_logs(app: ASGIApp) -> ASGIApp:
@@ -35,7 +35,7 @@ def request_logs(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, sending)
         finally:
-            log.info(
+            bound_logger("voxledger.http").info(
                 "http.request",
                 method=scope["method"],
                 path=scope["path"],

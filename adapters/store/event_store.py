@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cache
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
@@ -264,6 +266,38 @@ class EventStore(Application[UUID]):
         self._snapshot([pair for batch in done for pair in batch])
         self.remember(tuple(a for batch in done for a, _ in batch))
         return outcomes
+
+    def catch_up_cached(self, aggregate_ids: Sequence[UUID]) -> list[None]:
+        """Bring this process's copies of these aggregates, and of the flows their
+        conversations have in progress, up to the log in one read: another serving process
+        may have written to them since. A command then runs on them in the event loop
+        instead of losing its race at the commit and running again from a fresh read.
+        Aggregates not in memory are left alone (a command reads them anyway). Returns one
+        None per id (a `SharedReads` answer)."""
+        taken: dict[UUID, Aggregate] = {}
+        with self._cache_lock:
+            for aggregate_id in aggregate_ids:
+                aggregate = self._cache.pop(aggregate_id, None)
+                if aggregate is None:
+                    continue
+                taken[aggregate_id] = aggregate
+                flow_id = getattr(aggregate, "active_flow_id", None)
+                flow = self._cache.pop(flow_id, None) if flow_id is not None else None
+                if flow is not None:
+                    taken[flow_id] = flow
+        if taken:
+            # Should the read fail, the copies stay out: the commands read afresh.
+            with reachable():
+                rows = self.recorder.select_newer(  # type: ignore[attr-defined]
+                    [(a.id, a.version) for a in taken.values()]
+                )
+            decode = self.mapper.decode  # type: ignore[attr-defined]
+            for stream_id, events in groupby(rows, key=itemgetter(0)):
+                taken[stream_id] = fold(  # type: ignore[assignment]
+                    taken[stream_id], (decode(stream_id, *row[1:]) for row in events)
+                )
+            self.remember(tuple(taken.values()))
+        return [None] * len(aggregate_ids)
 
     def take_cached(self, aggregate_id: UUID) -> Aggregate | None:
         """This process's last saved copy of the aggregate, for a command, if it can be had

@@ -131,6 +131,34 @@ class TupleReads:
             c.execute(statement, params, prepare=True, binary=True)  # bytea without hex
             return c.fetchall()
 
+    @retried
+    def select_newer(
+        self, streams: Sequence[tuple[UUID, int]]
+    ) -> list[tuple[UUID, int, str, bytes]]:
+        """The events of many streams after the version given for each, in one statement:
+        (stream, version, topic, state) rows, each stream's in version order."""
+        ids, versions = [s for s, _ in streams], [v for _, v in streams]
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as c:
+            c.execute(self._select_newer, (ids, versions), prepare=True, binary=True)
+            return c.fetchall()
+
+    @functools.cached_property
+    def _select_newer(self) -> str:
+        return (
+            SQL(
+                "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+                "FROM unnest(%s::{}[], %s::bigint[]) AS s(id, version) "
+                "JOIN {}.{} e ON e.originator_id = s.id AND e.originator_version > s.version "
+                "ORDER BY e.originator_id, e.originator_version"
+            )
+            .format(
+                SQL(self.datastore.originator_id_type),
+                Identifier(self.datastore.schema),
+                Identifier(self.events_table_name),
+            )
+            .as_string(None)
+        )
+
 
 def _columns(stored_events: Sequence[StoredEvent]) -> tuple[list[Any], ...]:
     """Events as four plain arrays: psycopg sends them in binary far faster than the
