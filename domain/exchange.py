@@ -93,6 +93,7 @@ class Exchange:
         self._conversation = conversation
         self._check = check  # the Engine's limits on what a message may hold
         self._flow = flow  # the active one
+        self._flow_state: FlowState | None = None  # its last state as a value (see `flow`)
         self._flows = flows
         # A run's definition (loaded here, else as the log recorded it), and what records
         # a version in the log with the first run that starts on it: the Engine's.
@@ -125,7 +126,15 @@ class Exchange:
     @property
     def flow(self) -> FlowState | None:
         """The form in progress, as it stands now (None when there is none)."""
-        return self._flow.state() if self._flow is not None else None
+        flow = self._flow
+        if flow is None:
+            return None
+        known = self._flow_state
+        # A run changes only by its events, each a new version: the value made at this
+        # version still holds (a decision asks several times; each value copies the run).
+        if known is None or known.id != flow.id or known.version != flow.version:
+            known = self._flow_state = flow.state()
+        return known
 
     @property
     def definition(self) -> FlowDefinition | None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 
+from voxledger.adapters.async_engine import AsyncEngine
 from voxledger.adapters.bootstrap import open_async_engine, open_engine
 from voxledger.domain.engine import Engine
 from voxledger.domain.errors import FlowExpired
@@ -171,3 +172,52 @@ def test_an_error_reaches_the_caller_of_its_own_command_only(engine: Engine) -> 
     anyio.run(main)
     assert type(results["bad"]).__name__ == "InvalidTransition"
     assert isinstance(results["good"], str)
+
+
+def test_with_other_writers_copies_are_caught_up_first_and_commands_stay_in_the_loop(
+    engine: Engine, database_url: str, schema: str
+) -> None:
+    """One of several serving processes (``catch_up``): a copy in memory another process
+    wrote past is brought up to the log in one read, so its command commits in the shared
+    commit instead of losing its race and running again from a fresh read."""
+    ids = [engine.start_conversation("voice") for _ in range(8)]
+    for cid in ids:
+        engine.add_message(cid, "user", "first")  # in this process's memory now
+    reads: list[int] = []
+    catch_up = engine.store.catch_up_cached
+    engine.store.catch_up_cached = lambda some: reads.append(len(some)) or catch_up(some)
+    aengine = AsyncEngine(engine, engine.store, catch_up=True)
+    with open_engine(database_url, schema=schema) as other:  # half the copies go stale
+        for cid in ids[::2]:
+            other.add_message(cid, "user", "from elsewhere")
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for cid in ids:
+                tg.start_soon(aengine.add_message, cid, "user", "hello")
+
+    anyio.run(main)
+    for k, cid in enumerate(ids):
+        said = ["first", "from elsewhere", "hello"] if k % 2 == 0 else ["first", "hello"]
+        assert [m.content for m in engine.get_conversation(cid).messages] == said
+    assert aengine.coalesced == 8  # none lost its race
+    assert sum(reads) == 8 and len(reads) < 8  # the catch-ups shared reads
+
+
+def test_a_failed_catch_up_leaves_the_command_to_a_fresh_read(
+    engine: Engine, database_url: str, schema: str
+) -> None:
+    cid = engine.start_conversation("voice")
+    engine.add_message(cid, "user", "first")
+
+    def broken(_: object) -> None:
+        raise RuntimeError("the read failed")
+
+    engine.store.catch_up_cached = broken
+    aengine = AsyncEngine(engine, engine.store, catch_up=True)
+    with open_engine(database_url, schema=schema) as other:
+        other.add_message(cid, "user", "from elsewhere")
+    anyio.run(aengine.add_message, cid, "user", "hello")
+    said = [m.content for m in engine.get_conversation(cid).messages]
+    assert said == ["first", "from elsewhere", "hello"]
+    assert aengine.coalesced == 0  # its copy was stale: it lost its race, and ran again

@@ -473,3 +473,29 @@ def test_an_erased_stream_still_records_system_facts_with_their_free_text_erased
     state = engine.get_conversation(cid)
     assert state.status == "ended" and state.end_reason == ERASED
     assert state.connection.last_error == ERASED
+
+
+def test_keys_in_use_are_read_again_together_before_they_go_stale(
+    engine: Engine, database_url: str, schema: str
+) -> None:
+    """Under steady traffic no command waits for a read of its own stream's key: the keys
+    due soon are read again in one statement (and an erasure elsewhere is seen by it)."""
+    keys = engine.store.keys  # type: ignore[attr-defined]
+    now = [1000.0]
+    keys.clock = lambda: now[0]  # the key ring's own clock, moved by hand
+    ids = [engine.start_conversation("telegram", f"{MARK} {k}") for k in range(5)]
+    assert all(keys.known_not_erased(cid) for cid in ids)
+    single: list[UUID] = []
+    fetch = keys._fetch
+    keys._fetch = lambda stream: single.append(stream) or fetch(stream)
+    now[0] += keys.ttl_s * 0.6  # due: stale within half the cache time
+    keys.refresh_due()
+    now[0] += keys.ttl_s * 0.6  # past the first reads' time: the fresh read vouches
+    assert all(keys.known_not_erased(cid) for cid in ids) and not single
+    with fresh_engine(database_url, schema) as eraser:
+        eraser.store.erase(ids[0])  # type: ignore[attr-defined]
+    keys.refresh_due()  # due again
+    assert not keys.known_not_erased(ids[0]) and keys.is_erased(ids[0])
+    assert all(keys.known_not_erased(cid) for cid in ids[1:]) and not single
+    with pytest.raises(Erased):
+        engine.add_message(ids[0], "user", "more")

@@ -291,3 +291,21 @@ def test_a_worker_that_dies_is_started_again_and_serving_goes_on(
                 assert http.post("/telegram/webhook", json=update, headers=SECRET_HEADER).is_success
     finally:
         server.stop()
+
+
+def test_a_serving_process_collects_its_garbage_seldom_and_never_its_start_up() -> None:
+    """What `serve` does to the garbage collector once its app is built (see
+    `collect_for_serving`): the start-up's objects frozen, young collections every 10,000
+    objects kept. Undone afterwards: the test process keeps its own settings."""
+    import gc
+
+    from voxledger.adapters.http.serving import SERVING_GC_THRESHOLDS, collect_for_serving
+
+    before = gc.get_threshold()
+    try:
+        collect_for_serving()
+        assert gc.get_threshold() == SERVING_GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

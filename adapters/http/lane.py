@@ -39,7 +39,10 @@ _UPDATE = msgspec.json.Decoder(telegram.Update, strict=True)
 _MESSAGE = msgspec.json.Decoder(NewMessage, strict=True)
 _ENCODER = msgspec.json.Encoder()
 _JSON = (b"content-type", b"application/json")
-_TWICE = b"\x00twice"  # a header sent more than once (no header value holds a NUL)
+_LOOKED_AT = frozenset(
+    (b"content-type", b"x-telegram-bot-api-secret-token", b"authorization", b"idempotency-key")
+)
+Answer = Callable[[bytes], Awaitable[msgspec.Struct]]
 
 Handlers = Mapping[type[BaseException], Callable[[Any, Any], Any]]
 
@@ -63,57 +66,11 @@ def chat_lane(
     bearer = api_token.encode() if api_token else None
 
     async def lane(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["query_string"]:
+        taken = _taken(scope) if scope["type"] == "http" else None
+        if taken is None:
             await app(scope, receive, send)
             return
-        path = scope["path"]
-        answer: Callable[[bytes], Awaitable[msgspec.Struct]]
-        if path == WEBHOOK:
-            if secret is None or not _content_is_json(scope):
-                await app(scope, receive, send)
-                return
-            given = _header(scope, b"x-telegram-bot-api-secret-token")
-            if given in (None, _TWICE) or not hmac.compare_digest(given, secret):
-                await app(scope, receive, send)
-                return
-            limit = max(WEBHOOK_MAX_BODY, max_body_bytes)
-
-            async def answer(body: bytes) -> msgspec.Struct:
-                update = _decoded(_UPDATE, body)
-                return await answer_update(edge, update)
-
-        else:
-            matched = MESSAGES.fullmatch(path)
-            if matched is None or bearer is None or not _content_is_json(scope):
-                await app(scope, receive, send)
-                return
-            authorization = _header(scope, b"authorization")
-            if authorization in (None, _TWICE):
-                await app(scope, receive, send)
-                return
-            scheme, _, token = authorization.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), bearer):
-                await app(scope, receive, send)
-                return
-            key = _header(scope, b"idempotency-key")
-            if key is _TWICE or (
-                key is not None
-                and not (len(key) <= 128 and IDEMPOTENCY_KEY.match(key.decode("latin-1")))
-            ):
-                await app(scope, receive, send)
-                return
-            try:
-                conversation_id = UUID(matched.group(1))
-            except ValueError:
-                await app(scope, receive, send)
-                return
-            limit = max_body_bytes
-
-            async def answer(body: bytes) -> msgspec.Struct:
-                message = _decoded(_MESSAGE, body)
-                idempotency = key.decode("latin-1") if key is not None else None
-                return await message_reply(edge, conversation_id, message, idempotency)
-
+        limit, answer = taken
         received: list[Message] = []
         body = await _body(receive, received, limit)
         if body is None:
@@ -130,24 +87,63 @@ def chat_lane(
             return
         await _respond(send, 200, [_JSON], _ENCODER.encode(reply))
 
+    def _taken(scope: Scope) -> tuple[int, Answer] | None:
+        """The body limit and the answer of a request the lane takes, else None."""
+        if scope["method"] != "POST" or scope["query_string"]:
+            return None
+        headers = _headers(scope)
+        if headers is None or not _is_json(headers.get(b"content-type")):
+            return None
+        path = scope["path"]
+        if path == WEBHOOK:
+            given = headers.get(b"x-telegram-bot-api-secret-token")
+            if secret is None or given is None or not hmac.compare_digest(given, secret):
+                return None
+
+            async def answer_webhook(body: bytes) -> msgspec.Struct:
+                return await answer_update(edge, _decoded(_UPDATE, body))
+
+            return max(WEBHOOK_MAX_BODY, max_body_bytes), answer_webhook
+        matched = MESSAGES.fullmatch(path)
+        if matched is None or bearer is None:
+            return None
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), bearer):
+            return None
+        key = headers.get(b"idempotency-key")
+        idempotency = key.decode("latin-1") if key is not None else None
+        if idempotency is not None and not (
+            len(idempotency) <= 128 and IDEMPOTENCY_KEY.match(idempotency)
+        ):
+            return None
+        try:
+            conversation_id = UUID(matched.group(1))
+        except ValueError:
+            return None
+
+        async def answer_message(body: bytes) -> msgspec.Struct:
+            message = _decoded(_MESSAGE, body)
+            return await message_reply(edge, conversation_id, message, idempotency)
+
+        return max_body_bytes, answer_message
+
     return lane
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    """The value of the header of this name (lower case), if any; `_TWICE` if it came
-    more than once (which one counts is the app's to say)."""
-    found = None
-    for key, value in scope["headers"]:
-        if key == name:
-            if found is not None:
-                return _TWICE
-            found = value
+def _headers(scope: Scope) -> dict[bytes, bytes] | None:
+    """The headers the lane looks at, by (lower case) name; None if one came more than
+    once (which one counts is the app's to say)."""
+    found: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        if name in _LOOKED_AT:
+            if name in found:
+                return None
+            found[name] = value
     return found
 
 
-def _content_is_json(scope: Scope) -> bool:
-    content_type = _header(scope, b"content-type")
-    if content_type is None or content_type is _TWICE:
+def _is_json(content_type: bytes | None) -> bool:
+    if content_type is None:
         return False
     return content_type.partition(b";")[0].strip().lower() == b"application/json"
 
