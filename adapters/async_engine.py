@@ -164,10 +164,15 @@ class AsyncEngine:
             raise AttributeError(name)
 
         async def call(conversation_id: UUID, *args: Any, **kwargs: Any) -> Any:
-            async with self._serial(conversation_id):
+            # `_serial` spelt out: its generator cost 7% of the CPU of a served message
+            # (in-process, 64 callers: 0.385 -> 0.358 ms, medians of 3).
+            await self._take_turn(conversation_id)
+            try:
                 if self._catching_up is not None:
                     await self._caught_up(conversation_id)
                 return await self._command(name, (conversation_id, *args), kwargs)
+            finally:
+                self._next_turn(conversation_id)
 
         call.__doc__ = method.__doc__
         setattr(self, name, call)  # made once per name
@@ -265,6 +270,15 @@ class AsyncEngine:
         """Run after the conversation's earlier commands: a queue per busy conversation,
         gone when it empties (idle conversations cost nothing). Unlike a lock, the first
         command in takes its turn without yielding to the loop."""
+        await self._take_turn(conversation_id)
+        try:
+            yield
+        finally:
+            self._next_turn(conversation_id)
+
+    async def _take_turn(self, conversation_id: UUID) -> None:
+        """Wait for the conversation's earlier commands (see `_serial`); the caller hands
+        the turn on with `_next_turn`."""
         waiting = self._turns.get(conversation_id)
         if waiting is None:
             self._turns[conversation_id] = deque()
@@ -279,10 +293,6 @@ class AsyncEngine:
                 else:
                     waiting.remove(turn)
                 raise
-        try:
-            yield
-        finally:
-            self._next_turn(conversation_id)
 
     def _next_turn(self, conversation_id: UUID) -> None:
         waiting = self._turns[conversation_id]
