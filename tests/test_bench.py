@@ -78,3 +78,21 @@ def test_bench_http_runs_its_own_load_generator_where_wrk_is_not_wanted(
 ) -> None:
     (result,) = bench_http(cli_env, "--only", "webhook", "--generator", "python")
     assert_served_shape(result)
+
+
+def test_the_in_process_benchmark_reports_cpu_per_message_and_the_collectors_pauses(
+    cli_env: dict[str, str],
+) -> None:
+    module = [sys.executable, "-m", "voxledger.scripts.benchmarks.inprocess"]
+    for route in ("webhook", "api"):
+        done = subprocess.run(
+            [*module, "--route", route, "--messages", "256", "--callers", "8", "--runs", "2"],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert f"in-process {route}, 8 callers, 256 messages a run" in done.stdout
+        assert "CPU ms/message" in done.stdout and "longest pause ms" in done.stdout
+        assert "CPU per message: median" in done.stdout
