@@ -27,7 +27,7 @@ class StartingApp:
         self.app: Any = None
         self.reason = "connecting to the database"
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._inner: _Lifespan | None = None
+        self._inner: Lifespan | None = None
         # Whether the server's lifespan began decides who starts the app's: both sides
         # look and act under this lock, so it is started exactly once.
         self._lock = threading.Lock()
@@ -47,7 +47,7 @@ class StartingApp:
         self.reason = reason
 
     async def _start(self, app: Any) -> None:
-        self._inner = _Lifespan(app)
+        self._inner = Lifespan(app)
         await self._inner.start()
         self.app = app
 
@@ -78,7 +78,7 @@ class StartingApp:
                     self._loop = asyncio.get_running_loop()
                     built = self.app  # built before the server started, if at all
                 if built is not None:
-                    self._inner = _Lifespan(built)
+                    self._inner = Lifespan(built)
                     await self._inner.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -88,8 +88,9 @@ class StartingApp:
                 return
 
 
-class _Lifespan:
-    """Runs an app's lifespan protocol on its behalf: startup now, shutdown on `stop`."""
+class Lifespan:
+    """Runs an app's lifespan protocol on its behalf, as a server would: startup now,
+    shutdown on `stop` (also for the in-process benchmark)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app

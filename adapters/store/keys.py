@@ -240,8 +240,11 @@ class KeyRing:
                 return
             self._next_refresh = now + self.ttl_s / 3
             soon = now + self.ttl_s / 2
-            due = {s: known for s, known in self._known.items() if known.until < soon}
-        due = {s: known for s, known in due.items() if not known.erased}
+            due = {
+                stream: known
+                for stream, known in self._known.items()
+                if known.until < soon and not known.erased
+            }
         if not due:
             return
         try:

@@ -34,6 +34,7 @@ from ...adapters.bootstrap import (
     start_logging,
 )
 from ...adapters.http.serving import collect_for_serving
+from ...adapters.http.starting import Lifespan
 from ..output import print_table
 from .load import DATE, ROUND
 
@@ -126,7 +127,9 @@ def main() -> None:
 
 async def _runs(app: Any, args: argparse.Namespace) -> list[tuple[str, ...]]:
     call = asgi_caller(app)
-    async with _lifespan(app):
+    lifespan = Lifespan(app)  # as the server runs it
+    await lifespan.start()
+    try:
         conversations = await _conversations(call, args.route)
         await _send(call, args, conversations, rounds=1, first_id=1)  # chats begun, warm
         if args.gc == "serving":
@@ -158,36 +161,8 @@ async def _runs(app: Any, args: argparse.Namespace) -> list[tuple[str, ...]]:
                 )
             )
         return rows
-
-
-class _lifespan:
-    """The app's lifespan run around the runs (as the server would run it)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.stopped = anyio.Event()
-
-    async def __aenter__(self) -> None:
-        started = anyio.Event()
-        self._sends, receive = anyio.create_memory_object_stream[dict[str, str]](2)
-
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"].startswith("lifespan.startup."):
-                started.set()
-            elif message["type"].startswith("lifespan.shutdown."):
-                self.stopped.set()
-
-        self._group = anyio.create_task_group()
-        await self._group.__aenter__()
-        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-        self._group.start_soon(self.app, scope, receive.receive, send)
-        await self._sends.send({"type": "lifespan.startup"})
-        await started.wait()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._sends.send({"type": "lifespan.shutdown"})
-        await self.stopped.wait()
-        await self._group.__aexit__(None, None, None)
+    finally:
+        await lifespan.stop()
 
 
 async def _conversations(call: Call, route: str) -> list[str]:
