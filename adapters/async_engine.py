@@ -3,20 +3,24 @@ and the commands of many conversations coalesced into shared commits.
 
 A command whose aggregates this process holds in memory runs right here, in the event
 loop: the domain work takes microseconds and needs no thread. Its new events then wait for
-a commit, which they share with every other command that came in meanwhile (the first
-command to arrive while no commit runs leads: it writes the queue in a worker thread and
-hands the lead on). Each save in a shared commit stays atomic and gets its own outcome, so
-a command that lost a race fails alone: it runs again, from a fresh read, the usual way.
-A lone command commits at once, so coalescing adds no latency when load is light.
+a commit, which they share with every other command that came in meanwhile (`Batched`: one
+commit in flight at a time, in a worker thread, while the next batch gathers). Each save in
+a shared commit stays atomic and gets its own outcome, so a command that lost a race fails
+alone: it runs again, from a fresh read, the usual way. A lone command commits at once, so
+coalescing adds no latency when load is light. A caller cancelled while its save waits
+for the commit stops waiting, and its conversation's next command may run: the save still
+lands whole, or loses its race to that command and is not recorded (never half).
 
 Everything else (a first read of a conversation, queries, a command that would touch the
 database before its commit) runs as before: the synchronous Engine in a worker thread, at
 most as many at once as the connection pool serves. Commands to one conversation wait for
-each other (a lock keyed by id), so they never race each other into retries.
+each other (a queue of futures keyed by id), so they never race each other into retries.
+Its waits are asyncio futures, as in `Batched`: this runs on asyncio.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -32,7 +36,7 @@ from eventsourcing.domain import Aggregate
 
 from ..domain.engine import Engine
 from ..domain.errors import Conflict, VersionMismatch
-from .shared_reads import SharedReads
+from .batched import Batched
 from .store.receipt import note as note_receipt
 
 log = structlog.get_logger("voxledger.engine")
@@ -98,19 +102,6 @@ class _InLoop:
         self.store.remember(tuple(a for a in self.loaded if not a.pending_events))
 
 
-class _Commit:
-    """One command's save, waiting in the queue for a shared commit."""
-
-    __slots__ = ("aggregates", "command_id", "finished", "outcome", "wake")
-
-    def __init__(self, aggregates: Sequence[Aggregate], command_id: UUID | None) -> None:
-        self.aggregates = aggregates
-        self.command_id = command_id
-        self.wake = anyio.Event()
-        self.finished = False
-        self.outcome: int | BaseException | None = None
-
-
 class AsyncEngine:
     """Every public Engine method, as a coroutine with the same arguments. Given the store
     the engine saves to (its coalescing side), commands on conversations held in memory run
@@ -127,11 +118,10 @@ class AsyncEngine:
     ) -> None:
         self.engine = engine
         self._limiter = anyio.CapacityLimiter(max_threads)
-        self._turns: dict[UUID, deque[anyio.Event]] = {}  # per busy conversation
-        self._max_batch = max_batch  # commands per shared commit
-        self._queue: list[_Commit] = []
-        self._gathering = False
-        self._writing: anyio.Event | None = None  # the batch being committed, if any
+        self._turns: dict[UUID, deque[asyncio.Future[None]]] = {}  # per busy conversation
+        self._commits: Batched[tuple[Sequence[Aggregate], UUID | None], int | None] | None = None
+        if store is not None:
+            self._commits = Batched(partial(_save_each, store), max_batch=max_batch)
         self.coalesced = 0  # commands that ran in the loop and committed in a shared commit
         self._store = store
         # The engine as commands in the loop use it: its store is swapped per command, and
@@ -143,9 +133,9 @@ class AsyncEngine:
         # that come together in one statement: a copy another worker wrote past would lose
         # its race at the commit and run again from a fresh read (two workers served a
         # tenth of one: `voxledger bench --http --workers 2`).
-        self._catching_up: SharedReads[UUID, None] | None = None
+        self._catching_up: Batched[UUID, None] | None = None
         if catch_up and store is not None:
-            self._catching_up = SharedReads(store.catch_up_cached)
+            self._catching_up = Batched(store.catch_up_cached)
 
     async def start_conversation(self, *args: Any, **kwargs: Any) -> UUID:
         """Open a conversation (no ordering needed: it has no id yet, or a fresh one)."""
@@ -181,7 +171,7 @@ class AsyncEngine:
     async def _caught_up(self, aggregate_id: UUID) -> None:
         assert self._catching_up is not None
         try:
-            await self._catching_up.read(aggregate_id)
+            await self._catching_up(aggregate_id)
         except Exception as error:  # the copies stay out: the command reads afresh
             log.warning("engine.catch_up_failed", error=str(error).strip().splitlines()[0])
 
@@ -210,11 +200,13 @@ class AsyncEngine:
                 failure = error  # raised after its save (an expiry): the save still counts
             if view.saved is None:
                 return result  # nothing to record
-            # Once queued, the save completes even if the caller is cancelled: a leader
-            # that walked away would strand everyone queued behind it.
-            with anyio.CancelScope(shield=True):
-                outcome = await self._commit(view.saved, view.command_id)
-            if not isinstance(outcome, BaseException):
+            assert self._commits is not None
+            outcome: int | Exception | None
+            try:
+                outcome = await self._commits((view.saved, view.command_id))
+            except Exception as error:
+                outcome = error
+            if not isinstance(outcome, Exception):
                 self.coalesced += 1
                 note_receipt(view.saved, outcome)
                 if failure is not None:
@@ -224,43 +216,6 @@ class AsyncEngine:
                 raise outcome
             # Lost a race to another process: run it again from a fresh read.
         return await self._in_thread(getattr(self.engine, name), *args, **kwargs)
-
-    async def _commit(
-        self, aggregates: Sequence[Aggregate], command_id: UUID | None
-    ) -> int | BaseException | None:
-        commit = _Commit(aggregates, command_id)
-        self._queue.append(commit)
-        if self._gathering:
-            await commit.wake.wait()  # committed, or handed the lead of the next batch
-        if not commit.finished:
-            self._gathering = True
-            if self._writing is not None:
-                # One batch commits at a time: the queue grows meanwhile, so that under load
-                # a commit costs its thread hop and round trips once for many commands.
-                await self._writing.wait()
-            await anyio.sleep(0)  # let commands that are ready now join this batch
-            batch = self._queue[: self._max_batch]
-            del self._queue[: len(batch)]
-            if self._queue:
-                self._queue[0].wake.set()  # the next in line gathers the next batch
-            else:
-                self._gathering = False  # the next command to come gathers one
-            self._writing = writing = anyio.Event()
-            assert self._store is not None
-            try:
-                outcomes = await anyio.to_thread.run_sync(
-                    self._store.save_each,
-                    [c.aggregates for c in batch],
-                    [c.command_id for c in batch],
-                )
-            except BaseException as error:  # the thread itself failed: everyone hears it
-                outcomes = [error] * len(batch)
-            finally:
-                writing.set()
-            for c, outcome in zip(batch, outcomes, strict=True):
-                c.outcome, c.finished = outcome, True
-                c.wake.set()
-        return commit.outcome
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
@@ -283,20 +238,28 @@ class AsyncEngine:
         if waiting is None:
             self._turns[conversation_id] = deque()
         else:
-            turn = anyio.Event()
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             waiting.append(turn)
             try:
-                await turn.wait()
+                await turn
             except BaseException:
-                if turn.is_set():
+                if turn.done() and not turn.cancelled():
                     self._next_turn(conversation_id)  # handed the turn as it was cancelled
-                else:
+                elif turn in waiting:
                     waiting.remove(turn)
                 raise
 
     def _next_turn(self, conversation_id: UUID) -> None:
         waiting = self._turns[conversation_id]
-        if waiting:
-            waiting.popleft().set()
-        else:
-            del self._turns[conversation_id]
+        while waiting:
+            turn = waiting.popleft()
+            if not turn.done():  # not cancelled while it waited
+                turn.set_result(None)
+                return
+        del self._turns[conversation_id]
+
+
+def _save_each(
+    store: CoalescingStore, saves: list[tuple[Sequence[Aggregate], UUID | None]]
+) -> list[int | BaseException | None]:
+    return store.save_each([aggregates for aggregates, _ in saves], [c for _, c in saves])

@@ -150,7 +150,7 @@ def test_cancelled_callers_leave_no_command_half_done_and_nothing_stuck(engine: 
         contents = [m.content for m in engine.get_conversation(cid).messages]
         assert contents[-1] == "after"
         assert contents[:-1] == [str(i) for i in range(len(contents) - 1)]
-    assert not aengine._turns and not aengine._queue
+    assert not aengine._turns and not aengine._commits._queue
 
 
 def test_an_error_reaches_the_caller_of_its_own_command_only(engine: Engine) -> None:

@@ -273,7 +273,7 @@ class EventStore(Application[UUID]):
         may have written to them since. A command then runs on them in the event loop
         instead of losing its race at the commit and running again from a fresh read.
         Aggregates not in memory are left alone (a command reads them anyway). Returns one
-        None per id (a `SharedReads` answer)."""
+        None per id (a `Batched` answer)."""
         taken: dict[UUID, Aggregate] = {}
         with self._cache_lock:
             for aggregate_id in aggregate_ids:

@@ -1,0 +1,85 @@
+"""Blocking calls for many keys at once, shared by the coroutines of the event loop that come
+together: the chat directory's reads, the engine's catch-up reads and its shared commits.
+
+A caller hands in its key and waits for its answer. One task drains the queue: it yields
+once (the callers ready now join), calls the blocking function for up to ``max_batch`` keys
+in a worker thread, answers each caller, and goes on while keys came meanwhile. One call
+runs at a time, and each caller's answer comes from a call that began after it came: a read
+sees the database as it is after its caller arrived. (One call per caller cost the served
+webhook a worker thread, a pooled connection and a round trip each, about a third of its
+throughput: `voxledger bench --http --profile`.)
+
+The waits are asyncio futures, so this runs on asyncio (uvicorn's loop, and anyio.run's
+default backend). anyio's Event and the shielded CancelScope a caller that leads needs were
+a sixth of a served message's CPU (`python -m voxledger.scripts.benchmarks.inprocess --route
+webhook`: 0.379 -> 0.317 ms, medians of 5). No caller leads here, so none needs a shield: a
+caller cancelled while it waits only stops waiting, and the others are answered as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+import anyio.to_thread
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Batched(Generic[K, V]):
+    """``call_many`` (blocking: keys in, one answer per key out, in order; an answer that is
+    an exception is raised to its caller) as a coroutine for one key, whose concurrent
+    calls share a call."""
+
+    def __init__(
+        self,
+        call_many: Callable[[list[K]], Sequence[V | BaseException]],
+        *,
+        max_batch: int = 256,
+    ) -> None:
+        self._call_many = call_many
+        self._max_batch = max_batch
+        self._queue: list[tuple[K, asyncio.Future[V]]] = []
+        self._draining: asyncio.Task[None] | None = None
+        self.calls = 0  # calls made (fewer than callers under load)
+
+    async def __call__(self, key: K) -> V:
+        """The answer for ``key``, from a call that began after this one."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[V] = loop.create_future()
+        self._queue.append((key, answer))
+        if self._draining is None:
+            self._draining = loop.create_task(self._drain())
+        return await answer
+
+    async def _drain(self) -> None:
+        batch: list[tuple[K, asyncio.Future[V]]] = []
+        try:
+            while self._queue:
+                await asyncio.sleep(0)  # the callers ready now join this call
+                batch = self._queue[: self._max_batch]
+                del self._queue[: len(batch)]
+                outcomes: Sequence[V | BaseException]
+                try:
+                    outcomes = await anyio.to_thread.run_sync(
+                        self._call_many, [key for key, _ in batch]
+                    )
+                except Exception as error:  # the call failed: each caller in it hears why
+                    outcomes = [error] * len(batch)
+                self.calls += 1
+                for (_, answer), outcome in zip(batch, outcomes, strict=True):
+                    if answer.done():
+                        continue  # its caller went away
+                    if isinstance(outcome, BaseException):
+                        answer.set_exception(outcome)
+                    else:
+                        answer.set_result(outcome)
+                batch = []
+        finally:
+            self._draining = None
+            # Stopped by the loop's shutdown: nobody waits for an answer that cannot come.
+            for _, answer in (*batch, *self._queue):
+                answer.cancel()
+            self._queue.clear()

@@ -1,0 +1,155 @@
+"""`Batched`: the blocking calls that the chat directory, the catch-up and the shared commits
+make for the coroutines that come together."""
+
+from __future__ import annotations
+
+import threading
+
+import anyio
+
+from voxledger.adapters.batched import Batched
+
+
+class Recorded:
+    """A blocking many-keys call that records each call's keys; ``gate`` holds the calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def __call__(self, keys: list[int]) -> list[int | BaseException]:
+        self.calls.append(list(keys))
+        self.entered.set()
+        assert self.gate.wait(10)
+        return [ValueError(f"no {k}") if k < 0 else k * 10 for k in keys]
+
+
+def test_callers_that_come_together_share_one_call_and_each_hears_its_own_answer() -> None:
+    call = Recorded()
+    batched: Batched[int, int] = Batched(call)
+    answers: dict[int, int] = {}
+
+    async def ask(k: int) -> None:
+        answers[k] = await batched(k)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for k in range(20):
+                tg.start_soon(ask, k)
+
+    anyio.run(main)
+    assert answers == {k: k * 10 for k in range(20)}
+    assert call.calls == [list(range(20))]
+    assert batched.calls == 1
+
+
+def test_a_caller_that_comes_during_a_call_is_answered_by_a_call_made_after_it_came() -> None:
+    call = Recorded()
+    batched: Batched[int, int] = Batched(call)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            call.gate.clear()
+            tg.start_soon(batched, 1)
+            await anyio.to_thread.run_sync(call.entered.wait, 10)  # the first call is out
+            tg.start_soon(batched, 2)
+            tg.start_soon(batched, 3)
+            await anyio.sleep(0.05)
+            assert call.calls == [[1]]  # one call at a time: 2 and 3 wait for the next
+            call.gate.set()
+
+    anyio.run(main)
+    assert call.calls == [[1], [2, 3]]
+
+
+def test_a_failed_call_reaches_every_caller_in_it_and_the_next_call_is_made() -> None:
+    failing = {"on": True}
+
+    def call(keys: list[int]) -> list[int]:
+        if failing["on"]:
+            raise ConnectionError("the database went away")
+        return keys
+
+    batched: Batched[int, int] = Batched(call)
+    errors: list[str] = []
+
+    async def ask(k: int) -> None:
+        try:
+            await batched(k)
+        except ConnectionError as error:
+            errors.append(str(error))
+
+    async def main() -> int:
+        async with anyio.create_task_group() as tg:
+            for k in range(3):
+                tg.start_soon(ask, k)
+        failing["on"] = False
+        return await batched(7)
+
+    assert anyio.run(main) == 7
+    assert errors == ["the database went away"] * 3
+
+
+def test_an_answer_that_is_an_exception_is_raised_to_its_own_caller_only() -> None:
+    batched: Batched[int, int] = Batched(Recorded())
+    results: dict[int, object] = {}
+
+    async def ask(k: int) -> None:
+        try:
+            results[k] = await batched(k)
+        except ValueError as error:
+            results[k] = str(error)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for k in (1, -2, 3):
+                tg.start_soon(ask, k)
+
+    anyio.run(main)
+    assert results == {1: 10, -2: "no -2", 3: 30}
+
+
+def test_a_cancelled_caller_stops_waiting_and_strands_nobody() -> None:
+    call = Recorded()
+    batched: Batched[int, int] = Batched(call)
+    answers: dict[int, int] = {}
+
+    async def ask(k: int) -> None:
+        answers[k] = await batched(k)
+
+    async def main() -> None:
+        call.gate.clear()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask, 1)
+            await anyio.to_thread.run_sync(call.entered.wait, 10)
+            with anyio.move_on_after(0.05):  # 2 is cancelled while the call for 1 runs
+                await batched(2)
+            tg.start_soon(ask, 3)
+            await anyio.sleep(0.01)
+            call.gate.set()
+        assert await batched(4) == 40  # the queue drained and stopped; a new caller starts it
+
+    anyio.run(main)
+    assert answers == {1: 10, 3: 30}
+    assert not batched._queue and batched._draining is None
+
+
+def test_no_call_holds_more_keys_than_its_limit() -> None:
+    call = Recorded()
+    batched: Batched[int, int] = Batched(call, max_batch=4)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for k in range(10):
+                tg.start_soon(batched, k)
+
+    anyio.run(main)
+    assert call.calls == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_callers_in_another_event_loop_later_are_served_afresh() -> None:
+    """An engine outlives one `anyio.run` (the CLI runs several): its queue starts again."""
+    batched: Batched[int, int] = Batched(Recorded())
+    assert [anyio.run(batched, k) for k in (1, 2)] == [10, 20]
