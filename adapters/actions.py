@@ -248,7 +248,7 @@ class ActionSubscriber:
 
     def _page(self, after: int) -> tuple[int, list[tuple[int, UUID]]]:
         """The log's head and, up to it, the next run-ending events after ``after``. Ids
-        commit in order (the log's appends hold a table lock), so every id up to the head
+        commit in order (the log's appends hold one lock in turn), so every id up to the head
         read here is written for good."""
         with (
             self._connection() as conn,

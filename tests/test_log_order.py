@@ -81,6 +81,35 @@ def test_an_append_that_commits_late_is_not_overtaken_and_is_projected(
         assert [p for (p,) in trail] == list(range(1, head + 1))  # every event, once
 
 
+def test_a_vacuum_of_the_log_does_not_hold_its_appends_up(
+    engine: Engine, database_url: str, schema: str
+) -> None:
+    """Autovacuum visits the log as it grows (after every fifth of its rows inserted) and
+    holds a SHARE UPDATE EXCLUSIVE lock while it runs. A table lock that orders appends
+    would wait for it, and PostgreSQL would cancel the vacuum only a second later: every
+    append of the deployment stalled for that second (`voxledger bench --http`, p99 1 s),
+    and the vacuum never finished. The appends' own lock lets it run beside them."""
+    cid = engine.start_conversation("voice")
+    with psycopg.connect(database_url) as vacuum:  # holds what a running vacuum holds
+        vacuum.execute(
+            sql.SQL("LOCK TABLE {}.voxledger_events IN SHARE UPDATE EXCLUSIVE MODE").format(
+                sql.Identifier(schema)
+            )
+        )
+        done = threading.Event()
+
+        def append() -> None:
+            for i in range(3):
+                engine.add_message(cid, "user", f"m{i}")
+            done.set()
+
+        writer = threading.Thread(target=append, daemon=True)
+        writer.start()
+        assert done.wait(30)  # the old table lock waited here until the vacuum ended
+        vacuum.rollback()
+    assert [m.content for m in engine.get_conversation(cid).messages] == ["m0", "m1", "m2"]
+
+
 def _started_state(store, conversation_id: uuid.UUID) -> bytes:
     """The stored payload of a real conversation start, for the raw append."""
     started = Conversation.start(

@@ -3,17 +3,22 @@
 Appends: the library sends a save as a pipelined transaction of five statements (lock
 timeout, table lock, notify, insert, commit), several round trips in practice, and with
 thousands of events in one save the pipeline stalls for good. Here a save is one statement:
-a function that takes the same EXCLUSIVE table lock (so notification ids commit in order and
-a reader tailing the log never skips a row that commits late), sends the same NOTIFY and
-inserts every event. It is named after its own table, so two applications in one schema
-never share it (the flaw of the library's unsafe POSTGRES_ENABLE_DB_FUNCTIONS option), and
-it runs with its owner's rights, so the engine can run as a role that may append events
-through it but can neither update nor delete them. A twin of it takes one event as scalars
-(the commonest save), and appends go through one connection kept for them.
+a function that takes a lock of the log's appends (so notification ids commit in order and a
+reader tailing the log never skips a row that commits late), sends the same NOTIFY and
+inserts every event. The lock is a transaction-level advisory lock named after the table,
+not the library's EXCLUSIVE table lock: that one conflicts with the lock autovacuum holds,
+which PostgreSQL cancels only after deadlock_timeout, so as the log grew every append
+stalled for a second now and then and the vacuum never finished (`voxledger bench --http`:
+a p99 of 1 s every few runs; `tests/test_log_order.py`). The function is named after its
+own table, so two applications in one schema never share it (the flaw of the library's
+unsafe POSTGRES_ENABLE_DB_FUNCTIONS option), and it runs with its owner's rights, so the
+engine can run as a role that may append events through it but can neither update nor
+delete them. A twin of it takes one event as scalars (the commonest save), and appends go
+through one connection kept for them.
 
 Every save carries a command id, stored with each of its events. When an append's outcome is
 unknown (the connection broke after the statement was sent: the commit may have happened),
-the retry asks the append function to look for that id first, under the same table lock: if
+the retry asks the append function to look for that id first, under the same lock: if
 the first attempt committed, its positions come back and nothing is appended twice. A save
 that is a stream's first use of its data key inserts the key in the same transaction, so a
 refused save leaves no key behind.
@@ -200,7 +205,7 @@ class SnapshotRecorder(TupleReads, PostgresAggregateRecorder):
                 conn.execute(self.insert_statement, _columns(stored_events), prepare=True)
 
 
-# An append function: it takes the table's EXCLUSIVE lock (so notification ids commit in
+# An append function: it takes the appends' advisory lock (so notification ids commit in
 # order), notifies the log's listeners and inserts. It runs with its owner's rights: the
 # engine's own role needs only EXECUTE here and SELECT on the table, never UPDATE, DELETE or
 # a lock of its own.
@@ -212,7 +217,7 @@ _APPEND_FUNCTION = SQL(
     "RETURNS {returns} LANGUAGE plpgsql "
     "SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$ {declare}BEGIN "
     "PERFORM set_config('lock_timeout', {lock_timeout}, true); "
-    "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
+    "PERFORM pg_advisory_xact_lock(hashtext('voxledger append'), hashtext({qualified})); "
     "{resolve}"
     "NOTIFY {channel}; "
     "{keys}"
@@ -252,6 +257,7 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
             "keys_table": Identifier(self.keys_table_name),
             "id_type": id_type,
             "lock_timeout": Literal(f"{datastore.lock_timeout}s"),
+            "qualified": Literal(f"{datastore.schema}.{events_table_name}"),
             "channel": Identifier(self.channel_name),
         }
         # Tables made before command ids get the column (NULL for their old rows).
