@@ -19,7 +19,7 @@ from psycopg import sql
 
 from voxledger.adapters.bootstrap import open_store
 from voxledger.adapters.debug.timetravel import state_document
-from voxledger.adapters.store.event_store import EventStore
+from voxledger.adapters.store.event_store import EventStore, snapshot_due
 from voxledger.domain.conversation import Conversation, ConversationSnapshot, ConversationState
 from voxledger.scripts.output import to_plain
 
@@ -41,7 +41,8 @@ def tick(version: int) -> datetime:
 
 def build_long(store: EventStore) -> Long:
     """A voice call: every 50 events a user message, a turn with the assistant's answer,
-    and audio levels in between; saved every 100 events, as the store snapshots then."""
+    and audio levels in between; saved every 100 events (each save that crosses a snapshot
+    step leaves a snapshot: every 100 events at first, every 4,096 at the end)."""
     c = Conversation.start("voice", "bob", at=tick(1))
     states = {1: c.state()}
     c.connect("twilio", "call-1", at=tick(2))
@@ -109,18 +110,20 @@ def test_at_starts_from_the_nearest_snapshot_which_replay_verify_then_exposes(
             state=planted,
         )
         store.snapshots.put([snapshot])
+    saved = [v for v in range(100, EVENTS + 1, 100) if snapshot_due(100, v, 100)]
+    after = min(v for v in saved if v > 15_060)  # the next true snapshot
     try:
         cid = str(long.conversation_id)
         assert run.json(long_schema, "at", cid, "--version", "15070")["context"] == {
             "planted": True
         }
-        assert run.json(long_schema, "at", cid, "--version", "15100")["context"] == {}
+        assert run.json(long_schema, "at", cid, "--version", str(after))["context"] == {}
         code, out = run(long_schema, "replay", cid, "--verify")
         assert code == 1
         assert out.splitlines() == [
             f"conversation {cid}: snapshot after v15060 LevelsRecorded: context.planted: "
             "events say nothing, snapshot says true",
-            f"replayed 1 streams, {EVENTS} events; compared {EVENTS // 100 + 1} snapshots, "
+            f"replayed 1 streams, {EVENTS} events; compared {len(saved) + 1} snapshots, "
             "0 projection rows (no current-state projection in this schema): 1 difference",
         ]
     finally:
@@ -183,7 +186,8 @@ def test_an_import_that_fails_on_its_last_line_writes_nothing_of_the_lines_befor
                 found = conn.execute(count.format(sql.Identifier(target), sql.Identifier(table)))
                 assert found.fetchone() == (0,), table
         imported = json.loads(voxledger(laptop, "import", str(path), "--json").stdout)
-        assert (imported["events"], imported["snapshots"]) == (EVENTS, EVENTS // 100)
+        due = [v for v in range(1, EVENTS + 1) if snapshot_due(100, v, 1)]
+        assert (imported["events"], imported["snapshots"]) == (EVENTS, len(due))
         for version in (101, 15_060, EVENTS):
             args = ("at", str(long.conversation_id), "--version", str(version))
             assert run(target, *args) == run(long_schema, *args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -16,6 +17,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
 from voxledger.adapters.bootstrap import open_engine
+from voxledger.adapters.store.event_store import snapshot_due
 from voxledger.adapters.store.mapper import CorruptEvent, MsgspecMapper
 from voxledger.domain.conversation import Conversation, Message, Role
 from voxledger.domain.engine import Engine
@@ -171,3 +173,16 @@ def test_the_schema_and_tables_are_created_on_first_use(database_url: str, schem
         engine.start_conversation("chat")
     with open_engine(database_url, schema=schema) as engine:  # opening again is harmless
         assert engine.store.count_events(Conversation.Started) == 1
+
+
+def test_a_long_stream_is_snapshotted_at_steps_that_grow_with_it() -> None:
+    """Every 100 events at first; then every eighth to quarter of the stream, so that the
+    state sealed into snapshots per event stays bounded however long a call runs, and a
+    load replays at most a quarter of the stream after its snapshot."""
+    events = 100_000
+    due = [v for v in range(1, events + 1) if snapshot_due(100, v, 1)]
+    assert due[:6] == [100, 200, 300, 400, 500, 512]
+    assert all(later - earlier <= max(100, later // 4) for earlier, later in pairwise(due))
+    assert sum(due) / events < 8  # events' worth of state sealed per event (fixed 100: 500)
+    # A save of several events snapshots when it crosses a step, wherever it lands.
+    assert [v for v in range(7, 400, 7) if snapshot_due(100, v, 7)] == [105, 203, 301]

@@ -231,9 +231,10 @@ class _Reader:
         self.versions[new_id] = line.version
         # Sealed again here: with this database's key for the stream (under its new id).
         stored = self.store.mapper.to_stored_event(event)
-        every = self.store.snapshot_every.get(type(aggregate))
         snapshots = []
-        if every and line.version % every == 0 and aggregate.version == line.version:
+        if aggregate.version == line.version and self.store.snapshot_due(
+            type(aggregate), line.version, 1
+        ):
             snapshot = type(aggregate).Snapshot.take(aggregate)
             snapshots.append(self.store.mapper.to_stored_event(snapshot))
         return [stored], snapshots
