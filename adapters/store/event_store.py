@@ -108,8 +108,8 @@ class EventStore(Application[UUID]):
         "APPLICATION_RECORDER_TOPIC": "voxledger.adapters.store.recorder:Recorder",
         "IS_SNAPSHOTTING_ENABLED": "y",
     }
-    # A snapshot every N events of one aggregate keeps loading long streams fast; past 8N
-    # events, every eighth to quarter of the stream (see `snapshot_due`).
+    # A snapshot every N events of one aggregate keeps loading long streams fast; in long
+    # streams, every eighth to quarter of the stream (see `snapshot_due`).
     snapshot_every: ClassVar[dict[type[Aggregate], int]] = {Conversation: 100}
 
     cache_size = 1024  # aggregates kept in memory, least recently used dropped first
@@ -477,12 +477,12 @@ class EventStore(Application[UUID]):
 
 def snapshot_due(every: int, version: int, new: int) -> bool:
     """Whether a save of ``new`` events that took a stream to ``version`` crossed a multiple
-    of its snapshot step: ``every``, or once the stream is longer than eight of those, the
-    power of two between an eighth and a quarter of it (1,024 events: 256). A snapshot
-    seals the whole state, so with a fixed step a long stream's snapshots cost more per
-    event the longer it grew (a 20,000-event call sealed 200 events' worth of state per
-    event, and the commits of long-served chats stalled on them: `voxledger bench
-    --http`); this keeps it under eight, and a load still replays at most a quarter of the
-    stream after its snapshot."""
+    of its snapshot step: the larger of ``every`` and the power of two between an eighth
+    and a quarter of the stream (with 100: 100 up to 511 events, 128 from 512, 256 from
+    1,024). A snapshot seals the whole state, so with a fixed step a long stream's
+    snapshots cost more per event the longer it grew (a 20,000-event call sealed 200
+    events' worth of state per event, and the commits of long-served chats stalled on
+    them: `voxledger bench --http`); this keeps it under eight, and a load still replays
+    at most a quarter of the stream after its snapshot."""
     step = max(every, 1 << max(0, version.bit_length() - 3))
     return version // step > (version - new) // step
