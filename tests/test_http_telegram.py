@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -238,6 +239,35 @@ def test_an_update_the_log_cannot_hold_is_acknowledged_and_records_nothing(
     else:
         response = post_update(client, update)
         assert (response.status_code, response.json()) == (200, {})
+    assert events_stored(database_url, server_schema) == before
+
+
+@pytest.mark.parametrize(
+    ("fault", "named"),
+    [
+        ("no update_id", "body: Object missing required field `update_id`"),
+        ("a chat id in words", "body.message.chat.id: Expected `int`, got `str`"),
+    ],
+)
+def test_an_update_with_a_nul_and_another_fault_is_refused_for_the_other(
+    client: httpx.Client, database_url: str, server_schema: str, fault: str, named: str
+) -> None:
+    # The decoder names the first fault it meets; when that is the NUL, what else is wrong
+    # still decides: only an update whose one fault is a NUL is acknowledged.
+    update = text_update(1012, 1, "/start")
+    sender = update["message"].pop("from")
+    update["message"] = {"from": {**sender, "first_name": "A\x00da"}, **update["message"]}
+    if fault == "no update_id":
+        del update["update_id"]
+    else:
+        update["message"]["chat"]["id"] = "one"
+    before = events_stored(database_url, server_schema)
+    for params in ({}, {"via": "route"}):  # the chat lane, and Litestar's route
+        headers = {**SECRET_HEADER, "Content-Type": "application/json"}
+        response = client.post(
+            "/telegram/webhook", content=json.dumps(update), headers=headers, params=params
+        )
+        assert (response.status_code, response.json()["detail"]) == (400, named)
     assert events_stored(database_url, server_schema) == before
 
 

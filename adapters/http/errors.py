@@ -7,9 +7,11 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import msgspec
 import structlog
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.utils.scope.state import ScopeState
 
 from ...domain.errors import (
     BadInput,
@@ -23,6 +25,7 @@ from ...domain.errors import (
     VersionMismatch,
     VoxledgerError,
 )
+from ..chat import telegram
 from .bodies import BehindBody, ConflictBody, ErrorBody
 from .freshness import PositionNotInLog, ProjectionsBehind
 
@@ -100,12 +103,48 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorB
 def refused_update(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     """A Telegram update refused only because its text holds a NUL character (which no edge
     lets in): 200 and nothing recorded, since Telegram would otherwise redeliver it for as
-    long as it tries, and it would be refused each time. Any other refusal as usual."""
+    long as it tries, and it would be refused each time. Any other refusal as usual, also
+    when a NUL came first among several faults (the decoder names only the first): a body
+    that is no update once its NULs are set aside is refused for what else is wrong."""
     problems = exc.extra if isinstance(exc.extra, list) else []
     if exc.status_code == 400 and any(_nul_refused(p) for p in problems):
-        log.warning("telegram.update_refused", error="text with a NUL character")
-        return Response({}, status_code=200)
+        besides = _fault_besides_nul(request)
+        if besides is None:
+            log.warning("telegram.update_refused", error="text with a NUL character")
+            return Response({}, status_code=200)
+        exc = besides
     return http_error(request, exc)
+
+
+def _fault_besides_nul(request: Request[Any, Any, Any]) -> HTTPException | None:
+    """What the webhook's body gets refused for with every NUL character replaced (by
+    U+FFFD: the same length in UTF-16, as Telegram counts), or None if nothing."""
+    body = ScopeState.from_scope(request.scope).body
+    if not isinstance(body, bytes):
+        return None  # not read (the refusal came before the body): as before
+    try:
+        msgspec.convert(_nul_replaced(msgspec.json.decode(body)), telegram.Update)
+    except msgspec.ValidationError as error:
+        message, _, at = str(error).partition(" - at `$")
+        key = at.rstrip("`").lstrip(".") or "data"
+        return ValidationException(
+            "Validation failed", extra=[{"message": message, "key": key, "source": "body"}]
+        )
+    except msgspec.DecodeError:  # Litestar read it as JSON; never a 500 all the same
+        return ValidationException(
+            "Validation failed", extra=[{"message": "JSON is malformed", "source": "body"}]
+        )
+    return None
+
+
+def _nul_replaced(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_nul_replaced(v) for v in value]
+    if isinstance(value, dict):
+        return {_nul_replaced(k): _nul_replaced(v) for k, v in value.items()}
+    return value
 
 
 def _nul_refused(problem: Any) -> bool:
