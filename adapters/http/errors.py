@@ -28,6 +28,7 @@ from ...domain.errors import (
 from ..chat import telegram
 from .bodies import BehindBody, ConflictBody, ErrorBody
 from .freshness import PositionNotInLog, ProjectionsBehind
+from .screening import strict_fault
 
 log = structlog.get_logger("voxledger.http")
 
@@ -117,24 +118,19 @@ def refused_update(request: Request[Any, Any, Any], exc: HTTPException) -> Respo
 
 
 def _fault_besides_nul(request: Request[Any, Any, Any]) -> HTTPException | None:
-    """What the webhook's body gets refused for with every NUL character replaced (by
-    U+FFFD: the same length in UTF-16, as Telegram counts), or None if nothing."""
+    """What the webhook's body is refused for, read as `strict_body` reads it, with every
+    NUL character replaced (by U+FFFD: the same length in UTF-16, as Telegram counts), or
+    None if nothing."""
     body = ScopeState.from_scope(request.scope).body
     if not isinstance(body, bytes):
         return None  # not read (the refusal came before the body): as before
     try:
-        msgspec.convert(_nul_replaced(msgspec.json.decode(body)), telegram.Update)
-    except msgspec.ValidationError as error:
-        message, _, at = str(error).partition(" - at `$")
-        key = at.rstrip("`").lstrip(".") or "data"
-        return ValidationException(
-            "Validation failed", extra=[{"message": message, "key": key, "source": "body"}]
-        )
+        decoded = msgspec.json.decode(body)
     except msgspec.DecodeError:  # Litestar read it as JSON; never a 500 all the same
         return ValidationException(
             "Validation failed", extra=[{"message": "JSON is malformed", "source": "body"}]
         )
-    return None
+    return strict_fault(_nul_replaced(decoded), telegram.Update)
 
 
 def _nul_replaced(value: Any) -> Any:

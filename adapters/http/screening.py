@@ -178,16 +178,26 @@ async def strict_body(request: Request[Any, Any, Any]) -> None:
     if not (isinstance(body_type, type) and issubclass(body_type, msgspec.Struct)):
         return
     try:
-        # JSON's own reading of numbers: 3.0 is the integer 3 (JSON Schema says so too).
-        decoded = _integral(msgspec.json.decode(await request.body()))
-        msgspec.convert(decoded, body_type, strict=True)
+        decoded = msgspec.json.decode(await request.body())
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return  # not JSON, or not UTF-8: the handler's own decoding names what is wrong
+    fault = strict_fault(decoded, body_type)
+    if fault is not None:
+        raise fault
+
+
+def strict_fault(decoded: Any, body_type: type) -> ValidationException | None:
+    """The refusal (naming the field) a decoded JSON body gets when read strictly into its
+    body type, or None. JSON's own reading of numbers: 3.0 is the integer 3 (JSON Schema
+    says so too)."""
+    try:
+        msgspec.convert(_integral(decoded), body_type, strict=True)
     except msgspec.ValidationError as e:
         message, _, where = str(e).partition(" - at `$")
         key = where.rstrip("`").lstrip(".")
         problem = {"key": key, "message": message, "source": "body"}
-        raise ValidationException(detail=message, extra=[problem]) from None
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return  # not JSON, or not UTF-8: the handler's own decoding names what is wrong
+        return ValidationException(detail=message, extra=[problem])
+    return None
 
 
 def _integral(value: Any) -> Any:
