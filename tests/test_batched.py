@@ -4,6 +4,7 @@ make for the coroutines that come together."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -26,13 +27,20 @@ class Recorded:
         return [ValueError(f"no {k}") if k < 0 else k * 10 for k in keys]
 
 
-def test_callers_that_come_together_share_one_call_and_each_hears_its_own_answer() -> None:
-    call = Recorded()
-    batched: Batched[int, int] = Batched(call)
+def asking(batched: Batched[int, int]) -> tuple[dict[int, int], Callable[[int], Awaitable[None]]]:
+    """The answers heard, and a caller that asks for one key and notes its answer."""
     answers: dict[int, int] = {}
 
     async def ask(k: int) -> None:
         answers[k] = await batched(k)
+
+    return answers, ask
+
+
+def test_callers_that_come_together_share_one_call_and_each_hears_its_own_answer() -> None:
+    call = Recorded()
+    batched: Batched[int, int] = Batched(call)
+    answers, ask = asking(batched)
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
@@ -114,10 +122,7 @@ def test_an_answer_that_is_an_exception_is_raised_to_its_own_caller_only() -> No
 def test_a_cancelled_caller_stops_waiting_and_strands_nobody() -> None:
     call = Recorded()
     batched: Batched[int, int] = Batched(call)
-    answers: dict[int, int] = {}
-
-    async def ask(k: int) -> None:
-        answers[k] = await batched(k)
+    answers, ask = asking(batched)
 
     async def main() -> None:
         call.gate.clear()
