@@ -49,9 +49,11 @@ class Batched(Generic[K, V]):
         """The answer for ``key``, from a call that began after this one."""
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[V] = loop.create_future()
-        self._queue.append((key, answer))
-        if self._draining is None:
+        if self._draining is None or self._draining.done():
+            if self._draining is not None:  # its loop ended before the task ever ran
+                self._queue = [(k, a) for k, a in self._queue if a.get_loop() is loop]
             self._draining = loop.create_task(self._drain())
+        self._queue.append((key, answer))
         return await answer
 
     async def _drain(self) -> None:
