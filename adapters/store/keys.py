@@ -39,7 +39,7 @@ from psycopg import Cursor
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from .recorder import retried
+from .recorder import KEYS_TABLE, retried
 
 log = structlog.get_logger("voxledger.store")
 
@@ -87,13 +87,7 @@ class KeyRing:
     def create_table(self) -> None:
         """Create the keys table and its function (idempotent)."""
         statements = [
-            SQL(
-                "CREATE TABLE IF NOT EXISTS {table} ("
-                "stream_id uuid PRIMARY KEY, key bytea, "
-                "created_at timestamptz NOT NULL DEFAULT now(), erased_at timestamptz, "
-                # A stream has a key or has been erased, never both, never neither.
-                "CHECK ((key IS NULL) = (erased_at IS NOT NULL)))"
-            ),
+            KEYS_TABLE,
             SQL(
                 "CREATE OR REPLACE FUNCTION {function}(stream uuid, new_key bytea) "
                 "RETURNS TABLE (stream_key bytea, is_erased boolean) LANGUAGE plpgsql "

@@ -224,6 +224,16 @@ _APPEND_FUNCTION = SQL(
     "{insert}"
     "END $$"
 )
+# The data keys' table (`KeyRing`): the append functions insert a stream's new key into it,
+# so the recorder makes it with its events and works on its own (as the library's own
+# recorder contract tests use it: `tests/test_recorder_contract.py`).
+KEYS_TABLE = SQL(
+    "CREATE TABLE IF NOT EXISTS {table} ("
+    "stream_id uuid PRIMARY KEY, key bytea, "
+    "created_at timestamptz NOT NULL DEFAULT now(), erased_at timestamptz, "
+    # A stream has a key or has been erased, never both, never neither.
+    "CHECK ((key IS NULL) = (erased_at IS NOT NULL)))"
+)
 # The signatures the append functions had before command ids: dropped on start, so that
 # each name has one function (GRANT ... ON FUNCTION name must find exactly one).
 _OLD_SIGNATURES = (
@@ -260,6 +270,9 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
             "qualified": Literal(f"{datastore.schema}.{events_table_name}"),
             "channel": Identifier(self.channel_name),
         }
+        self.sql_create_statements.append(
+            KEYS_TABLE.format(table=Identifier(datastore.schema, self.keys_table_name))
+        )
         # Tables made before command ids get the column (NULL for their old rows).
         self.sql_create_statements += [
             SQL("ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS command_id uuid").format(
