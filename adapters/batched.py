@@ -19,6 +19,7 @@ caller cancelled while it waits only stops waiting, and the others are answered 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -49,10 +50,12 @@ class Batched(Generic[K, V]):
         """The answer for ``key``, from a call that began after this one."""
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[V] = loop.create_future()
-        if self._draining is None or self._draining.done():
-            if self._draining is not None:  # its loop ended before the task ever ran
+        draining = self._draining
+        if draining is None or draining.done() or draining.get_loop() is not loop:
+            if draining is not None:  # left by a loop that ended without running it out
                 self._queue = [(k, a) for k, a in self._queue if a.get_loop() is loop]
-            self._draining = loop.create_task(self._drain())
+            # A context of its own: the calls' log lines carry no request's bound values.
+            self._draining = loop.create_task(self._drain(), context=contextvars.Context())
         self._queue.append((key, answer))
         return await answer
 
@@ -70,6 +73,9 @@ class Batched(Generic[K, V]):
                     )
                 except Exception as error:  # the call failed: each caller in it hears why
                     outcomes = [error] * len(batch)
+                if len(outcomes) != len(batch):  # a bug in the call: nobody gets another's
+                    wrong = RuntimeError(f"{len(outcomes)} answers for {len(batch)} keys")
+                    outcomes = [wrong] * len(batch)
                 self.calls += 1
                 for (_, answer), outcome in zip(batch, outcomes, strict=True):
                     if answer.done():
@@ -79,9 +85,18 @@ class Batched(Generic[K, V]):
                     else:
                         answer.set_result(outcome)
                 batch = []
+        except BaseException as error:
+            # Stopped by the loop's shutdown (or a bug here): nobody waits for an answer
+            # that cannot come, and a failure is heard as itself, not as a cancellation.
+            for _, answer in (*batch, *self._queue):
+                if answer.done():
+                    continue
+                if isinstance(error, Exception):
+                    answer.set_exception(error)
+                else:
+                    answer.cancel()
+            self._queue.clear()
+            if not isinstance(error, Exception):
+                raise  # a failure is its callers' to hear, not the orphaned task's to raise
         finally:
             self._draining = None
-            # Stopped by the loop's shutdown: nobody waits for an answer that cannot come.
-            for _, answer in (*batch, *self._queue):
-                answer.cancel()
-            self._queue.clear()

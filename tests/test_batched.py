@@ -3,6 +3,7 @@ make for the coroutines that come together."""
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Awaitable, Callable
 
@@ -158,3 +159,43 @@ def test_callers_in_another_event_loop_later_are_served_afresh() -> None:
     """An engine outlives one `anyio.run` (the CLI runs several): its queue starts again."""
     batched: Batched[int, int] = Batched(Recorded())
     assert [anyio.run(batched, k) for k in (1, 2)] == [10, 20]
+
+
+def test_a_call_that_answers_wrongly_fails_its_callers_rather_than_cancelling_them() -> None:
+    batched: Batched[int, int] = Batched(lambda keys: [1])  # one answer, whatever is asked
+
+    async def main() -> list[str]:
+        failures: list[str] = []
+
+        async def ask(k: int) -> None:
+            try:
+                await batched(k)
+            except RuntimeError as error:
+                failures.append(str(error))
+
+        async with anyio.create_task_group() as tg:
+            for k in range(3):
+                tg.start_soon(ask, k)
+        return failures
+
+    assert anyio.run(main) == ["1 answers for 3 keys"] * 3
+    assert not batched._queue and batched._draining is None
+
+
+def test_the_calls_carry_no_callers_bound_values() -> None:
+    """The log lines a shared call writes would otherwise name whichever request came first."""
+    bound: contextvars.ContextVar[str] = contextvars.ContextVar("bound", default="none")
+    seen: list[str] = []
+
+    def call(keys: list[int]) -> list[int]:
+        seen.append(bound.get())
+        return keys
+
+    batched: Batched[int, int] = Batched(call)
+
+    async def main() -> None:
+        bound.set("request 1")
+        await batched(1)
+
+    anyio.run(main)
+    assert seen == ["none"]

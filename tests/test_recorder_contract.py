@@ -30,10 +30,10 @@ def _on_a_schema_of_its_own(
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     parts = psycopg.conninfo.conninfo_to_dict(database_url)
-    opened: list[PostgresDatastore] = []
+    made: list[Recorder] = []
 
-    def datastore() -> PostgresDatastore:
-        store = PostgresDatastore(
+    def recorder() -> Recorder:
+        datastore = PostgresDatastore(
             dbname=str(parts.get("dbname") or "postgres"),
             host=str(parts.get("host") or "localhost"),
             port=str(parts.get("port") or "5432"),
@@ -43,22 +43,22 @@ def _on_a_schema_of_its_own(
             pool_size=4,
             max_overflow=4,
         )
-        opened.append(store)
-        return store
+        made.append(Recorder(datastore, events_table_name="stored_events"))
+        made[-1].create_table()
+        return made[-1]
 
-    request.instance.datastore = datastore
+    request.instance.recorder = recorder
     yield
-    for store in opened:
-        store.close()
+    for each in made:
+        each.release_appender()  # the connection kept for appends, back before the pool closes
+        each.datastore.close()
 
 
 class _OnOurRecorder:
-    datastore: Any
+    recorder: Any
 
     def create_recorder(self) -> Recorder:
-        recorder = Recorder(self.datastore(), events_table_name="stored_events")
-        recorder.create_table()
-        return recorder
+        return self.recorder()
 
 
 class TestApplicationRecorder(_OnOurRecorder, ApplicationRecorderTestCase[Recorder]):

@@ -22,8 +22,8 @@ between the streams, no field the event class does not have) and re-enacts every
 the command that records it (`domain.reenactment`): imported events obey the same rules as
 commands, and a refusal names the line. It writes in one transaction, with the streams' new
 data keys and snapshots: any problem and nothing of the file is written. From its first
-append the transaction holds the events table's write lock, as every append does, so other
-writers to that database wait until the import commits.
+append the transaction holds the appends' lock, as every append does, so other writers to
+that log wait until the import commits.
 """
 
 from __future__ import annotations
@@ -398,8 +398,8 @@ def _transaction(
 ) -> Iterator[_Batches]:
     """One transaction for the whole import: if the block raises, nothing is written.
 
-    Events go through the store's append function, as every save does: it takes the events
-    table's write lock (so notification ids commit in order for readers tailing the log),
+    Events go through the store's append function, as every save does: it takes the appends'
+    lock (so notification ids commit in order for readers tailing the log),
     sends the NOTIFY, and works for a role that may append but not insert directly."""
     recorder, snapshots = store.recorder, store.snapshots
     assert snapshots is not None

@@ -1,6 +1,6 @@
 """Group commit: saves that arrive while another commit is in flight share the next one.
 
-Every append takes the events table's lock, so commits to one log are serial anyway. Instead
+Every append takes the appends' lock, so commits to one log are serial anyway. Instead
 of each writer waiting its turn for a commit of its own, the writers that queued up while one
 commit ran are written together in the next. A lone writer commits at once (no added
 latency); under load, batches grow by themselves. A caller may hand in many saves at once

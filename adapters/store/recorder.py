@@ -446,7 +446,7 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
 
     @contextmanager
     def _appending(self) -> Iterator[psycopg.Connection[Any]]:
-        """The one connection appends go through. Appends are serial anyway (the table
+        """The one connection appends go through. Appends are serial anyway (the appends'
         lock), and the pool hands its connections out in turn: a connection of their own
         means every append finds a warm server process, which saves a sixth of its time."""
         with self._appender_lock:
