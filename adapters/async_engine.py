@@ -121,7 +121,8 @@ class AsyncEngine:
         self._turns: dict[UUID, deque[asyncio.Future[None]]] = {}  # per busy conversation
         self._commits: Batched[tuple[Sequence[Aggregate], UUID | None], int | None] | None = None
         if store is not None:
-            self._commits = Batched(partial(_save_each, store), max_batch=max_batch)
+            save_each = _save_each_async if hasattr(store, "save_each_async") else _save_each
+            self._commits = Batched(partial(save_each, store), max_batch=max_batch)
         self.coalesced = 0  # commands that ran in the loop and committed in a shared commit
         self._store = store
         # The engine as commands in the loop use it: its store is swapped per command, and
@@ -263,3 +264,11 @@ def _save_each(
     store: CoalescingStore, saves: list[tuple[Sequence[Aggregate], UUID | None]]
 ) -> list[int | BaseException | None]:
     return store.save_each([aggregates for aggregates, _ in saves], [c for _, c in saves])
+
+
+async def _save_each_async(
+    store: CoalescingStore, saves: list[tuple[Sequence[Aggregate], UUID | None]]
+) -> list[int | BaseException | None]:
+    return await store.save_each_async(  # type: ignore[attr-defined]
+        [aggregates for aggregates, _ in saves], [c for _, c in saves]
+    )

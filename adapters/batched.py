@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 import anyio.to_thread
@@ -30,17 +31,20 @@ V = TypeVar("V")
 
 
 class Batched(Generic[K, V]):
-    """``call_many`` (blocking: keys in, one answer per key out, in order; an answer that is
-    an exception is raised to its caller) as a coroutine for one key, whose concurrent
-    calls share a call."""
+    """``call_many`` (keys in, one answer per key out, in order; an answer that is an
+    exception is raised to its caller) as a coroutine for one key, whose concurrent calls
+    share a call. A blocking ``call_many`` runs in a worker thread; a coroutine function
+    (one that waits for the database on a connection of the loop's) runs in the loop."""
 
     def __init__(
         self,
-        call_many: Callable[[list[K]], Sequence[V | BaseException]],
+        call_many: Callable[[list[K]], Sequence[V | BaseException]]
+        | Callable[[list[K]], Awaitable[Sequence[V | BaseException]]],
         *,
         max_batch: int = 256,
     ) -> None:
         self._call_many = call_many
+        self._in_loop = inspect.iscoroutinefunction(call_many)
         self._max_batch = max_batch
         self._queue: list[tuple[K, asyncio.Future[V]]] = []
         self._draining: asyncio.Task[None] | None = None
@@ -68,9 +72,14 @@ class Batched(Generic[K, V]):
                 del self._queue[: len(batch)]
                 outcomes: Sequence[V | BaseException]
                 try:
-                    outcomes = await anyio.to_thread.run_sync(
-                        self._call_many, [key for key, _ in batch]
-                    )
+                    keys = [key for key, _ in batch]
+                    if self._in_loop:
+                        outcomes = await self._call_many(keys)  # type: ignore[misc]
+                    else:
+                        outcomes = await anyio.to_thread.run_sync(
+                            self._call_many,  # type: ignore[arg-type]
+                            keys,
+                        )
                 except Exception as error:  # the call failed: each caller in it hears why
                     outcomes = [error] * len(batch)
                 if len(outcomes) != len(batch):  # a bug in the call: nobody gets another's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from datetime import timedelta
 from itertools import count
@@ -10,6 +11,7 @@ from uuid import UUID
 import pytest
 
 from voxledger.adapters.bootstrap import open_chat_directory, open_engine
+from voxledger.adapters.chat import bot as bot_module
 from voxledger.adapters.chat.bot import (
     ChatBot,
     Command,
@@ -306,6 +308,40 @@ def test_an_edited_answer_answers_its_field_again_and_the_form_stays_where_it_is
     refused = edit(chat, "m-date", "31.02.2026")
     assert refused.text.startswith("Date stays 2026-11-21: There is no such date as 31.02.2026.")
     assert engine.get_flow(started.flow_id).answers["date"] == "2026-11-21"  # type: ignore[arg-type]
+
+
+def test_an_edit_finds_its_field_through_replies_recorded_in_the_nested_form_too(
+    chat: Chat, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = chat.say("interview")
+    with monkeypatch.context() as before:  # the reply's link as replies recorded it before
+        before.setattr(
+            bot_module,
+            "_link",
+            lambda reply, field, message_id: {
+                "answer": {"flow": str(reply.flow_id), "field": field, "message": message_id}
+            },
+        )
+        chat.say("1042", message_id="m-number")
+    chat.say("21.11.2026", message_id="m-date")
+    replies = {m.id: m.metadata for m in engine.get_conversation(chat.key).messages}
+    assert "answer" in replies["m-number:reply"] and "answer_field" in replies["m-date:reply"]
+    assert edit(chat, "m-number", "1043").recorded
+    assert edit(chat, "m-date", "22.11.2026").recorded
+    flow = engine.get_flow(started.flow_id)  # type: ignore[arg-type]
+    assert flow.answers == {"audio_number": 1043, "date": "2026-11-22"}
+
+
+def test_a_replys_link_to_its_answer_is_flat_so_the_collector_lets_it_be(
+    chat: Chat, engine: Engine
+) -> None:
+    chat.say("interview")
+    chat.say("1042", message_id="m-number")
+    engine.store.forget_cached()  # type: ignore[attr-defined]
+    (reply,) = [m for m in engine.get_conversation(chat.key).messages if m.id == "m-number:reply"]
+    assert all(type(value) is str for value in reply.metadata.values())
+    gc.collect()
+    assert not gc.is_tracked(reply.metadata)  # a served worker holds one per answer
 
 
 def test_an_edit_of_anything_but_a_current_answer_records_nothing(

@@ -19,7 +19,7 @@ from psycopg import sql
 
 from voxledger.adapters.bootstrap import open_store
 from voxledger.adapters.debug.timetravel import state_document
-from voxledger.adapters.store.event_store import EventStore, snapshot_due
+from voxledger.adapters.store.event_store import EventStore, snapshot_due, snapshot_phase
 from voxledger.domain.conversation import Conversation, ConversationSnapshot, ConversationState
 from voxledger.scripts.output import to_plain
 
@@ -110,7 +110,8 @@ def test_at_starts_from_the_nearest_snapshot_which_replay_verify_then_exposes(
             state=planted,
         )
         store.snapshots.put([snapshot])
-    saved = [v for v in range(100, EVENTS + 1, 100) if snapshot_due(100, v, 100)]
+    phase = snapshot_phase(long.conversation_id)  # the steps its saves snapshotted at
+    saved = [v for v in range(100, EVENTS + 1, 100) if snapshot_due(100, v, 100, phase)]
     after = min(v for v in saved if v > 15_060)  # the next true snapshot
     try:
         cid = str(long.conversation_id)

@@ -41,7 +41,7 @@ def voxledger(env: dict[str, str], *args: str, check: bool = True) -> subprocess
     return result
 
 
-def converse(engine: Engine, name: str = MARK, *, messages: int = 100) -> tuple[UUID, UUID]:
+def converse(engine: Engine, name: str = MARK, *, messages: int = 200) -> tuple[UUID, UUID]:
     """A conversation full of personal data: participant, metadata, messages (one streamed),
     context, a completed intake flow with a rejected answer, and enough messages to be
     snapshotted. Returns its id and its flow's."""
@@ -220,14 +220,14 @@ def test_rows_written_before_sealing_still_read(engine: Engine) -> None:
     store = engine.store
     keys, store.mapper.keys = store.mapper.keys, None  # type: ignore[attr-defined]
     cid = engine.start_conversation("chat", MARK, {"a": 1})
-    for i in range(100):
+    for i in range(199):  # a snapshot among them, whatever the stream's phase
         engine.add_message(cid, "user", f"plain {i}")
     store.mapper.keys = keys  # type: ignore[attr-defined]
     engine.add_message(cid, "user", "sealed")
     store.forget_cached()  # type: ignore[attr-defined]
     state = engine.get_conversation(cid)  # a plaintext snapshot, then a sealed event
     assert state.participant == MARK and [m.content for m in state.messages[-2:]] == [
-        "plain 99",
+        "plain 198",
         "sealed",
     ]
 
@@ -391,11 +391,11 @@ def test_an_erased_conversation_refuses_new_personal_data_and_takes_other_comman
     with pytest.raises(Erased):
         engine.update_context(cid, {"nickname": "again"})
     version = engine.get_conversation(cid).version
-    for _ in range(110 - version):  # across a snapshot interval: none is taken
+    for _ in range(210 - version):  # across a snapshot step, whatever the phase: none taken
         engine.record_usage(cid, tokens_in=1)
     engine.end(cid, "erased on request")
     state = engine.get_conversation(cid)
-    assert state.status == "ended" and state.version == 111
+    assert state.status == "ended" and state.version == 211
     snapshots = f"SELECT count(*) FROM {schema}.voxledger_snapshots WHERE originator_id = %s"
     assert rows(database_url, snapshots, cid)[0][0] == 0
     assert engine.store.erase(cid) == [cid, flow]  # type: ignore[attr-defined]  # again: harmless

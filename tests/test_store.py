@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections import Counter
 from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
@@ -17,7 +18,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
 from voxledger.adapters.bootstrap import open_engine
-from voxledger.adapters.store.event_store import snapshot_due
+from voxledger.adapters.store.event_store import snapshot_due, snapshot_phase
 from voxledger.adapters.store.mapper import CorruptEvent, MsgspecMapper
 from voxledger.domain.conversation import Conversation, Message, Role
 from voxledger.domain.engine import Engine
@@ -186,3 +187,20 @@ def test_a_long_stream_is_snapshotted_at_steps_that_grow_with_it() -> None:
     assert sum(due) / events < 8  # events' worth of state sealed per event (fixed 100: 500)
     # A save of several events snapshots when it crosses a step, wherever it lands.
     assert [v for v in range(7, 400, 7) if snapshot_due(100, v, 7)] == [105, 203, 301]
+
+
+def test_streams_that_grow_together_take_their_snapshots_at_different_moments() -> None:
+    """Each stream's steps are shifted by a fraction of a step drawn from its id: 128 chats
+    that grow in step do not all seal their state on the same message, and each still
+    keeps the schedule's bounds."""
+    events = 20_000
+    phases = [snapshot_phase(uuid4()) for _ in range(128)]
+    schedules = [[v for v in range(1, events + 1) if snapshot_due(100, v, 1, p)] for p in phases]
+    for due in schedules:
+        assert 100 <= due[0] < 200  # none before the first hundred events
+        for earlier, later in pairwise(due):  # a load replays at most about a quarter
+            assert later - earlier <= 100 if later < 512 else (later - earlier) / later < 0.26
+        assert sum(due) / events < 8
+    at_once = Counter(v for due in schedules for v in due)
+    assert max(at_once.values()) <= 16  # in step (every phase 0): all 128 at each
+    assert snapshot_phase(UUID(int=0xABCD)) == 0xABCD

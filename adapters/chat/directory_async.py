@@ -3,7 +3,8 @@ one read (`Batched`).
 
 Every chat message reads its chat's row in the directory (never cached: an erasure takes
 effect at the chat's very next message). Each lookup still sees the directory as it is
-after it arrived.
+after it arrived. The reads run in the event loop, on a connection of its own
+(`ChatDirectory.current_async`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ class AsyncDirectory:
 
     def __init__(self, directory: ChatDirectory) -> None:
         self.directory = directory
-        self._reads: Batched[tuple[ChatKey, bool], UUID | None] = Batched(directory.current)
+        self._reads: Batched[tuple[ChatKey, bool], UUID | None] = Batched(directory.current_async)
 
     @property
     def reads(self) -> int:

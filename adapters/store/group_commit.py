@@ -11,13 +11,18 @@ at a time, so that only the saves that lost fail. (With several serving processe
 conversation's messages reach any of them, and a batch often holds a save that lost: found
 one commit per save, that cut two workers' throughput to a third of one worker's,
 `voxledger bench --http`.)
+
+The event loop's saves (the async engine's) come already batched: `append_each_async`
+writes them in one transaction on the loop's own connection, and only after a lost race
+are the losers found and the rest written again, in a worker thread, as above.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
+import anyio.to_thread
 from eventsourcing.persistence import IntegrityError
 
 from .recorder import Append
@@ -46,8 +51,10 @@ class GroupCommit:
         max_batch: int = 500,
         *,
         clashes: Callable[[list[Append]], set[int]] | None = None,
+        write_async: Callable[[list[Append]], Awaitable[Sequence[int]]] | None = None,
     ) -> None:
         self._write = write  # appends saves in one transaction; returns their positions
+        self._write_async = write_async  # the same, in the event loop
         self._clashes = clashes  # which saves of a batch lost their race (by index)
         self._max_batch = max_batch  # events per transaction, when the queue offers more
         self._lock = threading.Lock()
@@ -77,6 +84,24 @@ class GroupCommit:
         if not ticket.finished:
             self._lead()
         return ticket.outcomes
+
+    async def append_each_async(
+        self, saves: Sequence[Append]
+    ) -> list[Sequence[int] | BaseException]:
+        """`append_each` in the event loop, for saves batched already (one call at a time):
+        one transaction on the loop's connection; after a lost race, the rest as
+        `append_each` does it, in a worker thread."""
+        if self._write_async is None:
+            return await anyio.to_thread.run_sync(self.append_each, saves)
+        self.batches += 1
+        try:
+            return self._split(saves, await self._write_async(list(saves)))
+        except IntegrityError as error:
+            if len(saves) == 1:
+                return [error]
+        except Exception as error:  # a cancellation is the loop's shutdown: not an outcome
+            return [error] * len(saves)
+        return await anyio.to_thread.run_sync(self._after_lost_race, list(saves))
 
     def _lead(self) -> None:
         with self._lock:
@@ -109,22 +134,39 @@ class GroupCommit:
             try:
                 outcomes = self._together(saves)
             except IntegrityError:
-                outcomes = self._without_losers(saves)
+                outcomes = self._after_lost_race(saves)
             except BaseException as error:
                 outcomes = [error] * len(saves)
-        if not outcomes:
-            for save in saves:
-                try:
-                    outcomes.append(self._write([save]))
-                except BaseException as error:
-                    outcomes.append(error)
+        else:
+            outcomes = self._one_at_a_time(saves)
         for ticket in batch:
             ticket.outcomes = outcomes[: len(ticket.saves)]
             del outcomes[: len(ticket.saves)]
 
+    def _after_lost_race(self, saves: list[Append]) -> list[Sequence[int] | BaseException]:
+        """Saves written together failed on a lost race: the losers found by one read fail,
+        the rest are written together again; failing that, one save at a time."""
+        return self._without_losers(saves) or self._one_at_a_time(saves)
+
+    def _one_at_a_time(self, saves: list[Append]) -> list[Sequence[int] | BaseException]:
+        outcomes: list[Sequence[int] | BaseException] = []
+        for save in saves:
+            try:
+                outcomes.append(self._write([save]))
+            except BaseException as error:
+                outcomes.append(error)
+        return outcomes
+
     def _together(self, saves: Sequence[Append]) -> list[Sequence[int] | BaseException]:
         """Every save in one transaction: each one's positions (IntegrityError if any lost)."""
-        positions = list(self._write(list(saves)))
+        return self._split(saves, self._write(list(saves)))
+
+    @staticmethod
+    def _split(
+        saves: Sequence[Append], appended: Sequence[int]
+    ) -> list[Sequence[int] | BaseException]:
+        """One transaction's positions, per save."""
+        positions = list(appended)
         outcomes: list[Sequence[int] | BaseException] = []
         for save in saves:
             outcomes.append(positions[: len(save.events)])

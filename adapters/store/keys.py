@@ -223,6 +223,11 @@ class KeyRing:
             return None
         return known
 
+    def refresh_is_due(self) -> bool:
+        """Whether `refresh_due` would read now (the event loop runs it in a thread)."""
+        with self._lock:
+            return self.clock() >= self._next_refresh
+
     def refresh_due(self) -> None:
         """Read again, in one statement, the streams whose entries go stale within half the
         cache time: under steady traffic no command waits for a read of its own key (nor

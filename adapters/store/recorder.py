@@ -14,7 +14,8 @@ own table, so two applications in one schema never share it (the flaw of the lib
 unsafe POSTGRES_ENABLE_DB_FUNCTIONS option), and it runs with its owner's rights, so the
 engine can run as a role that may append events through it but can neither update nor
 delete them. A twin of it takes one event as scalars (the commonest save), and appends go
-through one connection kept for them.
+through one connection kept for them (in the event loop, an asyncio connection of the
+loop's own: `append_async`).
 
 Every save carries a command id, stored with each of its events. When an append's outcome is
 unknown (the connection broke after the statement was sent: the commit may have happened),
@@ -39,15 +40,8 @@ from uuid import UUID, uuid4
 
 import psycopg
 from eventsourcing.persistence import (
-    DatabaseError,
-    DataError,
-    IntegrityError,
     InterfaceError,
-    InternalError,
-    NotSupportedError,
     OperationalError,
-    PersistenceError,
-    ProgrammingError,
     StoredEvent,
 )
 from eventsourcing.postgres import (
@@ -58,6 +52,8 @@ from eventsourcing.postgres import (
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier, Literal
 from psycopg_pool import PoolTimeout
+
+from .loop_connection import LoopConnection, translated
 
 T = TypeVar("T")
 
@@ -367,6 +363,8 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
         )
         self._appender: psycopg.Connection[Any] | None = None
         self._appender_lock = threading.Lock()
+        # The event loop's appends: a connection of that loop's own.
+        self._loop_appender = LoopConnection(datastore)
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -394,31 +392,55 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
                 time.sleep(0.2)
         raise AssertionError("unreachable")
 
+    async def append_async(self, saves: Sequence[Append]) -> list[int]:
+        """`append` for the event loop: the same statement, retries and outcome, on the
+        loop's own connection (`LoopConnection`), with no worker thread."""
+        statement, params = self._append_params(saves, False)
+        if statement is None:
+            return []
+
+        async def append(conn: psycopg.AsyncConnection[Any], again: bool) -> list[int]:
+            # After an attempt that may have committed, look for the command ids first.
+            sent = (*params[:-1], True) if again else params
+            async with conn.cursor(row_factory=tuple_row) as c:
+                await c.execute(statement, sent, prepare=True, binary=True)
+                return [row[0] for row in await c.fetchall()]
+
+        return await self._loop_appender.run(append)
+
     def _append(self, saves: Sequence[Append], *, resolve: bool) -> list[int]:
+        statement, params = self._append_params(saves, resolve)
+        if statement is None:
+            return []
+        with self._appending() as conn, conn.cursor(row_factory=tuple_row) as c:
+            c.execute(statement, params, prepare=True, binary=True)
+            return [row[0] for row in c.fetchall()]
+
+    def _append_params(
+        self, saves: Sequence[Append], resolve: bool
+    ) -> tuple[str | None, tuple[Any, ...]]:
+        """The append statement for these saves and its parameters (None: nothing to do)."""
         events = [e for save in saves for e in save.events]
         if not events:
-            return []
+            return None, ()
         keys = [key for save in saves for key in save.keys]
-        with self._appending() as conn, conn.cursor(row_factory=tuple_row) as c:
-            if len(events) == 1 and len(keys) <= 1:
-                e, save = events[0], next(s for s in saves if s.events)
-                key_stream, key = keys[0] if keys else (None, None)
-                params = (
-                    *(e.originator_id, e.originator_version, e.topic, e.state),
-                    *(save.command_id, key_stream, key, resolve),
-                )
-                c.execute(self.append_one_statement, params, prepare=True, binary=True)
-            else:
-                commands = [save.command_id for save in saves for _ in save.events]
-                params = (
-                    *_columns(events),
-                    commands,
-                    [stream for stream, _ in keys],
-                    [key for _, key in keys],
-                    resolve,
-                )
-                c.execute(self.append_statement, params, prepare=True, binary=True)
-            return [row[0] for row in c.fetchall()]
+        if len(events) == 1 and len(keys) <= 1:
+            e, save = events[0], next(s for s in saves if s.events)
+            key_stream, key = keys[0] if keys else (None, None)
+            params = (
+                *(e.originator_id, e.originator_version, e.topic, e.state),
+                *(save.command_id, key_stream, key, resolve),
+            )
+            return self.append_one_statement, params
+        commands = [save.command_id for save in saves for _ in save.events]
+        params = (
+            *_columns(events),
+            commands,
+            [stream for stream, _ in keys],
+            [key for _, key in keys],
+            resolve,
+        )
+        return self.append_statement, params
 
     @retried
     def clashes(self, saves: Sequence[Append]) -> set[int]:
@@ -463,33 +485,18 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
                 yield conn
             except psycopg.Error as e:
                 if conn is not None and (conn.closed or conn.broken):
-                    self.release_appender()  # the next append gets a fresh one
-                error = _translated(e)
+                    self._release_thread_appender()  # the next append gets a fresh one
+                error = translated(e)
                 error.sent = sent  # type: ignore[attr-defined]
                 raise error from e
 
     def release_appender(self) -> None:
-        """Give the appenders' connection back to the pool (before the pool closes)."""
+        """Give the appenders' connection back to the pool (before the pool closes), and
+        close the event loop's."""
+        self._release_thread_appender()
+        self._loop_appender.close()
+
+    def _release_thread_appender(self) -> None:
         conn, self._appender = self._appender, None
         if conn is not None:
             self.datastore.pool.putconn(conn)
-
-
-def _translated(error: psycopg.Error) -> PersistenceError:
-    """A psycopg error as the library's own kind, as its ``get_connection`` raises them."""
-    for psycopg_class, ours in _TRANSLATED:
-        if isinstance(error, psycopg_class):
-            return ours(str(error))
-    return PersistenceError(str(error))
-
-
-_TRANSLATED: tuple[tuple[type[psycopg.Error], type[PersistenceError]], ...] = (
-    (psycopg.InterfaceError, InterfaceError),
-    (psycopg.OperationalError, OperationalError),
-    (psycopg.DataError, DataError),
-    (psycopg.IntegrityError, IntegrityError),
-    (psycopg.InternalError, InternalError),
-    (psycopg.ProgrammingError, ProgrammingError),
-    (psycopg.NotSupportedError, NotSupportedError),
-    (psycopg.DatabaseError, DatabaseError),
-)
