@@ -60,7 +60,7 @@ class CoalescingStore(Protocol):
         """Keep unchanged aggregates in memory again (after ``take_cached``)."""
         ...
 
-    def catch_up_cached(self, aggregate_ids: Sequence[UUID]) -> list[None]:
+    async def catch_up_cached_async(self, aggregate_ids: Sequence[UUID]) -> list[None]:
         """Bring the copies in memory of these aggregates (and of their flows in progress)
         up to the log, in one read."""
         ...
@@ -136,7 +136,7 @@ class AsyncEngine:
         # tenth of one: `voxledger bench --http --workers 2`).
         self._catching_up: Batched[UUID, None] | None = None
         if catch_up and store is not None:
-            self._catching_up = Batched(store.catch_up_cached)
+            self._catching_up = Batched(store.catch_up_cached_async)
 
     async def start_conversation(self, *args: Any, **kwargs: Any) -> UUID:
         """Open a conversation (no ordering needed: it has no id yet, or a fresh one)."""

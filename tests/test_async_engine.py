@@ -184,8 +184,13 @@ def test_with_other_writers_copies_are_caught_up_first_and_commands_stay_in_the_
     for cid in ids:
         engine.add_message(cid, "user", "first")  # in this process's memory now
     reads: list[int] = []
-    catch_up = engine.store.catch_up_cached
-    engine.store.catch_up_cached = lambda some: reads.append(len(some)) or catch_up(some)
+    catch_up = engine.store.catch_up_cached_async
+
+    async def counted(some: list) -> list[None]:
+        reads.append(len(some))
+        return await catch_up(some)
+
+    engine.store.catch_up_cached_async = counted  # in the loop, on its own connection
     aengine = AsyncEngine(engine, engine.store, catch_up=True)
     with open_engine(database_url, schema=schema) as other:  # half the copies go stale
         for cid in ids[::2]:
@@ -210,10 +215,10 @@ def test_a_failed_catch_up_leaves_the_command_to_a_fresh_read(
     cid = engine.start_conversation("voice")
     engine.add_message(cid, "user", "first")
 
-    def broken(_: object) -> None:
+    async def broken(_: object) -> None:
         raise RuntimeError("the read failed")
 
-    engine.store.catch_up_cached = broken
+    engine.store.catch_up_cached_async = broken
     aengine = AsyncEngine(engine, engine.store, catch_up=True)
     with open_engine(database_url, schema=schema) as other:
         other.add_message(cid, "user", "from elsewhere")

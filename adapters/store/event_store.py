@@ -305,13 +305,28 @@ class EventStore(Application[UUID]):
             self.remember(tuple(a for batch in done for a, _ in batch))
         return outcomes
 
-    def catch_up_cached(self, aggregate_ids: Sequence[UUID]) -> list[None]:
+    async def catch_up_cached_async(self, aggregate_ids: Sequence[UUID]) -> list[None]:
         """Bring this process's copies of these aggregates, and of the flows their
         conversations have in progress, up to the log in one read: another serving process
         may have written to them since. A command then runs on them in the event loop
         instead of losing its race at the commit and running again from a fresh read.
-        Aggregates not in memory are left alone (a command reads them anyway). Returns one
-        None per id (a `Batched` answer)."""
+        Aggregates not in memory are left alone (a command reads them anyway). The read
+        runs in the event loop, on a connection of its own (`Recorder.select_newer_async`;
+        in a worker thread it cost two hand-overs of the GIL per batch). Returns one None
+        per id (a `Batched` answer)."""
+        taken = self._take_for_catch_up(aggregate_ids)
+        if taken:
+            # Should the read fail, the copies stay out: the commands read afresh.
+            with reachable():
+                rows = await self.recorder.select_newer_async(  # type: ignore[attr-defined]
+                    [(a.id, a.version) for a in taken.values()]
+                )
+            self._caught_up(taken, rows)
+        return [None] * len(aggregate_ids)
+
+    def _take_for_catch_up(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Aggregate]:
+        """The copies in memory of these aggregates and of their flows in progress, taken
+        out of the cache (a failed read leaves them out)."""
         taken: dict[UUID, Aggregate] = {}
         with self._cache_lock:
             for aggregate_id in aggregate_ids:
@@ -323,19 +338,16 @@ class EventStore(Application[UUID]):
                 flow = self._cache.pop(flow_id, None) if flow_id is not None else None
                 if flow is not None:
                     taken[flow_id] = flow
-        if taken:
-            # Should the read fail, the copies stay out: the commands read afresh.
-            with reachable():
-                rows = self.recorder.select_newer(  # type: ignore[attr-defined]
-                    [(a.id, a.version) for a in taken.values()]
-                )
-            decode = self.mapper.decode  # type: ignore[attr-defined]
-            for stream_id, events in groupby(rows, key=itemgetter(0)):
-                taken[stream_id] = fold(  # type: ignore[assignment]
-                    taken[stream_id], (decode(stream_id, *row[1:]) for row in events)
-                )
-            self.remember(tuple(taken.values()))
-        return [None] * len(aggregate_ids)
+        return taken
+
+    def _caught_up(self, taken: dict[UUID, Aggregate], rows: Sequence[Any]) -> None:
+        """The copies with the newer events read folded in, back in the cache."""
+        decode = self.mapper.decode  # type: ignore[attr-defined]
+        for stream_id, events in groupby(rows, key=itemgetter(0)):
+            taken[stream_id] = fold(  # type: ignore[assignment]
+                taken[stream_id], (decode(stream_id, *row[1:]) for row in events)
+            )
+        self.remember(tuple(taken.values()))
 
     def take_cached(self, aggregate_id: UUID) -> Aggregate | None:
         """This process's last saved copy of the aggregate, for a command, if it can be had

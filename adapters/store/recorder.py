@@ -132,16 +132,28 @@ class TupleReads:
             c.execute(statement, params, prepare=True, binary=True)  # bytea without hex
             return c.fetchall()
 
-    @retried
-    def select_newer(
+    async def select_newer_async(
         self, streams: Sequence[tuple[UUID, int]]
     ) -> list[tuple[UUID, int, str, bytes]]:
         """The events of many streams after the version given for each, in one statement:
-        (stream, version, topic, state) rows, each stream's in version order."""
+        (stream, version, topic, state) rows, each stream's in version order. Read in the
+        event loop, on a connection of its own (the catch-up reads of serving processes
+        that share conversations: one per batch of messages)."""
         ids, versions = [s for s, _ in streams], [v for _, v in streams]
-        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as c:
-            c.execute(self._select_newer, (ids, versions), prepare=True, binary=True)
-            return c.fetchall()
+        statement = self._select_newer
+
+        async def read(
+            conn: psycopg.AsyncConnection[Any], _again: bool
+        ) -> list[tuple[UUID, int, str, bytes]]:
+            async with conn.cursor(row_factory=tuple_row) as c:
+                await c.execute(statement, (ids, versions), prepare=True, binary=True)
+                return await c.fetchall()
+
+        return await self._loop_reader.run(read)
+
+    @functools.cached_property
+    def _loop_reader(self) -> LoopConnection:
+        return LoopConnection(self.datastore)
 
     @functools.cached_property
     def _select_newer(self) -> str:
@@ -495,6 +507,8 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
         close the event loop's."""
         self._release_thread_appender()
         self._loop_appender.close()
+        if "_loop_reader" in vars(self):
+            self._loop_reader.close()
 
     def _release_thread_appender(self) -> None:
         conn, self._appender = self._appender, None
