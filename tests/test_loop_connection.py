@@ -4,6 +4,7 @@ made twice, and each event loop gets a connection of its own."""
 
 from __future__ import annotations
 
+import socket
 from uuid import uuid4
 
 import anyio
@@ -123,8 +124,6 @@ def test_a_database_that_is_not_there_fails_the_call_once_the_connect_timeout_pa
 
 
 def _closed_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])  # closed again at once: connections are refused
