@@ -49,7 +49,7 @@ class CoalescingStore(Protocol):
         """The aggregate if it is in memory and known current, else None (no I/O)."""
         ...
 
-    def save_each(
+    async def save_each_async(
         self, saves: Sequence[Sequence[Aggregate]], command_ids: Sequence[UUID | None]
     ) -> list[int | BaseException | None]:
         """Several saves, each atomic and carrying its command's id, in as few
@@ -121,8 +121,7 @@ class AsyncEngine:
         self._turns: dict[UUID, deque[asyncio.Future[None]]] = {}  # per busy conversation
         self._commits: Batched[tuple[Sequence[Aggregate], UUID | None], int | None] | None = None
         if store is not None:
-            save_each = _save_each_async if hasattr(store, "save_each_async") else _save_each
-            self._commits = Batched(partial(save_each, store), max_batch=max_batch)
+            self._commits = Batched(partial(_save_each, store), max_batch=max_batch)
         self.coalesced = 0  # commands that ran in the loop and committed in a shared commit
         self._store = store
         # The engine as commands in the loop use it: its store is swapped per command, and
@@ -260,15 +259,9 @@ class AsyncEngine:
         del self._turns[conversation_id]
 
 
-def _save_each(
+async def _save_each(
     store: CoalescingStore, saves: list[tuple[Sequence[Aggregate], UUID | None]]
 ) -> list[int | BaseException | None]:
-    return store.save_each([aggregates for aggregates, _ in saves], [c for _, c in saves])
-
-
-async def _save_each_async(
-    store: CoalescingStore, saves: list[tuple[Sequence[Aggregate], UUID | None]]
-) -> list[int | BaseException | None]:
-    return await store.save_each_async(  # type: ignore[attr-defined]
+    return await store.save_each_async(
         [aggregates for aggregates, _ in saves], [c for _, c in saves]
     )

@@ -124,19 +124,11 @@ class ChatDirectory:
             if row is not None:
                 return row[0]
 
-    def current(self, chats: Sequence[tuple[ChatKey, bool]]) -> list[UUID | None]:
-        """The current conversations of many chats, read in one statement; a chat to open
-        (True beside it) that has none gets one, as `open` gives it."""
-        keys = [self.key(chat) for chat, _ in chats]
-        found = self._found(self._all(_CURRENT, keys))
-        return self._current(
-            chats, keys, found, [self.open(chat) for chat in _unknown(chats, keys, found)]
-        )
-
     async def current_async(self, chats: Sequence[tuple[ChatKey, bool]]) -> list[UUID | None]:
-        """`current` in the event loop (the lookups of concurrent messages, `AsyncDirectory`):
-        the read on a connection of the loop's own (`LoopConnection`); the chats to open
-        that have no row yet (a new chat's first message) are opened in a worker thread."""
+        """The current conversations of many chats, read in one statement (the lookups of
+        concurrent messages, `AsyncDirectory`), in the event loop on a connection of its own
+        (`LoopConnection`); a chat to open (True beside it) that has none gets one, as `open`
+        gives it, in a worker thread (a new chat's first message)."""
         if self._secret is None:
             await anyio.to_thread.run_sync(self._load_secret)
         keys = [self.key(chat) for chat, _ in chats]
@@ -176,10 +168,6 @@ class ChatDirectory:
                 conversation_id = found[key] = next(fresh)
             current.append(conversation_id)
         return current
-
-    def close(self) -> None:
-        """Close the event loop's connection (the pool's are the datastore's)."""
-        self._loop.close()
 
     def move_on(self, chat: ChatKey, closed: UUID) -> UUID:
         """A fresh conversation for the chat, whose conversation ``closed`` ended or was
@@ -238,14 +226,6 @@ class ChatDirectory:
         so that no later lookup waits for it."""
         self._load_secret()
         return self
-
-    @retried
-    def _all(self, statement: str, *params: Any) -> list[Any]:
-        """Every row of a statement on the directory, autocommitted."""
-        query = SQL(statement).format(self._table)
-        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as c:
-            c.execute(query, params)
-            return c.fetchall()
 
     @retried
     def _one(self, statement: str, *params: Any) -> Any:
