@@ -60,6 +60,11 @@ class CoalescingStore(Protocol):
         """Keep unchanged aggregates in memory again (after ``take_cached``)."""
         ...
 
+    async def keys_current_async(self) -> None:
+        """Before a command: the data keys of the streams in use known afresh (a read at
+        most every few seconds, waited for only if entries have lapsed)."""
+        ...
+
     async def catch_up_cached_async(self, aggregate_ids: Sequence[UUID]) -> list[None]:
         """Bring the copies in memory of these aggregates (and of their flows in progress)
         up to the log, in one read."""
@@ -178,6 +183,7 @@ class AsyncEngine:
     async def _command(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run the command in the loop and commit it with others; else in a thread."""
         if self._store is not None:
+            await self._store.keys_current_async()  # else a lapsed key sends it to a thread
             view = _InLoop(self._store)
             engine = self._in_loop
             engine.store = view  # type: ignore[assignment]  # the call below never awaits

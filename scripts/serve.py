@@ -80,7 +80,6 @@ def _serve_one(args: argparse.Namespace) -> int:
     """Serve at once; build the services as soon as the database answers (until then the
     server reports not ready); on SIGTERM or SIGINT finish the requests in flight, write
     what is queued, release the database, and exit 0."""
-    import uvicorn
 
     from ..adapters.bootstrap import (
         http_settings,
@@ -90,7 +89,8 @@ def _serve_one(args: argparse.Namespace) -> int:
         open_services_when_reachable,
         start_logging,
     )
-    from ..adapters.http.server import server_config
+    from ..adapters.http.server import Server as AcceptingServer
+    from ..adapters.http.server import bound_socket, server_config
     from ..adapters.http.serving import collect_for_serving
     from ..adapters.http.starting import StartingApp
 
@@ -130,7 +130,7 @@ def _serve_one(args: argparse.Namespace) -> int:
             closing.set()
             server.should_exit = True
 
-    class Server(uvicorn.Server):
+    class Server(AcceptingServer):
         """uvicorn's server, telling the console's live tails and the connecting thread
         when it begins to stop."""
 
@@ -152,23 +152,24 @@ def _serve_one(args: argparse.Namespace) -> int:
         http=args.http,
     )
     server = Server(config)
-    connecting = threading.Thread(target=connect, name="voxledger-connect", daemon=True)
-    connecting.start()
-    try:
-        say(
-            f"voxledger: serving on http://{args.host}:{args.port} "
-            f"(console at /console, OpenAPI at /schema"
-            f"{', running actions' if actions else ''})"
-        )
-        if not closing.is_set():
-            server.run()
-    finally:
-        closing.set()
-        connecting.join(timeout=60)
-        for thread in running:
-            thread.join(timeout=10)
-        for services in built:
-            services.close()  # queued snapshots written, connections released
+    with bound_socket(args.host, args.port) as sock:  # a port in use: the command's error
+        connecting = threading.Thread(target=connect, name="voxledger-connect", daemon=True)
+        connecting.start()
+        try:
+            say(
+                f"voxledger: serving on http://{args.host}:{args.port} "
+                f"(console at /console, OpenAPI at /schema"
+                f"{', running actions' if actions else ''})"
+            )
+            if not closing.is_set():
+                server.run(sockets=[sock])
+        finally:
+            closing.set()
+            connecting.join(timeout=60)
+            for thread in running:
+                thread.join(timeout=10)
+            for services in built:
+                services.close()  # queued snapshots written, connections released
     if failed:
         raise failed[0]  # the command's own error line and exit code
     return 0

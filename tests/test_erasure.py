@@ -475,6 +475,21 @@ def test_an_erased_stream_still_records_system_facts_with_their_free_text_erased
     assert state.connection.last_error == ERASED
 
 
+def test_only_the_keys_looked_up_since_the_last_refresh_are_read_again(engine: Engine) -> None:
+    """A chat makes a stream per form it fills: streams out of use are left to lapse, not
+    read again for ever (the refresh took 150 ms after minutes of the served bench)."""
+    keys = engine.store.keys  # type: ignore[attr-defined]
+    now = [1000.0]
+    keys.clock = lambda: now[0]
+    ids = [engine.start_conversation("telegram", f"{MARK} {k}") for k in range(4)]
+    assert all(keys.known_not_erased(cid) for cid in ids)
+    keys.claim_due()  # a refresh: what was looked up so far is its business
+    assert all(keys.known_not_erased(cid) for cid in ids[:2])  # in use since
+    now[0] += keys.ttl_s * 0.6  # due: stale within half the cache time
+    assert set(keys.claim_due()) == set(ids[:2])
+    assert keys.claim_due() == {}  # at most every third of the cache time
+
+
 def test_keys_in_use_are_read_again_together_before_they_go_stale(
     engine: Engine, database_url: str, schema: str
 ) -> None:

@@ -38,8 +38,8 @@ import msgspec
 import structlog
 import uvicorn
 
-from ...domain.errors import BadInput, VoxledgerError
-from .server import server_config
+from ...domain.errors import VoxledgerError
+from .server import Server, bound_socket, server_config
 from .settings import DEFAULT_READ_TIMEOUT
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def _nobody(_: Listener) -> None:
     """Nobody listens for the news that the server serves."""
 
 
-class _Server(uvicorn.Server):
+class _Server(Server):
     """uvicorn's server, which tells the console's live tails when it begins to stop, says
     when it serves, and, once stopped by a signal, returns (so that its caller closes its
     pieces) instead of raising the signal again with the default handler."""
@@ -173,22 +173,8 @@ def _config(app: ASGIApp, listener: Listener) -> uvicorn.Config:
 def _bound(listener: Listener, *, reuse_port: bool) -> Iterator[socket.socket]:
     """A socket bound to the listener's address, not listening yet (uvicorn listens once
     the app is ready: until then a worker's socket gets no connections)."""
-    family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((listener.host, listener.port))
-        except OSError as e:
-            raise BadInput(
-                f"cannot serve on {listener.host}:{listener.port}: {e.strerror}"
-            ) from None
-        sock.set_inheritable(False)
+    with bound_socket(listener.host, listener.port, reuse_port=reuse_port) as sock:
         yield sock
-    finally:
-        sock.close()
 
 
 # -- several workers -----------------------------------------------------------------------------

@@ -79,6 +79,7 @@ class KeyRing:
         ).format(self._function)
         self._next_refresh = 0.0
         self._known: OrderedDict[UUID, _Known] = OrderedDict()
+        self._looked_up: set[UUID] = set()  # streams looked up since the last refresh
         self._lock = threading.Lock()
         # Keys made here and not yet written: each goes in with the first save sealed with it.
         self._pending: dict[UUID, bytes] = {}
@@ -218,34 +219,53 @@ class KeyRing:
     def _cached(self, stream_id: UUID) -> _Known | None:
         # Without the lock: one dict read is atomic, and this runs for every sealed value.
         # Entries are refreshed every ttl_s, so eviction by age is as good as by use here.
+        self._looked_up.add(stream_id)  # in use: the next refresh reads it again
         known = self._known.get(stream_id)
         if known is None or (not known.erased and known.until < self.clock()):
             return None
         return known
 
-    def refresh_is_due(self) -> bool:
-        """Whether `refresh_due` would read now (the event loop runs it in a thread)."""
-        with self._lock:
-            return self.clock() >= self._next_refresh
-
     def refresh_due(self) -> None:
-        """Read again, in one statement, the streams whose entries go stale within half the
-        cache time: under steady traffic no command waits for a read of its own key (nor
-        leaves the event loop for one: `EventStore.take_cached`). Runs at most every third
-        of the cache time; a failed read is left to the per-stream reads."""
+        """Read again, in one statement, the streams looked up since the last refresh whose
+        entries go stale within half the cache time: under steady traffic no command waits
+        for a read of its own key (nor leaves the event loop for one:
+        `EventStore.take_cached`). Runs at most every third of the cache time; a failed
+        read is left to the per-stream reads. Streams out of use are left to lapse: a
+        served chat makes a stream per form it fills, and reading every one known again
+        (up to the cache's size) made this read take 150 ms after a few minutes of the
+        served bench, where the streams in use take a few."""
+        due = self.claim_due()
+        if due:
+            self.read_again(due)
+
+    def claim_due(self) -> dict[UUID, _Known]:
+        """The entries `refresh_due` reads now (none if it read within the last third of
+        the cache time); claimed, so that nobody else reads them before the next third.
+        Cheap, and without a read: the event loop claims, a thread reads (`read_again`)."""
         now = self.clock()
         with self._lock:
             if now < self._next_refresh:
-                return
+                return {}
             self._next_refresh = now + self.ttl_s / 3
             soon = now + self.ttl_s / 2
-            due = {
-                stream: known
-                for stream, known in self._known.items()
-                if known.until < soon and not known.erased
-            }
-        if not due:
-            return
+            looked_up, self._looked_up = self._looked_up, set()
+            due = {}
+            for stream in looked_up:
+                known = self._known.get(stream)
+                if known is not None and known.until < soon and not known.erased:
+                    due[stream] = known
+            return due
+
+    def lapsed(self, due: dict[UUID, _Known]) -> bool:
+        """Whether any of the claimed entries is stale already (traffic paused longer than
+        the refreshes' margin): commands on those streams would need a read of their own."""
+        now = self.clock()
+        return any(known.until < now for known in due.values())
+
+    def read_again(self, due: dict[UUID, _Known]) -> None:
+        """Read the claimed entries again, in one statement; an entry trimmed or learnt
+        anew meanwhile (a key issued) is left as it is. A failed read is logged, not
+        raised: each stream's own read comes when its entry goes stale."""
         try:
             with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as c:
                 c.execute(self._read_many, (list(due),), prepare=True)
