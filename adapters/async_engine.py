@@ -202,10 +202,20 @@ class AsyncEngine:
                 return await self._in_thread(getattr(self.engine, name), *args, **kwargs)
             except Exception as error:
                 if view.saved is None:
+                    view.give_back()  # refused: what it loaded, unchanged, stays in memory
                     raise
                 failure = error  # raised after its save (an expiry): the save still counts
-            if view.saved is None:
-                return result  # nothing to record
+            if view.saved is None or not any(a.pending_events for a in view.saved):
+                # Nothing to record (a message seen before, say): no commit, and the copies
+                # it took stay in memory. They were dropped, and each resent update of a
+                # served chat then read its conversation afresh in a thread (2.8 ms of CPU
+                # each, against 0.44 ms for a new update).
+                if view.saved:
+                    note_receipt(view.saved, None)  # as a save with nothing new notes it
+                view.give_back()
+                if failure is not None:
+                    raise failure
+                return result
             assert self._commits is not None
             outcome: int | Exception | None
             try:

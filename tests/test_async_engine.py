@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import anyio
@@ -11,7 +12,8 @@ import pytest
 from voxledger.adapters.async_engine import AsyncEngine
 from voxledger.adapters.bootstrap import open_async_engine, open_engine
 from voxledger.domain.engine import Engine
-from voxledger.domain.errors import FlowExpired
+from voxledger.domain.errors import FlowExpired, ValidationFailed
+from voxledger.domain.exchange import Exchange, Inbound
 from voxledger.domain.flow import FlowStatus
 
 
@@ -259,3 +261,42 @@ def test_after_a_pause_lapsed_keys_are_read_once_and_the_commands_stay_in_the_lo
     assert len(reads) == 1 and reads[0] >= set(ids)
     for cid in ids:
         assert [m.content for m in engine.get_conversation(cid).messages] == ["before", "after"]
+
+
+def test_a_command_that_records_nothing_leaves_the_conversation_in_memory(
+    engine: Engine,
+) -> None:
+    """A message seen before (its first reply again, nothing recorded) and a refused
+    command keep the copy in memory: the next command still runs in the loop. (They
+    dropped it, and every resent update of a served chat read its conversation afresh in a
+    thread.)"""
+    cid = engine.start_conversation("telegram")
+    aengine = open_async_engine(engine)
+    in_thread: list[str] = []
+    run_in_thread = aengine._in_thread
+
+    async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        in_thread.append(fn.__name__)
+        return await run_in_thread(fn, *args, **kwargs)
+
+    aengine._in_thread = counted  # type: ignore[method-assign]
+
+    def said(message_id: str, text: str) -> Inbound:
+        return Inbound(message_id=message_id, text=text, channel="telegram", reply_to=message_id)
+
+    def echo(ex: Exchange) -> None:
+        ex.reply(f"you said {ex.inbound.text}")
+
+    async def main() -> None:
+        await aengine.exchange(cid, said("1", "hello"), echo)
+        again = await aengine.exchange(cid, said("1", "hello"), echo)
+        assert again.duplicate and again.text == "you said hello"
+        with pytest.raises(ValidationFailed):  # a message id recorded already: refused
+            await aengine.add_message(cid, "user", "again", message_id="1")
+        await aengine.exchange(cid, said("2", "bye"), echo)
+
+    anyio.run(main)
+    assert in_thread == []  # every command ran on the copy in memory
+    assert aengine.coalesced == 2  # two commits: the duplicate and the refusal made none
+    contents = [m.content for m in engine.get_conversation(cid).messages]
+    assert contents == ["hello", "you said hello", "bye", "you said bye"]
