@@ -212,6 +212,36 @@ def test_with_other_writers_copies_are_caught_up_first_and_commands_stay_in_the_
     assert sum(reads) == 8 and len(reads) < 8  # the catch-ups shared reads
 
 
+def test_a_form_another_process_started_is_read_with_the_catch_up(
+    engine: Engine, database_url: str, schema: str
+) -> None:
+    """With other serving processes (``catch_up``), a conversation whose form was started
+    elsewhere gets the form read into memory with its catch-up: the next message runs in
+    the loop and shares a commit, instead of going to a thread for the whole command."""
+    cid = engine.start_conversation("telegram")
+    engine.add_message(cid, "user", "first")  # in this process's memory now
+    aengine = AsyncEngine(engine, engine.store, catch_up=True)
+    in_thread: list[str] = []
+    run_in_thread = aengine._in_thread
+
+    async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        in_thread.append(fn.__name__)
+        return await run_in_thread(fn, *args, **kwargs)
+
+    aengine._in_thread = counted  # type: ignore[method-assign]
+    with open_engine(database_url, schema=schema) as other:
+        flow_id = other.start_flow(cid, "intake", "design").flow_id
+
+    def echo(ex: Exchange) -> None:
+        ex.reply(f"you said {ex.inbound.text}")
+
+    inbound = Inbound(message_id="m1", text="hello", channel="telegram", reply_to="m1")
+    result = anyio.run(aengine.exchange, cid, inbound, echo)
+    assert result.flow_id == flow_id
+    assert in_thread == [] and aengine.coalesced == 1
+    assert [m.content for m in engine.get_conversation(cid).messages][-1] == "you said hello"
+
+
 def test_a_failed_catch_up_leaves_the_command_to_a_fresh_read(
     engine: Engine, database_url: str, schema: str
 ) -> None:
