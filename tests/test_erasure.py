@@ -491,6 +491,17 @@ def test_only_the_keys_looked_up_since_the_last_refresh_are_read_again(engine: E
     assert keys.claim_due() == {}  # at most every third of the cache time
 
 
+def test_the_streams_noted_between_refreshes_are_bounded(engine: Engine) -> None:
+    """A process that never refreshes (a replay, the projection worker) still looks keys
+    up for every sealed value: what it notes for the next refresh stays within the cache's
+    size."""
+    keys = engine.store.keys  # type: ignore[attr-defined]
+    keys.cache_size = 3
+    for _ in range(10):
+        keys.known_not_erased(uuid4())
+    assert len(keys._looked_up) == 3
+
+
 def test_keys_in_use_are_read_again_together_before_they_go_stale(
     engine: Engine, database_url: str, schema: str
 ) -> None:

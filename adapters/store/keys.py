@@ -219,7 +219,9 @@ class KeyRing:
     def _cached(self, stream_id: UUID) -> _Known | None:
         # Without the lock: one dict read is atomic, and this runs for every sealed value.
         # Entries are refreshed every ttl_s, so eviction by age is as good as by use here.
-        self._looked_up.add(stream_id)  # in use: the next refresh reads it again
+        looked_up = self._looked_up
+        if len(looked_up) < self.cache_size:  # bounded where nothing refreshes (a replay)
+            looked_up.add(stream_id)  # in use: the next refresh reads it again
         known = self._known.get(stream_id)
         if known is None or (not known.erased and known.until < self.clock()):
             return None
