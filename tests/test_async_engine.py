@@ -17,6 +17,28 @@ from voxledger.domain.exchange import Exchange, Inbound
 from voxledger.domain.flow import FlowStatus
 
 
+def commands_in_threads(aengine: AsyncEngine) -> list[str]:
+    """The names of the commands ``aengine`` runs in a thread from now on (not in the loop
+    on a copy in memory), in order."""
+    in_thread: list[str] = []
+    run_in_thread = aengine._in_thread
+
+    async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        in_thread.append(fn.__name__)
+        return await run_in_thread(fn, *args, **kwargs)
+
+    aengine._in_thread = counted  # type: ignore[method-assign]
+    return in_thread
+
+
+def said(message_id: str, text: str) -> Inbound:
+    return Inbound(message_id=message_id, text=text, channel="telegram", reply_to=message_id)
+
+
+def echo(ex: Exchange) -> None:
+    ex.reply(f"you said {ex.inbound.text}")
+
+
 def test_two_hundred_concurrent_commands_on_one_conversation_all_commit_in_order(
     engine: Engine,
 ) -> None:
@@ -221,22 +243,11 @@ def test_a_form_another_process_started_is_read_with_the_catch_up(
     cid = engine.start_conversation("telegram")
     engine.add_message(cid, "user", "first")  # in this process's memory now
     aengine = AsyncEngine(engine, engine.store, catch_up=True)
-    in_thread: list[str] = []
-    run_in_thread = aengine._in_thread
-
-    async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        in_thread.append(fn.__name__)
-        return await run_in_thread(fn, *args, **kwargs)
-
-    aengine._in_thread = counted  # type: ignore[method-assign]
+    in_thread = commands_in_threads(aengine)
     with open_engine(database_url, schema=schema) as other:
         flow_id = other.start_flow(cid, "intake", "design").flow_id
 
-    def echo(ex: Exchange) -> None:
-        ex.reply(f"you said {ex.inbound.text}")
-
-    inbound = Inbound(message_id="m1", text="hello", channel="telegram", reply_to="m1")
-    result = anyio.run(aengine.exchange, cid, inbound, echo)
+    result = anyio.run(aengine.exchange, cid, said("m1", "hello"), echo)
     assert result.flow_id == flow_id
     assert in_thread == [] and aengine.coalesced == 1
     assert [m.content for m in engine.get_conversation(cid).messages][-1] == "you said hello"
@@ -302,20 +313,7 @@ def test_a_command_that_records_nothing_leaves_the_conversation_in_memory(
     thread.)"""
     cid = engine.start_conversation("telegram")
     aengine = open_async_engine(engine)
-    in_thread: list[str] = []
-    run_in_thread = aengine._in_thread
-
-    async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        in_thread.append(fn.__name__)
-        return await run_in_thread(fn, *args, **kwargs)
-
-    aengine._in_thread = counted  # type: ignore[method-assign]
-
-    def said(message_id: str, text: str) -> Inbound:
-        return Inbound(message_id=message_id, text=text, channel="telegram", reply_to=message_id)
-
-    def echo(ex: Exchange) -> None:
-        ex.reply(f"you said {ex.inbound.text}")
+    in_thread = commands_in_threads(aengine)
 
     async def main() -> None:
         await aengine.exchange(cid, said("1", "hello"), echo)
