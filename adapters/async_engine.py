@@ -65,9 +65,8 @@ class CoalescingStore(Protocol):
         most every few seconds, waited for only if entries have lapsed)."""
         ...
 
-    async def catch_up_cached_async(self, aggregate_ids: Sequence[UUID]) -> list[None]:
-        """Bring the copies in memory of these aggregates (and of their flows in progress)
-        up to the log, in one read."""
+    async def behind_async(self, streams: Sequence[tuple[UUID, int]]) -> list[bool]:
+        """For each (stream, version): whether the log holds a later version, in one read."""
         ...
 
 
@@ -119,7 +118,7 @@ class AsyncEngine:
         *,
         max_threads: int = 8,
         max_batch: int = 500,
-        catch_up: bool = False,
+        shared: bool = False,
     ) -> None:
         self.engine = engine
         self._limiter = anyio.CapacityLimiter(max_threads)
@@ -133,14 +132,18 @@ class AsyncEngine:
         # a save never conflicts there (the shared commit finds out, and this engine retries).
         self._in_loop = copy.copy(engine)
         self._in_loop.max_retries, self._in_loop.backoff = 0, None
-        # With other processes serving the same conversations (``catch_up``), the copies
-        # in memory are brought up to the log before each command, the reads of commands
-        # that come together in one statement: a copy another worker wrote past would lose
-        # its race at the commit and run again from a fresh read (two workers served a
-        # tenth of one: `voxledger bench --http --workers 2`).
-        self._catching_up: Batched[UUID, None] | None = None
-        if catch_up and store is not None:
-            self._catching_up = Batched(store.catch_up_cached_async)
+        # With other processes writing the same conversations (``shared``), a copy in
+        # memory may be behind the log. A command that records events on it needs no read:
+        # the commit refuses a version another process wrote first, and the command runs
+        # again from a fresh read. What the commit does not check is asked of the log
+        # before the command's outcome counts (`_behind`): the copies a command read and did
+        # not change, and every copy behind a command that records nothing (a refusal, a
+        # message seen before, a query). The reads of commands that come together share a
+        # statement. (Each copy was read before every command once: with the serving
+        # workers each keeping its own chats, that read was a fifth of their work.)
+        self._asking: Batched[tuple[UUID, int], bool] | None = None
+        if shared and store is not None:
+            self._asking = Batched(store.behind_async)
 
     async def start_conversation(self, *args: Any, **kwargs: Any) -> UUID:
         """Open a conversation (no ordering needed: it has no id yet, or a fresh one)."""
@@ -163,8 +166,6 @@ class AsyncEngine:
             # (in-process, 64 callers: 0.385 -> 0.358 ms, medians of 3).
             await self._take_turn(conversation_id)
             try:
-                if self._catching_up is not None:
-                    await self._caught_up(conversation_id)
                 return await self._command(name, (conversation_id, *args), kwargs)
             finally:
                 self._next_turn(conversation_id)
@@ -173,12 +174,18 @@ class AsyncEngine:
         setattr(self, name, call)  # made once per name
         return call
 
-    async def _caught_up(self, aggregate_id: UUID) -> None:
-        assert self._catching_up is not None
+    async def _behind(self, copies: Sequence[Aggregate]) -> bool:
+        """Whether another process wrote past any of these copies (see ``shared``); a read
+        that fails counts as yes (the command then reads afresh, and meets the outage
+        itself)."""
+        if self._asking is None or not copies:
+            return False
         try:
-            await self._catching_up(aggregate_id)
-        except Exception as error:  # the copies stay out: the command reads afresh
-            log.warning("engine.catch_up_failed", error=str(error).strip().splitlines()[0])
+            asked = [self._asking((a.id, a.version - len(a.pending_events))) for a in copies]
+            return any(await asyncio.gather(*asked))
+        except Exception as error:
+            log.warning("engine.copy_check_failed", error=str(error).strip().splitlines()[0])
+            return True
 
     async def _command(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run the command in the loop and commit it with others; else in a thread."""
@@ -202,10 +209,18 @@ class AsyncEngine:
                 return await self._in_thread(getattr(self.engine, name), *args, **kwargs)
             except Exception as error:
                 if view.saved is None:
+                    if await self._behind(view.loaded):  # refused on a copy behind the log
+                        return await self._in_thread(getattr(self.engine, name), *args, **kwargs)
                     view.give_back()  # refused: what it loaded, unchanged, stays in memory
                     raise
                 failure = error  # raised after its save (an expiry): the save still counts
-            if view.saved is None or not any(a.pending_events for a in view.saved):
+            recorded = view.saved is not None and any(a.pending_events for a in view.saved)
+            saved = view.saved if recorded and view.saved is not None else ()
+            if await self._behind([a for a in view.loaded if all(a is not b for b in saved)]):
+                # Decided on a copy another process wrote past: again, from a fresh read
+                # (the copies it took are dropped).
+                return await self._in_thread(getattr(self.engine, name), *args, **kwargs)
+            if not recorded:
                 # Nothing to record (a message seen before, say): no commit, and the copies
                 # it took stay in memory. They were dropped, and each resent update of a
                 # served chat then read its conversation afresh in a thread (2-3 ms of CPU

@@ -89,6 +89,7 @@ if TYPE_CHECKING:
     from .chat.telegram import BotIdentity
     from .chat.telegram_api import TelegramBotApi
     from .conversation_tests import Outcome
+    from .http.peers import Peers
 
 # Every variable voxledger reads, here and nowhere else.
 ENV_URL = "VOXLEDGER_DATABASE_URL"
@@ -663,8 +664,8 @@ def open_services(
     """Every real piece on one database (arguments as for `open_engine`; ``pool`` as for
     `open_store`; the channels' settings from the environment unless given); a test may
     hand in a store of its own. With ``shared_conversations`` (one of several serving
-    processes) the async engine brings its copies in memory up to the log before each
-    command."""
+    processes) the async engine asks the log whether another process wrote past the copies
+    in memory its commands decided on, where the commit does not find out itself."""
     from .chat.bot import ChatBot
 
     if not structlog.is_configured():
@@ -688,7 +689,7 @@ def open_services(
         engine=engine,
         # As many commands in threads as the pool has connections for.
         async_engine=AsyncEngine(
-            engine, store, max_threads=pool.pool_size, catch_up=shared_conversations
+            engine, store, max_threads=pool.pool_size, shared=shared_conversations
         ),
         projections=open_projections(store),
         runner=functools.partial(open_runner, store, clock=clock),
@@ -864,11 +865,13 @@ def open_app(
     routes: Sequence[Any] = (),
     dependencies: Mapping[str, Any] | None = None,
     closing: threading.Event | None = None,
+    peers: Peers | None = None,
 ) -> ASGIApp:
     """The HTTP app over the services, with the operator console: settings from the
     environment unless given; other routers or route handlers (and what they depend on) join
     the app's own; the console's live tails end when ``closing`` is set. With a channel that
-    delivers (a Telegram bot token, WhatsApp's), the delivery worker runs beside it."""
+    delivers (a Telegram bot token, WhatsApp's), the delivery worker runs beside it. With
+    ``peers`` (a worker of several), each chat's messages are served by one worker."""
     # Imported here: the web stack costs every command that does not serve its start-up.
     from .chat.telegram import BotIdentity
     from .console import console_router
@@ -887,6 +890,7 @@ def open_app(
         lifespan=[delivery_lifespan(services, identity, worker, senders)],
         identity=identity,
         wake=worker.wake if worker is not None else _no_wake,
+        peers=peers,
     )
 
 

@@ -19,6 +19,7 @@ from .output import say
 if TYPE_CHECKING:
     from litestar.types import ASGIApp
 
+    from ..adapters.http.peers import Peers
     from ..adapters.http.serving import Listener
     from ..adapters.http.settings import Settings
     from ..adapters.services import Services
@@ -234,21 +235,21 @@ def served_app(
     log_level: str | None,
     actions: bool,
     closing: threading.Event,
-    worker: int | None,
+    worker: Peers | None,
 ) -> Iterator[ASGIApp]:
     """The app over this process's own services (one worker's). The actions of ended runs
     (``actions``, when a loaded flow names any) run beside it in one worker only: the first."""
     from ..adapters.bootstrap import open_actions, open_app, open_services, start_logging
 
     if worker is not None:  # a process of its own: its logging is not set up yet
-        start_logging(log_level, default="INFO", worker=worker)
+        start_logging(log_level, default="INFO", worker=worker.index)
     # A worker of several: the others serve the same conversations.
     shared = worker is not None
     with open_services(
         database_url, clock=clock, pool=pool, shared_conversations=shared, **flows
     ) as services:
         runner = None
-        if actions and not worker and _names_actions(services):
+        if actions and (worker is None or worker.index == 0) and _names_actions(services):
             subscriber = open_actions(services.engine)
             # A daemon: an action that hangs must not keep the server from stopping.
             runner = threading.Thread(
@@ -256,7 +257,7 @@ def served_app(
             )
             runner.start()
         try:
-            yield open_app(services, settings, closing=closing)
+            yield open_app(services, settings, closing=closing, peers=worker)
         finally:
             closing.set()
             if runner is not None:

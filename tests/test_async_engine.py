@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -12,7 +13,7 @@ import pytest
 from voxledger.adapters.async_engine import AsyncEngine
 from voxledger.adapters.bootstrap import open_async_engine, open_engine
 from voxledger.domain.engine import Engine
-from voxledger.domain.errors import FlowExpired, ValidationFailed
+from voxledger.domain.errors import FlowExpired, InvalidTransition, ValidationFailed
 from voxledger.domain.exchange import Exchange, Inbound
 from voxledger.domain.flow import FlowStatus
 
@@ -199,24 +200,31 @@ def test_an_error_reaches_the_caller_of_its_own_command_only(engine: Engine) -> 
     assert isinstance(results["good"], str)
 
 
-def test_with_other_writers_copies_are_caught_up_first_and_commands_stay_in_the_loop(
+def copy_checks(engine: Engine) -> list[int]:
+    """The sizes of the reads that ask the log whether copies are behind it, from now on."""
+    reads: list[int] = []
+    behind = engine.store.behind_async
+
+    async def counted(streams: list) -> list[bool]:
+        reads.append(len(streams))
+        return await behind(streams)
+
+    engine.store.behind_async = counted  # in the loop, on its own connection
+    return reads
+
+
+def test_with_other_writers_a_stale_copy_loses_its_race_and_the_rest_commit_unread(
     engine: Engine, database_url: str, schema: str
 ) -> None:
-    """One of several serving processes (``catch_up``): a copy in memory another process
-    wrote past is brought up to the log in one read, so its command commits in the shared
-    commit instead of losing its race and running again from a fresh read."""
+    """One of several serving processes (``shared``): a command that records events on its
+    copies needs no read first. One on a copy another process wrote past is refused by the
+    commit and runs again from a fresh read; the others share a commit."""
     ids = [engine.start_conversation("voice") for _ in range(8)]
     for cid in ids:
         engine.add_message(cid, "user", "first")  # in this process's memory now
-    reads: list[int] = []
-    catch_up = engine.store.catch_up_cached_async
-
-    async def counted(some: list) -> list[None]:
-        reads.append(len(some))
-        return await catch_up(some)
-
-    engine.store.catch_up_cached_async = counted  # in the loop, on its own connection
-    aengine = AsyncEngine(engine, engine.store, catch_up=True)
+    reads = copy_checks(engine)
+    aengine = AsyncEngine(engine, engine.store, shared=True)
+    in_thread = commands_in_threads(aengine)
     with open_engine(database_url, schema=schema) as other:  # half the copies go stale
         for cid in ids[::2]:
             other.add_message(cid, "user", "from elsewhere")
@@ -230,46 +238,51 @@ def test_with_other_writers_copies_are_caught_up_first_and_commands_stay_in_the_
     for k, cid in enumerate(ids):
         said = ["first", "from elsewhere", "hello"] if k % 2 == 0 else ["first", "hello"]
         assert [m.content for m in engine.get_conversation(cid).messages] == said
-    assert aengine.coalesced == 8  # none lost its race
-    assert sum(reads) == 8 and len(reads) < 8  # the catch-ups shared reads
+    assert aengine.coalesced == 4 and in_thread == ["add_message"] * 4
+    assert reads == []
 
 
-def test_a_form_another_process_started_is_read_with_the_catch_up(
+def test_with_other_writers_a_refusal_on_a_stale_copy_is_decided_again_on_a_fresh_read(
     engine: Engine, database_url: str, schema: str
 ) -> None:
-    """With other serving processes (``catch_up``), a conversation whose form was started
-    elsewhere gets the form read into memory with its catch-up: the next message runs in
-    the loop and shares a commit, instead of going to a thread for the whole command."""
-    cid = engine.start_conversation("telegram")
+    """A command that records nothing does so on the log's word, not on a copy's: a
+    streamed message another process began can be completed here, though this copy has not
+    seen it; a refusal on a current copy stays in the loop after one read."""
+    cid = engine.start_conversation("voice")
     engine.add_message(cid, "user", "first")  # in this process's memory now
-    aengine = AsyncEngine(engine, engine.store, catch_up=True)
+    reads = copy_checks(engine)
+    aengine = AsyncEngine(engine, engine.store, shared=True)
     in_thread = commands_in_threads(aengine)
     with open_engine(database_url, schema=schema) as other:
-        flow_id = other.start_flow(cid, "intake", "design").flow_id
+        other.add_message(cid, "assistant", "stream", message_id="m2", complete=False)
 
-    result = anyio.run(aengine.exchange, cid, said("m1", "hello"), echo)
-    assert result.flow_id == flow_id
-    assert in_thread == [] and aengine.coalesced == 1
-    assert [m.content for m in engine.get_conversation(cid).messages][-1] == "you said hello"
+    anyio.run(aengine.complete_message, cid, "m2", "streamed")
+    assert (reads, in_thread) == ([1], ["complete_message"])
+    assert [m.content for m in engine.get_conversation(cid).messages] == ["first", "streamed"]
+
+    with pytest.raises(InvalidTransition):  # its copy is current now: refused in the loop
+        anyio.run(aengine.complete_message, cid, "m2", "again")
+    assert (reads, in_thread) == ([1, 1], ["complete_message"])
 
 
-def test_a_failed_catch_up_leaves_the_command_to_a_fresh_read(
-    engine: Engine, database_url: str, schema: str
+def test_with_other_writers_a_failed_check_leaves_the_command_to_a_fresh_read(
+    engine: Engine,
 ) -> None:
     cid = engine.start_conversation("voice")
     engine.add_message(cid, "user", "first")
 
-    async def broken(_: object) -> None:
+    async def broken(_: object) -> list[bool]:
         raise RuntimeError("the read failed")
 
-    engine.store.catch_up_cached_async = broken
-    aengine = AsyncEngine(engine, engine.store, catch_up=True)
-    with open_engine(database_url, schema=schema) as other:
-        other.add_message(cid, "user", "from elsewhere")
-    anyio.run(aengine.add_message, cid, "user", "hello")
-    said = [m.content for m in engine.get_conversation(cid).messages]
-    assert said == ["first", "from elsewhere", "hello"]
-    assert aengine.coalesced == 0  # its copy was stale: it lost its race, and ran again
+    engine.store.behind_async = broken
+    aengine = AsyncEngine(engine, engine.store, shared=True)
+    in_thread = commands_in_threads(aengine)
+    add = partial(aengine.add_message, cid, "user", "second", message_id="m1")
+    assert anyio.run(add) == "m1" and in_thread == []  # recorded: no check needed
+    with pytest.raises(ValidationFailed):  # a message seen before: decided on a fresh read
+        anyio.run(add)
+    assert in_thread == ["add_message"]
+    assert [m.content for m in engine.get_conversation(cid).messages] == ["first", "second"]
 
 
 def test_after_a_pause_lapsed_keys_are_read_once_and_the_commands_stay_in_the_loop(

@@ -133,6 +133,27 @@ def versions_are_gapless(database_url: str, schema: str) -> dict[str, list[int]]
     return {stream: v for stream, v in rows if v != list(range(1, len(v) + 1))}
 
 
+def served_by_their_owners(log: Path, conversations: set[str]) -> None:
+    """Each conversation's messages were answered by one worker (its chat's owner), though
+    both workers took some of them from the network: the other handed them over."""
+    lines = [
+        line
+        for line in worker_lines(log, "http.request")
+        if line.get("conversation_id") in conversations
+        and (line["path"] == "/telegram/webhook" or line["path"].endswith("/messages"))
+    ]
+    answered_by: dict[str, set[int]] = {}
+    for line in lines:
+        answered_by.setdefault(line["conversation_id"], set()).add(
+            line.get("served_by", line["worker"])
+        )
+    assert set(answered_by) == conversations
+    assert all(len(workers) == 1 for workers in answered_by.values()), answered_by
+    assert {line["worker"] for line in lines} == {0, 1}
+    handed = [line for line in lines if "served_by" in line]
+    assert handed and all(line["served_by"] != line["worker"] for line in handed)
+
+
 def test_interleaved_updates_to_the_same_chats_are_each_recorded_once_by_two_workers(
     two_workers: Server, database_url: str, server_schema: str
 ) -> None:
@@ -152,7 +173,9 @@ def test_interleaved_updates_to_the_same_chats_are_each_recorded_once_by_two_wor
             sent = {str(1000 * (k + 1) + n) for k in range(CLIENTS) for n in range(MESSAGES)}
             assert {i: counted[i] for i in sent} == dict.fromkeys(sent, 1)
             assert {i: counted[reply_id(i)] for i in sent} == dict.fromkeys(sent, 1)
+        chats = {str(conversation_of(engine, 7100 + chat)) for chat in range(CHATS)}
     assert versions_are_gapless(database_url, server_schema) == {}
+    served_by_their_owners(two_workers.log, chats)
 
 
 def test_interleaved_api_messages_to_the_same_conversations_are_each_recorded_once(
@@ -177,6 +200,7 @@ def test_interleaved_api_messages_to_the_same_conversations_are_each_recorded_on
             assert {i: counted[i] for i in sent} == dict.fromkeys(sent, 1)
             assert {i: counted[reply_id(i)] for i in sent} == dict.fromkeys(sent, 1)
     assert versions_are_gapless(database_url, server_schema) == {}
+    served_by_their_owners(two_workers.log, set(conversations))
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])

@@ -127,3 +127,36 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])  # closed again at once: connections are refused
+
+
+def test_the_copy_check_probes_each_stream_by_its_key_however_long_the_log(
+    engine: Engine, database_url: str, schema: str
+) -> None:
+    """Conversations with many events each made the planner hash the whole events table for
+    every read of many streams after given versions (two serving processes make one per
+    batch of messages); each stream is probed through the primary key instead."""
+    recorder = store_of(engine).recorder
+    streams = [uuid4() for _ in range(40)]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            f"INSERT INTO {schema}.voxledger_events "
+            "(originator_id, originator_version, topic, state) "
+            "SELECT s.id, v, 'voxledger:test.Event', '\\x80'::bytea "
+            "FROM unnest(%s::uuid[]) AS s(id), generate_series(1, 1000) AS v",
+            (streams,),
+        )
+        conn.execute(f"ANALYZE {schema}.voxledger_events")
+        plan = conn.execute(
+            "EXPLAIN " + recorder._select_behind,  # type: ignore[attr-defined]
+            (streams[:30], [998] * 30),
+        ).fetchall()
+    assert not any("Seq Scan" in line for (line,) in plan), plan
+
+    asked = [(streams[0], 998), (streams[1], 1000), (streams[2], 999), (uuid4(), 0)]
+
+    async def main() -> set[tuple[object, int]]:
+        return await recorder.select_behind_async(asked)
+
+    behind = anyio.run(main)
+    recorder._loop_reader.close()  # type: ignore[attr-defined]
+    assert behind == {(streams[0], 998), (streams[2], 999)}

@@ -33,6 +33,7 @@ from .guards import bearer_token, telegram_secret
 from .health import healthz, livez, readyz
 from .lane import chat_lane
 from .openapi import document
+from .peers import Peers
 from .request_log import request_logs
 from .screening import Routes, screened, strict_body
 from .settings import Settings
@@ -84,12 +85,14 @@ def create_app(
     lifespan: Sequence[Callable[[Litestar], AbstractAsyncContextManager[Any]]] = (),
     identity: telegram.BotIdentity | None = None,
     wake: Wake | None = None,
+    peers: Peers | None = None,
 ) -> ASGIApp:
     """The ASGI application over the composition root's services: routes, authentication,
     size limit, errors, request logs. ``routes`` (routers or handlers, for instance an
     operator console) join the app's own, with ``dependencies`` beside the services;
     ``lifespan`` runs beside the app (the delivery worker); ``identity`` is the bot's on
-    Telegram and ``wake`` tells the delivery worker that a conversation has mail."""
+    Telegram and ``wake`` tells the delivery worker that a conversation has mail; ``peers``
+    are the other workers of several, each serving its own chats (`peers`)."""
     api_router = Router(
         path="/v1",
         route_handlers=api.ROUTES,
@@ -155,6 +158,7 @@ def create_app(
         api_token=settings.api_token,
         max_body_bytes=settings.max_body_bytes,
         exception_handlers=EXCEPTION_HANDLERS,
+        peers=peers,
     )
     # Screened up to the largest body any route takes (Telegram's webhook takes more than the
     # API); past it, the route's own limit refuses the body (413).

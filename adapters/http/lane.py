@@ -23,12 +23,14 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
+import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..chat import telegram
 from .api import message_reply
 from .bodies import MESSAGE_ID, NewMessage
 from .chat_edge import ChatEdge
+from .peers import MESSAGES_ROUTE, WEBHOOK_ROUTE, PeerAnswer, PeerRequest, Peers
 from .telegram import WEBHOOK_MAX_BODY, answer_update
 
 WEBHOOK = "/telegram/webhook"
@@ -43,6 +45,7 @@ _LOOKED_AT = frozenset(
     (b"content-type", b"x-telegram-bot-api-secret-token", b"authorization", b"idempotency-key")
 )
 Answer = Callable[[bytes], Awaitable[msgspec.Struct]]
+_DECLINED = PeerAnswer(0, [], b"")
 
 Handlers = Mapping[type[BaseException], Callable[[Any, Any], Any]]
 
@@ -59,11 +62,65 @@ def chat_lane(
     api_token: str | None,
     max_body_bytes: int,
     exception_handlers: Handlers,
+    peers: Peers | None = None,
 ) -> ASGIApp:
     """``app`` with the webhook and the message route taken first by the lane (see above);
-    ``exception_handlers`` are the app's, by exception class."""
+    ``exception_handlers`` are the app's, by exception class. With ``peers`` (one worker of
+    several), a message for a chat another worker owns is answered by that worker
+    (`peers`); this one answers what the others hand it."""
     secret = telegram_secret.encode() if telegram_secret else None
     bearer = api_token.encode() if api_token else None
+
+    async def answered(answer: Answer, body: bytes) -> PeerAnswer:
+        """The lane's answer as a status, headers and body (status 0: declined)."""
+        try:
+            reply = await answer(body)
+        except _Declined:
+            return _DECLINED
+        except Exception as error:  # answered as the app answers it
+            return PeerAnswer(*_failure(exception_handlers, error))
+        if isinstance(reply, PeerAnswer):
+            return reply
+        return PeerAnswer(200, [_JSON], _ENCODER.encode(reply))
+
+    async def answer_peer(request: PeerRequest) -> PeerAnswer:
+        """A request another worker took for a chat this one owns."""
+        structlog.contextvars.clear_contextvars()
+        if request.route == WEBHOOK_ROUTE:
+
+            async def webhook(body: bytes) -> msgspec.Struct:
+                return await answer_update(edge, _decoded(_UPDATE, body))
+
+            answer = await answered(webhook, request.body)
+        else:
+            try:
+                conversation_id = UUID(request.conversation_id)
+            except (TypeError, ValueError):
+                return _DECLINED
+            message = _message(conversation_id, request.idempotency_key)
+            answer = await answered(message, request.body)
+        return msgspec.structs.replace(answer, conversation_id=_conversation())
+
+    if peers is not None:
+        peers.answer_with(answer_peer)
+
+    def _message(conversation_id: UUID, idempotency: str | None) -> Answer:
+        async def answer_message(body: bytes) -> msgspec.Struct:
+            message = _decoded(_MESSAGE, body)
+            return await message_reply(edge, conversation_id, message, idempotency)
+
+        return answer_message
+
+    async def handed_over(owner: int, request: PeerRequest) -> PeerAnswer | None:
+        """The owner's answer (its conversation bound for this request's log line), or
+        None if it cannot be reached now."""
+        assert peers is not None
+        answer = await peers.ask(owner, request)
+        if answer is not None and answer.conversation_id is not None:
+            structlog.contextvars.bind_contextvars(
+                conversation_id=answer.conversation_id, served_by=owner
+            )
+        return answer
 
     async def lane(scope: Scope, receive: Receive, send: Send) -> None:
         taken = _taken(scope) if scope["type"] == "http" else None
@@ -76,16 +133,11 @@ def chat_lane(
         if body is None:
             await app(scope, _replaying(received, receive), send)
             return
-        try:
-            reply = await answer(body)
-        except _Declined:
+        reply = await answered(answer, body)
+        if reply.status == 0:
             await app(scope, _replaying(received, receive), send)
             return
-        except Exception as error:  # answered as the app answers it
-            status, headers, content = _failure(exception_handlers, error)
-            await _respond(send, status, headers, content)
-            return
-        await _respond(send, 200, [_JSON], _ENCODER.encode(reply))
+        await _respond(send, reply.status, reply.headers, reply.body)
 
     def _taken(scope: Scope) -> tuple[int, Answer] | None:
         """The body limit and the answer of a request the lane takes, else None."""
@@ -101,7 +153,17 @@ def chat_lane(
                 return None
 
             async def answer_webhook(body: bytes) -> msgspec.Struct:
-                return await answer_update(edge, _decoded(_UPDATE, body))
+                update = _decoded(_UPDATE, body)
+                chat = _chat_of(update) if peers is not None else None
+                if chat is not None:
+                    assert peers is not None
+                    owner = peers.owner(chat)
+                    if owner != peers.index:
+                        request = PeerRequest(WEBHOOK_ROUTE, body)
+                        relayed = await handed_over(owner, request)
+                        if relayed is not None:
+                            return relayed
+                return await answer_update(edge, update)
 
             return max(WEBHOOK_MAX_BODY, max_body_bytes), answer_webhook
         matched = MESSAGES.fullmatch(path)
@@ -121,9 +183,17 @@ def chat_lane(
         except ValueError:
             return None
 
+        answer_here = _message(conversation_id, idempotency)
+        if peers is None:
+            return max_body_bytes, answer_here
+        owner = peers.owner(conversation_id.bytes)
+        if owner == peers.index:
+            return max_body_bytes, answer_here
+
         async def answer_message(body: bytes) -> msgspec.Struct:
-            message = _decoded(_MESSAGE, body)
-            return await message_reply(edge, conversation_id, message, idempotency)
+            request = PeerRequest(MESSAGES_ROUTE, body, str(conversation_id), idempotency)
+            relayed = await handed_over(owner, request)
+            return relayed if relayed is not None else await answer_here(body)
 
         return max_body_bytes, answer_message
 
@@ -172,6 +242,19 @@ def _decoded(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
         return decoder.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError):  # the app names what is wrong
         raise _Declined from None
+
+
+def _chat_of(update: telegram.Update) -> bytes | None:
+    """The key that picks the worker for an update: its chat (None for an update without
+    one, which records nothing: answered where it arrived)."""
+    pressed = update.callback_query
+    message = pressed.message if pressed is not None else update.message or update.edited_message
+    return str(message.chat.id).encode() if message is not None else None
+
+
+def _conversation() -> str | None:
+    """The conversation the answer bound for the request log, if any."""
+    return structlog.contextvars.get_contextvars().get("conversation_id")
 
 
 def _replaying(received: list[Message], receive: Receive) -> Receive:

@@ -23,9 +23,11 @@ import gc
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,7 +41,8 @@ import structlog
 import uvicorn
 
 from ...domain.errors import VoxledgerError
-from .server import Server, bound_socket, server_config
+from .peers import Peers
+from .server import GRACEFUL_SHUTDOWN_S, Server, bound_socket, server_config
 from .settings import DEFAULT_READ_TIMEOUT
 
 if TYPE_CHECKING:
@@ -47,10 +50,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("voxledger.serve")
 
-AppFactory = Callable[[threading.Event, "int | None"], AbstractContextManager["ASGIApp"]]
+AppFactory = Callable[[threading.Event, "Peers | None"], AbstractContextManager["ASGIApp"]]
 """Builds the app (and the pieces it serves) in the process that serves it, for as long as
 the context lasts. It is given the event set when the server begins to stop, and the
-worker's number (0 to N-1; None when one process serves). For N workers it must pickle: a
+worker's place among the others (`Peers`: its number, 0 to N-1, their count, how to hand
+them a chat's messages; None when one process serves). For N workers it must pickle: a
 module-level function, or a `functools.partial` of one with picklable arguments."""
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -129,20 +133,32 @@ class _Server(Server):
     pieces) instead of raising the signal again with the default handler."""
 
     def __init__(
-        self, config: uvicorn.Config, closing: threading.Event, started: Callable[[], None]
+        self,
+        config: uvicorn.Config,
+        closing: threading.Event,
+        started: Callable[[], None],
+        peers: Peers | None = None,
     ) -> None:
         super().__init__(config)
         self.closing = closing
         self.on_started = started
+        self.peers = peers
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.closing.set()  # live console tails end, so they do not hold the shutdown up
         super().handle_exit(sig, frame)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.peers is not None:  # the others may hand it chats once it serves
+            await self.peers.start()
         await super().startup(sockets)
         if self.started:
             self.on_started()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        if self.peers is not None:  # after its own requests, which may wait on the others
+            await self.peers.close(GRACEFUL_SHUTDOWN_S)
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -183,13 +199,15 @@ def _bound(listener: Listener, *, reuse_port: bool) -> Iterator[socket.socket]:
 class _Worker:
     """One worker process, and the pipe on which it says that it serves."""
 
-    def __init__(self, app: AppFactory, listener: Listener, index: int) -> None:
+    def __init__(self, app: AppFactory, listener: Listener, index: int, peers: str) -> None:
         context = multiprocessing.get_context("spawn")
         self.serving = False
         self._reader: Connection | None
         self._reader, writer = context.Pipe(duplex=False)
         self.process = context.Process(
-            target=_work, args=(app, listener, index, writer), name=f"voxledger-worker-{index}"
+            target=_work,
+            args=(app, listener, index, peers, writer),
+            name=f"voxledger-worker-{index}",
         )
         self.process.start()
         writer.close()  # the worker holds the other end: EOF here once it has spoken or gone
@@ -237,13 +255,15 @@ class _Supervisor:
             listener = msgspec.structs.replace(self.listener, port=probe.getsockname()[1])
         previous = {sig: signal.signal(sig, self._note) for sig in STOP_SIGNALS}
         workers: list[_Worker] = []
+        self.peers = _peers_folder()
         try:
-            workers = [_Worker(self.app, listener, k) for k in range(listener.workers)]
+            workers = [_Worker(self.app, listener, k, self.peers) for k in range(listener.workers)]
             self._supervise(workers, listener, ready)
         finally:
             if not self.signals:  # an error here: the workers stop with the supervisor
                 self.signals.append(signal.SIGTERM)
             self._stop(workers)
+            shutil.rmtree(self.peers, ignore_errors=True)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -267,7 +287,7 @@ class _Supervisor:
                     )
                 log.error("serve.worker_stopped", worker=k, exit_code=code)
                 time.sleep(RESTART_PAUSE_S)
-                workers[k] = _Worker(self.app, listener, k)
+                workers[k] = _Worker(self.app, listener, k, self.peers)
             if not announced and all(worker.serving for worker in workers):
                 log.info("serve.workers_serving", pids=[w.process.pid for w in workers])
                 ready(listener)
@@ -290,8 +310,22 @@ class _Supervisor:
             worker.reap()
 
 
-def _work(app: AppFactory, listener: Listener, index: int, serving: Connection) -> None:
-    """A worker process: build the app, bind the port beside the other workers, serve."""
+def _peers_folder() -> str:
+    """A fresh folder for the workers' sockets (`peers`), which only this user may enter
+    (mode 0700); under /tmp if the usual temporary folder's path is too long for a socket's
+    address (108 bytes on Linux)."""
+    folder = tempfile.mkdtemp(prefix="voxledger-workers-")
+    if len(folder) > 80:
+        os.rmdir(folder)
+        folder = tempfile.mkdtemp(prefix="voxledger-workers-", dir="/tmp")
+    return folder
+
+
+def _work(
+    app: AppFactory, listener: Listener, index: int, folder: str, serving: Connection
+) -> None:
+    """A worker process: build the app, bind the port beside the other workers, serve (and
+    answer the chats the others hand it, on a socket in ``folder``)."""
     os.setpgid(0, 0)  # a group of its own: a terminal's Ctrl-C comes through the supervisor
     _stop_with_supervisor()
     closing = threading.Event()
@@ -300,10 +334,11 @@ def _work(app: AppFactory, listener: Listener, index: int, serving: Connection) 
         serving.send(True)
         serving.close()
 
+    peers = Peers(index, listener.workers, folder)
     try:
-        with app(closing, index) as asgi, _bound(listener, reuse_port=True) as sock:
+        with app(closing, peers) as asgi, _bound(listener, reuse_port=True) as sock:
             collect_for_serving()
-            _Server(_config(asgi, listener), closing, started).run(sockets=[sock])
+            _Server(_config(asgi, listener), closing, started, peers).run(sockets=[sock])
     except Exception:
         # One log line (the traceback inside it), and the supervisor says the rest.
         log.exception("serve.worker_failed", worker=index)

@@ -10,8 +10,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cache
-from itertools import groupby
-from operator import itemgetter
 from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
@@ -334,85 +332,13 @@ class EventStore(Application[UUID]):
             self.remember(tuple(a for batch in done for a, _ in batch))
         return outcomes
 
-    async def catch_up_cached_async(self, aggregate_ids: Sequence[UUID]) -> list[None]:
-        """Bring this process's copies of these aggregates, and of the flows their
-        conversations have in progress, up to the log in one read: another serving process
-        may have written to them since. A command then runs on them in the event loop
-        instead of losing its race at the commit and running again from a fresh read.
-        Aggregates not in memory are left alone (a command reads them anyway). The read
-        runs in the event loop, on a connection of its own (`Recorder.select_newer_async`),
-        as the served path's other statements do: no worker thread, no hand-over of the GIL
-        (two workers measured the same either way). Returns one None per id (a `Batched`
-        answer)."""
-        taken = self._take_for_catch_up(aggregate_ids)
-        if taken:
-            # Should the read fail, the copies stay out: the commands read afresh.
-            with reachable():
-                rows = await self.recorder.select_newer_async(  # type: ignore[attr-defined]
-                    [(a.id, a.version) for a in taken.values()]
-                )
-            self._caught_up(taken, rows)
-            started = self._forms_not_in_memory(taken)
-            if started:
-                # A form another process started: read here, in a thread as any load, so
-                # that the command runs in the loop and shares a commit. Without it the
-                # whole command went to a thread for a read and a commit of its own: 6-7%
-                # of the served commands with two workers (a chat's /start lands on either).
-                await asyncio.get_running_loop().run_in_executor(
-                    None, self._load_into_memory, started
-                )
-        return [None] * len(aggregate_ids)
-
-    def _forms_not_in_memory(self, taken: dict[UUID, Aggregate]) -> list[UUID]:
-        """The forms in progress of the conversations just caught up that this process
-        holds no copy of."""
-        with self._cache_lock:
-            return [
-                flow_id
-                for aggregate in taken.values()
-                if (flow_id := getattr(aggregate, "active_flow_id", None)) is not None
-                and flow_id not in self._cache
-            ]
-
-    def _load_into_memory(self, aggregate_ids: Sequence[UUID]) -> None:
-        """Read these aggregates into memory; one that cannot be read now (gone, erased,
-        the database away) is left to its command, which reads it itself."""
-        for aggregate_id in aggregate_ids:
-            try:
-                aggregate = self.load(aggregate_id)
-                # A command takes a copy only if the stream is known not erased: asked
-                # here too, as the load itself needs the key only for sealed values.
-                if self.keys.is_erased(aggregate_id):
-                    continue
-            except Exception as error:
-                log.debug("store.preload_failed", stream_id=str(aggregate_id), error=str(error))
-                continue
-            self.remember((aggregate,))
-
-    def _take_for_catch_up(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Aggregate]:
-        """The copies in memory of these aggregates and of their flows in progress, taken
-        out of the cache (a failed read leaves them out)."""
-        taken: dict[UUID, Aggregate] = {}
-        with self._cache_lock:
-            for aggregate_id in aggregate_ids:
-                aggregate = self._cache.pop(aggregate_id, None)
-                if aggregate is None:
-                    continue
-                taken[aggregate_id] = aggregate
-                flow_id = getattr(aggregate, "active_flow_id", None)
-                flow = self._cache.pop(flow_id, None) if flow_id is not None else None
-                if flow is not None:
-                    taken[flow_id] = flow
-        return taken
-
-    def _caught_up(self, taken: dict[UUID, Aggregate], rows: Sequence[Any]) -> None:
-        """The copies with the newer events read folded in, back in the cache."""
-        decode = self.mapper.decode  # type: ignore[attr-defined]
-        for stream_id, events in groupby(rows, key=itemgetter(0)):
-            taken[stream_id] = fold(  # type: ignore[assignment]
-                taken[stream_id], (decode(stream_id, *row[1:]) for row in events)
-            )
-        self.remember(tuple(taken.values()))
+    async def behind_async(self, streams: Sequence[tuple[UUID, int]]) -> list[bool]:
+        """For each (stream, version), whether the log holds a later version (another
+        process wrote past that copy), in one read in the event loop. Returns one answer
+        per pair (a `Batched` answer)."""
+        with reachable():
+            behind = await self.recorder.select_behind_async(streams)  # type: ignore[attr-defined]
+        return [pair in behind for pair in streams]
 
     def take_cached(self, aggregate_id: UUID) -> Aggregate | None:
         """This process's last saved copy of the aggregate, for a command, if it can be had

@@ -28,6 +28,7 @@ from ...adapters.chat.bot import Reply
 from ...adapters.http.app import EXCEPTION_HANDLERS
 from ...adapters.http.bodies import NewMessage
 from ...adapters.http.guards import bearer_token, telegram_secret
+from ...adapters.http.peers import Peers
 from ...adapters.http.serving import Listener, serve
 from ...adapters.http.settings import Settings
 from ..output import say
@@ -75,7 +76,9 @@ def from_environment() -> Litestar:
 
 
 @contextmanager
-def noop_app(settings: Settings, closing: threading.Event, worker: int | None) -> Iterator[ASGIApp]:
+def noop_app(
+    settings: Settings, closing: threading.Event, worker: Peers | None
+) -> Iterator[ASGIApp]:
     """The app for one worker (an `AppFactory` once given the settings)."""
     yield noop_litestar(settings)
 
