@@ -38,6 +38,7 @@ from voxledger.adapters.bootstrap import (
     serving_connections,
 )
 from voxledger.adapters.chat.bot import reply_id
+from voxledger.adapters.http.peers import Peers
 from voxledger.domain.errors import BadInput
 
 CLIENTS = 6  # concurrent clients, each on connections of its own
@@ -302,9 +303,21 @@ def test_a_worker_that_dies_is_started_again_and_serving_goes_on(
     log = tmp_path / "server.log"
     server = start_two_workers(server_env, log)
     try:
-        first, second = worker_pids(server)
+        (serving,) = worker_lines(log, "serve.workers_serving")
+        first, second = serving["pids"]  # workers 0 and 1
         os.kill(first, signal.SIGKILL)
         wait_for(lambda: first not in worker_pids(server), "the dead worker to be reaped")
+        # Until it is back, worker 1 answers the chats worker 0 owns itself.
+        owned = [c for c in range(7400, 7480) if Peers(1, 2, "").owner(str(c).encode()) == 0]
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            for chat in owned[:4]:
+                update = text_update(chat, 1, "/start")
+                assert http.post("/telegram/webhook", json=update, headers=SECRET_HEADER).is_success
+        answered = [line for line in worker_lines(log, "http.request") if line["status"] == 200]
+        assert [(line["worker"], line.get("served_by")) for line in answered[-4:]] == [
+            (1, None)
+        ] * 4
+        assert worker_lines(log, "serve.peer_unreachable")[0]["peer"] == 0
         wait_for(lambda: len(worker_pids(server)) == 2, "a new worker in its place")
         assert second in worker_pids(server)
         (stopped,) = worker_lines(log, "serve.worker_stopped")

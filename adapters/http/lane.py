@@ -12,6 +12,10 @@ so every refusal is answered, and documented, by one piece of code. What the lan
 a request is what the Litestar handler does: both call the same function
 (`telegram.answer_update`, `api.message_reply`), and a failure is answered by the app's own
 exception handlers.
+
+With several workers (`peers`), a request the lane takes for a chat another worker owns is
+handed to that worker once checked here (its credential, its body), and the owner's answer
+relayed; what the owner declines is answered here by the app.
 """
 
 from __future__ import annotations
@@ -112,14 +116,14 @@ def chat_lane(
         return answer_message
 
     async def handed_over(owner: int, request: PeerRequest) -> PeerAnswer | None:
-        """The owner's answer (its conversation bound for this request's log line), or
-        None if it cannot be reached now."""
+        """The owner's answer (who answered, and the conversation, bound for this
+        request's log line), or None if it cannot be reached now."""
         assert peers is not None
         answer = await peers.ask(owner, request)
-        if answer is not None and answer.conversation_id is not None:
-            structlog.contextvars.bind_contextvars(
-                conversation_id=answer.conversation_id, served_by=owner
-            )
+        if answer is not None and answer.status:  # status 0: the app here answers it
+            structlog.contextvars.bind_contextvars(served_by=owner)
+            if answer.conversation_id is not None:
+                structlog.contextvars.bind_contextvars(conversation_id=answer.conversation_id)
         return answer
 
     async def lane(scope: Scope, receive: Receive, send: Send) -> None:

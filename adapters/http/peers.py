@@ -143,7 +143,7 @@ class Peers:
             self._links[owner] = link
         except OSError as error:
             self._not_before[owner] = loop.time() + RETRY_AFTER_S
-            log.info("serve.peer_unreachable", worker=owner, error=str(error))
+            log.info("serve.peer_unreachable", peer=owner, error=str(error))
         finally:
             connecting.set_result(link)
             del self._connecting[owner]
