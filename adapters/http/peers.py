@@ -115,7 +115,7 @@ class Peers:
         link = self._links.get(owner)
         if link is None or link.closed:
             link = await self._link(owner)
-            if link is None:
+            if link is None or link.closed:  # closed as it came: nothing sent yet
                 return None
         self._next_id = ident = (self._next_id + 1) & 0xFFFFFFFF
         answered = asyncio.get_running_loop().create_future()

@@ -247,15 +247,16 @@ class _Supervisor:
         self.app = app
         self.listener = listener
         self.signals: list[int] = []
+        self.peers = ""  # the folder of the workers' sockets, made by `run`
 
     def run(self, ready: Callable[[Listener], None]) -> None:
         # Bound here without SO_REUSEPORT and closed again: fails at once if another
         # server holds the address (or picks the port for all workers when asked for 0).
         with _bound(self.listener, reuse_port=False) as probe:
             listener = msgspec.structs.replace(self.listener, port=probe.getsockname()[1])
+        self.peers = _peers_folder()
         previous = {sig: signal.signal(sig, self._note) for sig in STOP_SIGNALS}
         workers: list[_Worker] = []
-        self.peers = _peers_folder()
         try:
             workers = [_Worker(self.app, listener, k, self.peers) for k in range(listener.workers)]
             self._supervise(workers, listener, ready)
