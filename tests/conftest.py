@@ -24,12 +24,18 @@ import pytest
 from debug_scenario import InProcess, Scenario, build_scenario
 from fake_telegram import FakeTelegram
 from fake_whatsapp import FakeWhatsApp
+from hypothesis import settings as hypothesis_settings
 from own_postgres import own_server  # noqa: F401  (a fixture: a server a test may stop)
 from psycopg import sql
 
 from voxledger.adapters.bootstrap import ENV_TEST_CLOCK, open_engine
 from voxledger.adapters.store.database import embedded_database_url
 from voxledger.domain.engine import Engine
+
+# Time is measured by benchmarks, never by a test: no example fails for having taken long on
+# a busy machine (Hypothesis's default deadline failed one under faketime: 767 ms, then 0.09).
+hypothesis_settings.register_profile("voxledger", deadline=None)
+hypothesis_settings.load_profile("voxledger")
 
 
 @pytest.fixture(scope="session")
