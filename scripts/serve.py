@@ -237,31 +237,75 @@ def served_app(
     closing: threading.Event,
     worker: Peers | None,
 ) -> Iterator[ASGIApp]:
-    """The app over this process's own services (one worker's). The actions of ended runs
-    (``actions``, when a loaded flow names any) run beside it in one worker only: the first."""
-    from ..adapters.bootstrap import open_actions, open_app, open_services, start_logging
+    """The app over this process's own services (one worker's), served at once: until the
+    database answers, it reports not ready (`StartingApp`), as one process does. The actions
+    of ended runs (``actions``, when a loaded flow names any) run beside it in one worker
+    only: the first. Services that cannot be built for another reason than an outage stop
+    the worker with `CANNOT_SERVE`, and the server with it."""
+    import structlog
+
+    from ..adapters.bootstrap import (
+        open_actions,
+        open_app,
+        open_services_when_reachable,
+        start_logging,
+    )
+    from ..adapters.http.serving import cannot_serve, collect_for_serving
+    from ..adapters.http.starting import StartingApp
 
     if worker is not None:  # a process of its own: its logging is not set up yet
         start_logging(log_level, default="INFO", worker=worker.index)
-    # A worker of several: the others serve the same conversations.
-    shared = worker is not None
-    with open_services(
-        database_url, clock=clock, pool=pool, shared_conversations=shared, **flows
-    ) as services:
-        runner = None
-        if actions and (worker is None or worker.index == 0) and _names_actions(services):
-            subscriber = open_actions(services.engine)
-            # A daemon: an action that hangs must not keep the server from stopping.
-            runner = threading.Thread(
-                target=subscriber.run, args=(closing,), name="voxledger-actions", daemon=True
-            )
-            runner.start()
+    starting = StartingApp()
+    built: list[Services] = []
+    failed: list[BaseException] = []
+    running: list[threading.Thread] = []
+
+    def connect() -> None:
         try:
-            yield open_app(services, settings, closing=closing, peers=worker)
-        finally:
-            closing.set()
-            if runner is not None:
-                runner.join(timeout=10)
+            services = open_services_when_reachable(
+                database_url,
+                stopping=closing,
+                waiting=starting.waiting,
+                clock=clock,
+                pool=pool,
+                # A worker of several: the others serve the same conversations.
+                shared_conversations=worker is not None,
+                **flows,
+            )
+            if services is None:
+                return
+            built.append(services)
+            if closing.is_set():
+                return
+            starting.ready(open_app(services, settings, closing=closing, peers=worker))
+            collect_for_serving()
+            structlog.get_logger("voxledger.serve").info("serve.worker_ready")
+            first = worker is None or worker.index == 0
+            if actions and first and not closing.is_set() and _names_actions(services):
+                subscriber = open_actions(services.engine)
+                # A daemon: an action that hangs must not keep the server from stopping.
+                runner = threading.Thread(
+                    target=subscriber.run, args=(closing,), name="voxledger-actions", daemon=True
+                )
+                runner.start()
+                running.append(runner)
+        except BaseException as error:  # not an outage: a worker that cannot serve stops
+            failed.append(error)
+            cannot_serve()
+
+    connecting = threading.Thread(target=connect, name="voxledger-connect", daemon=True)
+    connecting.start()
+    try:
+        yield starting
+    finally:
+        closing.set()
+        connecting.join(timeout=60)
+        for runner in running:
+            runner.join(timeout=10)
+        for services in built:
+            services.close()  # queued snapshots written, connections released
+    if failed:
+        raise failed[0]
 
 
 def _names_actions(services: Any) -> bool:

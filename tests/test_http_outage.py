@@ -81,27 +81,34 @@ def base_env(**extra: str) -> dict[str, str]:
     }
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_serve_starts_without_its_database_reports_not_ready_and_connects_when_it_comes(
-    own_server, spawn, tmp_path: Path
+    own_server, spawn, tmp_path: Path, workers: str
 ) -> None:
+    """Every worker serves at once: each request below goes on a connection of its own,
+    which the kernel gives to either worker."""
     url = own_server.get_uri()
     stop_server(own_server)
-    env = base_env(VOXLEDGER_DATABASE_URL=url, VOXLEDGER_SCHEMA="late")
-    process, base = serve(spawn, env, tmp_path / "serve.log")
-    with httpx.Client(base_url=base, timeout=10) as client:
-        assert client.get("/livez").json() == {"status": "ok"}
-        for route in ("/readyz", "/healthz"):
-            not_ready = client.get(route)
+    env = base_env(VOXLEDGER_DATABASE_URL=url, VOXLEDGER_SCHEMA=f"late_{workers}")
+    process, base = serve(spawn, env, tmp_path / "serve.log", "--workers", workers)
+
+    def each(method: str, route: str, **options: object) -> list[httpx.Response]:
+        return [httpx.request(method, base + route, timeout=10, **options) for _ in range(6)]
+
+    assert all(r.json() == {"status": "ok"} for r in each("GET", "/livez"))
+    for route in ("/readyz", "/healthz"):
+        for not_ready in each("GET", route):
             assert not_ready.status_code == 503 and not_ready.json()["status"] != "ok"
-        refused = client.post("/v1/conversations", json={}, headers=AUTH)
+    for refused in each("POST", "/v1/conversations", json={}, headers=AUTH):
         assert refused.status_code == 503
         assert refused.json()["error"] == "unavailable" and refused.headers["Retry-After"]
-        start_server(own_server)
-        wait_until(lambda: client.get("/readyz").status_code == 200, "readiness")
-        assert client.get("/healthz").json()["database"] == "ok"
-        started = client.post("/v1/conversations", json={}, headers=AUTH)
+    start_server(own_server)
+    ready = lambda: all(r.status_code == 200 for r in each("GET", "/readyz"))  # noqa: E731
+    wait_until(ready, "readiness")
+    assert all(r.json()["database"] == "ok" for r in each("GET", "/healthz"))
+    for started in each("POST", "/v1/conversations", json={}, headers=AUTH):
         assert started.status_code == 201
-        assert process.poll() is None
+    assert process.poll() is None
 
 
 def test_during_an_outage_the_api_answers_503_with_retry_after_and_readiness_fails(

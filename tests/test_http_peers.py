@@ -14,6 +14,7 @@ import pytest
 
 from voxledger.adapters.http.peers import (
     MESSAGES_ROUTE,
+    SPEECH_ROUTE,
     WEBHOOK_ROUTE,
     PeerAnswer,
     PeerLost,
@@ -37,7 +38,7 @@ def echo_after(pause_s: float = 0.0, *, seed: int = 7) -> object:
 
 def test_each_answer_reaches_the_request_it_answers(tmp_path: Path) -> None:
     asker, owner = Peers(0, 2, str(tmp_path)), Peers(1, 2, str(tmp_path))
-    owner.answer_with(echo_after(0.02))
+    owner.answer_with(echo_after(0.02), WEBHOOK_ROUTE, MESSAGES_ROUTE)
 
     async def main() -> list[PeerAnswer | None]:
         await owner.start()
@@ -81,7 +82,7 @@ def test_an_owner_lost_before_it_answered_is_an_outage_not_a_hang(tmp_path: Path
             await asyncio.Event().wait()
             raise AssertionError("not reached")
 
-        owner.answer_with(never)
+        owner.answer_with(never, WEBHOOK_ROUTE)
         await owner.start()
         waiting = asyncio.ensure_future(asker.ask(1, PeerRequest(WEBHOOK_ROUTE, b"{}")))
         await arrived.wait()
@@ -106,7 +107,7 @@ def test_closing_answers_what_was_asked_and_then_takes_no_more(tmp_path: Path) -
         await asyncio.sleep(0.2)
         return PeerAnswer(200, [], request.body)
 
-    owner.answer_with(slow)
+    owner.answer_with(slow, WEBHOOK_ROUTE)
 
     async def main() -> tuple[PeerAnswer | None, PeerAnswer | None]:
         await owner.start()
@@ -132,3 +133,46 @@ def test_every_worker_names_the_same_owner_and_chats_spread_over_them(tmp_path: 
     assert owners[0] == owners[1] == owners[2]
     shares = [owners[0].count(k) / len(chats) for k in range(3)]
     assert all(0.3 < share < 0.37 for share in shares), shares
+
+
+def test_asking_the_others_hears_from_those_that_answer_the_route(tmp_path: Path) -> None:
+    """A worker asks every other at once (a live call is held by whichever worker took it):
+    the answers come back by worker; one that declines, or answers no such route, is left
+    out; one lost before it answered counts only when nobody answered."""
+    asker, holder, other = (Peers(k, 3, str(tmp_path)) for k in range(3))
+
+    arrived = asyncio.Event()
+
+    async def holds(request: PeerRequest) -> PeerAnswer:
+        if request.body == b"call-3":  # its worker dies as it plays it
+            arrived.set()
+            await asyncio.Event().wait()
+        held = request.body == b"call-1"
+        return PeerAnswer(202, [], b"spoken") if held else PeerAnswer(0, [], b"")
+
+    holder.answer_with(holds, SPEECH_ROUTE)
+
+    async def main() -> None:
+        await holder.start()
+        await other.start()  # answers no voice route: declines
+        try:
+            answered = await asker.ask_others(PeerRequest(SPEECH_ROUTE, b"call-1"))
+            assert {k: a.body for k, a in answered.items()} == {1: b"spoken"}
+            assert await asker.ask_others(PeerRequest(SPEECH_ROUTE, b"call-2")) == {}
+            assert await asker.ask_others(PeerRequest(WEBHOOK_ROUTE, b"{}")) == {}
+            lost = asyncio.ensure_future(asker.ask_others(PeerRequest(SPEECH_ROUTE, b"call-3")))
+            await arrived.wait()
+            for connection in list(holder._answering):
+                connection.transport.abort()
+            with pytest.raises(PeerLost):
+                await asyncio.wait_for(lost, 10)
+            for connection in list(holder._answering):
+                connection.abort()
+        finally:
+            await holder.close()
+            await other.close()
+        # Both gone: nothing to ask (their sockets are removed), nobody answers.
+        await asker.close()
+        assert await asker.ask_others(PeerRequest(SPEECH_ROUTE, b"call-1")) == {}
+
+    anyio.run(main)

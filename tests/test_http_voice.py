@@ -27,6 +27,7 @@ from test_http_server import (  # noqa: F401  (the shared harness and its fixtur
     server_env_fixture,
     server_schema_fixture,
 )
+from test_http_workers import start_two_workers, worker_lines
 from twilio_caller import Clear, Mark, TwilioCaller
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -589,3 +590,70 @@ def test_a_conversation_heard_on_one_stream_is_refused_a_second_one(
     wait_for_event(engine, UUID(cid), "Disconnected", count=2)
     state = engine.get_conversation(UUID(cid))
     assert state.connection.reconnect_count == 1
+
+
+# -- several workers -------------------------------------------------------------------------
+
+
+def test_with_two_workers_speech_reaches_the_call_and_a_second_stream_is_refused_on_either(
+    voice_env: dict[str, str], tmp_path: Path, engine: Engine
+) -> None:
+    """A call is held by the worker that took its WebSocket; speech posted on connections
+    the kernel spreads over both workers is played on it, in order, and a second stream
+    for the conversation is refused whichever worker it reaches."""
+    log = tmp_path / "server.log"
+    server = start_two_workers(voice_env, log)
+    words = read_wav(AUDIO / "speech_8k.wav").pcm[: 2 * 1600]  # 0.2 s of the assistant
+    cid = call_conversation_id("CA0011workers")
+    try:
+        with caller(server, "CA0011workers") as twilio:
+            twilio.start()
+            twilio.stream(SILENCE[:4000])
+            wait_for_event(engine, cid, "ListeningStarted")
+            for n in range(16):
+                with httpx.Client(base_url=server.url, timeout=30) as fresh:  # either worker
+                    spoken = fresh.post(
+                        f"/v1/conversations/{cid}/speech",
+                        content=words,
+                        params={"mark": f"say-{n}"},
+                        headers=AUTH,
+                    )
+                assert spoken.status_code == 202, spoken.text
+                assert spoken.json() == {
+                    "conversation_id": str(cid),
+                    "mark": f"say-{n}",
+                    "duration_s": 0.2,
+                    "messages": 2,  # a media message and its mark
+                }
+            marks = [twilio.wait_for(Mark) for _ in range(16)]
+            assert [m.mark.name for m in marks if isinstance(m, Mark)] == [
+                f"say-{n}" for n in range(16)
+            ]
+            assert bytes(twilio.audio_out) == mulaw_encode(words) * 16
+            refusals = []
+            for _ in range(16):
+                with pytest.raises(InvalidStatus) as refused:
+                    pcm_stream(server, f"sample_rate=8000&conversation={cid}", AUTH)
+                assert refused.value.response.status_code == 409
+                refusals.append(refused.value.response.body.decode())
+            twilio.stream(SILENCE[:800])
+            twilio.stop()
+        gone = [
+            httpx.post(f"{server.url}/v1/conversations/{cid}/speech", content=words, headers=AUTH)
+            for _ in range(4)
+        ]
+        assert {r.status_code for r in gone} == {404}
+    finally:
+        server.stop()
+    (opened,) = worker_lines(log, "voice.stream_opened")
+    holder = opened["worker"]
+    speech = [line for line in worker_lines(log, "http.request") if "speech" in line["path"]]
+    took = [line for line in speech if line["status"] == 202]
+    assert len(took) == 16 and {line["worker"] for line in took} == {0, 1}
+    assert all(line.get("served_by", line["worker"]) == holder for line in took)
+    # Refused by the holder itself, and by the other worker, which asked it.
+    assert any("by another worker" in r for r in refusals)
+    assert any("by another worker" not in r for r in refusals)
+    assert all("already heard on a live stream" in r for r in refusals)
+    (listened,) = [h for h in engine.history(cid) if h.type == "ListeningStarted"]
+    assert listened  # the refused streams recorded nothing: one stream, heard once

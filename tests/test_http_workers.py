@@ -78,8 +78,11 @@ def worker_pids(server: Server) -> list[int]:
 
 
 def start_two_workers(env: dict[str, str], log: Path) -> Server:
+    """Two workers, each serving its app (each serves at once, and reports not ready until
+    its services are built)."""
     server = Server(env, log, args=("--workers", "2")).start()
-    wait_for(lambda: bool(worker_lines(log, "serve.workers_serving")), "both workers to serve")
+    ready = lambda: {line["worker"] for line in worker_lines(log, "serve.worker_ready")}  # noqa: E731
+    wait_for(lambda: ready() == {0, 1}, "both workers to be ready")
     return server
 
 
@@ -280,6 +283,21 @@ def test_a_second_server_on_a_port_in_use_says_so_and_exits(
     assert result.returncode == 1
     assert f"cannot serve on 127.0.0.1:{two_workers.port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_workers_that_cannot_build_their_pieces_stop_the_server_saying_so(
+    server_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Not an outage (the database answers, but the tables are not there and may not be
+    made): starting the workers again would fail the same way, so the server stops."""
+    env = {**server_env, "VOXLEDGER_CREATE_TABLES": "no", "VOXLEDGER_SCHEMA": "never_made"}
+    command = [*VOXLEDGER, "serve", "--port", "0", "--workers", "2"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.rstrip().endswith("(its log says why)"), result.stderr
+    assert "cannot serve" in result.stderr.splitlines()[-1]
+    failed = [json.loads(line) for line in result.stderr.splitlines() if "worker_failed" in line]
+    assert failed and all("never_made" in line["exception"] for line in failed)
 
 
 def test_each_workers_pool_is_cut_so_that_all_fit_under_the_servers_max_connections(

@@ -11,7 +11,7 @@ or is interrupted when the caller barges in).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
 
 import anyio
@@ -50,18 +50,58 @@ class Speech(msgspec.Struct, frozen=True):
     messages: int
 
 
+class Elsewhere(Protocol):
+    """The other processes of the same server (its other workers), each hearing streams of
+    its own: a call is held by the process that took its WebSocket."""
+
+    async def hears(self, conversation_id: UUID) -> bool:
+        """Whether one of them hears the conversation now."""
+        ...
+
+    async def speak(
+        self,
+        conversation_id: UUID,
+        audio: bytes,
+        audio_format: AudioFormat | None,
+        mark: str | None,
+    ) -> Speech | None:
+        """The audio played on the conversation's call by the process that holds it (None:
+        none of them does)."""
+        ...
+
+
 class LiveStreams:
-    """The streams this process hears now, by conversation id."""
+    """The streams this process hears now, by conversation id, and (`reach`) the way to the
+    streams of the server's other processes."""
 
     def __init__(self) -> None:
         self._streams: dict[UUID, LiveStream] = {}
+        self._elsewhere: Elsewhere | None = None
 
-    def claim(self, conversation_id: UUID, live: LiveStream) -> None:
-        """Hear the conversation on this stream (Conflict if another stream has it)."""
+    def reach(self, elsewhere: Elsewhere) -> None:
+        """The server's other processes, which hear streams of their own."""
+        self._elsewhere = elsewhere
+
+    async def claim(self, conversation_id: UUID, live: LiveStream) -> None:
+        """Hear the conversation on this stream (Conflict if another stream has it, here or
+        in another process of the server). Claimed here before the others are asked: of two
+        streams claimed at once in two processes, at most one is heard."""
         held = self._streams.get(conversation_id)
         if held is not None and held is not live:
             raise Conflict(f"conversation {conversation_id} is already heard on a live stream")
         self._streams[conversation_id] = live
+        if held is None and self._elsewhere is not None:
+            try:
+                elsewhere = await self._elsewhere.hears(conversation_id)
+            except BaseException:
+                self.release(conversation_id, live)
+                raise
+            if elsewhere:
+                self.release(conversation_id, live)
+                raise Conflict(
+                    f"conversation {conversation_id} is already heard on a live stream "
+                    "(by another worker)"
+                )
 
     def release(self, conversation_id: UUID, live: LiveStream) -> None:
         """The stream has ended: the conversation is free for another."""
@@ -80,13 +120,31 @@ class LiveStreams:
         mark: str | None = None,
     ) -> Speech:
         """Play audio (mono, in `audio_format`: 16-bit PCM at 8 kHz unless said otherwise) to
-        the caller on the conversation's live call, after whatever it is already playing."""
+        the caller on the conversation's live call, after whatever it is already playing: on
+        this process's call, or else through the process that holds it."""
+        if conversation_id not in self._streams and self._elsewhere is not None:
+            if not audio:
+                raise BadInput("no audio to speak: the body is empty")
+            spoken = await self._elsewhere.speak(conversation_id, audio, audio_format, mark)
+            if spoken is not None:
+                return spoken
+        return await self.speak_here(conversation_id, audio, audio_format, mark=mark)
+
+    async def speak_here(
+        self,
+        conversation_id: UUID,
+        audio: bytes,
+        audio_format: AudioFormat | None = None,
+        *,
+        mark: str | None = None,
+    ) -> Speech:
+        """`speak`, on a call this process holds (NotFound if it holds none)."""
         # Imported here: numpy and soxr load only in a process that hears calls.
         from .convert import AudioFormat, PcmConverter
 
         live = self._streams.get(conversation_id)
         if live is None:
-            raise NotFound(f"conversation {conversation_id} has no live call in this process")
+            raise NotFound(f"conversation {conversation_id} has no live call")
         if live.session is None or live.send is None:
             raise Conflict(
                 f"conversation {conversation_id} is heard on a PCM audio stream, whose client "

@@ -39,6 +39,7 @@ from .screening import Routes, screened, strict_body
 from .settings import Settings
 from .telegram import WEBHOOK_MAX_BODY, telegram_webhook
 from .voice import voice_router
+from .voice_workers import OtherWorkers
 from .whatsapp import ROUTES as WHATSAPP_ROUTES
 
 if TYPE_CHECKING:
@@ -92,7 +93,8 @@ def create_app(
     operator console) join the app's own, with ``dependencies`` beside the services;
     ``lifespan`` runs beside the app (the delivery worker); ``identity`` is the bot's on
     Telegram and ``wake`` tells the delivery worker that a conversation has mail; ``peers``
-    are the other workers of several, each serving its own chats (`peers`)."""
+    are the other workers of several, each serving its own chats (`peers`) and holding its
+    own calls (`voice_workers`)."""
     api_router = Router(
         path="/v1",
         route_handlers=api.ROUTES,
@@ -148,6 +150,8 @@ def create_app(
         logging_config=None,  # structlog writes the request logs (request_log)
         lifespan=list(lifespan),
     )
+    if peers is not None:  # a call is held by one worker; the others reach it
+        OtherWorkers(peers, services.live_streams)
     document(app)  # the OpenAPI document as the server behaves
     routes = Routes.of(app)
     # The chat routes' usual requests skip the framework's request cycle (see `lane`).

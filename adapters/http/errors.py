@@ -49,6 +49,11 @@ STATUS_OF_ERROR: tuple[tuple[type[VoxledgerError], int], ...] = (
 )
 
 
+def status_of(error: VoxledgerError) -> int:
+    """The HTTP status that answers a domain error (400 for one not listed)."""
+    return next((code for cls, code in STATUS_OF_ERROR if isinstance(error, cls)), 400)
+
+
 class ProjectionsNotBuilt(Exception):
     """The projection tables do not exist yet: no projection worker has run on this schema."""
 
@@ -60,7 +65,7 @@ BEHIND_RETRY_AFTER_S = 1
 def domain_error(_: Request[Any, Any, Any], exc: VoxledgerError) -> Response[Any]:
     """A refused command or query: 4xx, with the domain's own explanation (and, for a write
     that expected another version, the version the conversation is at)."""
-    status = next((code for cls, code in STATUS_OF_ERROR if isinstance(exc, cls)), 400)
+    status = status_of(exc)
     if isinstance(exc, VersionMismatch):
         body = ConflictBody("version_mismatch", str(exc), current_version=exc.current_version)
         return Response(body, status_code=409)

@@ -34,7 +34,7 @@ from ..chat import telegram
 from .api import message_reply
 from .bodies import MESSAGE_ID, NewMessage
 from .chat_edge import ChatEdge
-from .peers import MESSAGES_ROUTE, WEBHOOK_ROUTE, PeerAnswer, PeerRequest, Peers
+from .peers import DECLINED, MESSAGES_ROUTE, WEBHOOK_ROUTE, PeerAnswer, PeerRequest, Peers
 from .telegram import WEBHOOK_MAX_BODY, answer_update
 
 WEBHOOK = "/telegram/webhook"
@@ -49,7 +49,6 @@ _LOOKED_AT = frozenset(
     (b"content-type", b"x-telegram-bot-api-secret-token", b"authorization", b"idempotency-key")
 )
 Answer = Callable[[bytes], Awaitable[msgspec.Struct]]
-_DECLINED = PeerAnswer(0, [], b"")
 
 Handlers = Mapping[type[BaseException], Callable[[Any, Any], Any]]
 
@@ -80,7 +79,7 @@ def chat_lane(
         try:
             reply = await answer(body)
         except _Declined:
-            return _DECLINED
+            return DECLINED
         except Exception as error:  # answered as the app answers it
             return PeerAnswer(*_failure(exception_handlers, error))
         if isinstance(reply, PeerAnswer):
@@ -100,13 +99,13 @@ def chat_lane(
             try:
                 conversation_id = UUID(request.conversation_id)
             except (TypeError, ValueError):
-                return _DECLINED
+                return DECLINED
             message = _message(conversation_id, request.idempotency_key)
             answer = await answered(message, request.body)
         return msgspec.structs.replace(answer, conversation_id=_conversation())
 
     if peers is not None:
-        peers.answer_with(answer_peer)
+        peers.answer_with(answer_peer, WEBHOOK_ROUTE, MESSAGES_ROUTE)
 
     def _message(conversation_id: UUID, idempotency: str | None) -> Answer:
         async def answer_message(body: bytes) -> msgspec.Struct:

@@ -39,8 +39,11 @@ from ...domain.errors import Unavailable
 
 log = structlog.get_logger("voxledger.serve")
 
+# What a request handed over is: a chat's message (`lane`), or a live call's (`voice_workers`).
 WEBHOOK_ROUTE = 0
 MESSAGES_ROUTE = 1
+SPEECH_ROUTE = 2
+HEARS_ROUTE = 3
 # How long a worker that could not be reached is not tried again (its messages are
 # answered where they arrive meanwhile).
 RETRY_AFTER_S = 1.0
@@ -70,6 +73,7 @@ class PeerAnswer(msgspec.Struct, array_like=True, frozen=True):
 
 
 Answerer = Callable[[PeerRequest], Awaitable[PeerAnswer]]
+DECLINED = PeerAnswer(0, [], b"")
 
 _ENCODER = msgspec.msgpack.Encoder()
 _REQUEST_DECODER = msgspec.msgpack.Decoder(PeerRequest)
@@ -88,7 +92,7 @@ class Peers:
         self.index = index
         self.count = count
         self.folder = folder
-        self._answer: Answerer | None = None
+        self._answerers: dict[int, Answerer] = {}
         self._links: dict[int, _Link] = {}
         self._connecting: dict[int, asyncio.Future[_Link | None]] = {}
         self._not_before: dict[int, float] = {}
@@ -104,9 +108,31 @@ class Peers:
         """The worker that serves this key (the same in every worker and every run)."""
         return zlib.crc32(key) % self.count
 
-    def answer_with(self, answer: Answerer) -> None:
-        """What this worker does with the requests the others hand it."""
-        self._answer = answer
+    def answer_with(self, answer: Answerer, *routes: int) -> None:
+        """What this worker does with the requests of these routes the others hand it (a
+        request of a route nobody answers is declined)."""
+        for route in routes:
+            self._answerers[route] = answer
+
+    async def ask_others(self, request: PeerRequest) -> dict[int, PeerAnswer]:
+        """The other workers' answers to the request, by worker, asked all at once; those
+        that declined it (or could not be reached) left out. Raises `PeerLost` if none
+        answered and a worker's connection closed before it did (it may have been the one
+        to answer)."""
+        others = [k for k in range(self.count) if k != self.index]
+        answers = await asyncio.gather(
+            *(self.ask(k, request) for k in others), return_exceptions=True
+        )
+        answered = {
+            k: answer
+            for k, answer in zip(others, answers, strict=True)
+            if isinstance(answer, PeerAnswer) and answer.status
+        }
+        if not answered:
+            for answer in answers:
+                if isinstance(answer, BaseException):
+                    raise answer
+        return answered
 
     async def ask(self, owner: int, request: PeerRequest) -> PeerAnswer | None:
         """The owner's answer to the request; None if it cannot be reached now (nothing was
@@ -178,9 +204,9 @@ class Peers:
 
     async def _answered(self, payload: bytes) -> bytes:
         """The answer to one frame another worker sent."""
-        assert self._answer is not None, "answer_with was not called"
-        answer = await self._answer(_REQUEST_DECODER.decode(payload))
-        return _ENCODER.encode(answer)
+        request = _REQUEST_DECODER.decode(payload)
+        answer = self._answerers.get(request.route)
+        return _ENCODER.encode(await answer(request) if answer is not None else DECLINED)
 
 
 class _Framed(asyncio.Protocol):

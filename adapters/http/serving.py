@@ -63,6 +63,12 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 RESTART_PAUSE_S = 1.0
 
 
+# A worker's exit code when its pieces cannot be built for another reason than an outage (a
+# setting, the database's permissions): starting it again would fail the same way, so the
+# server stops with it.
+CANNOT_SERVE = 3
+
+
 class WorkerFailed(VoxledgerError):
     """A serving worker stopped before it served (its own log line says why)."""
 
@@ -282,6 +288,8 @@ class _Supervisor:
                 if worker.check():
                     continue
                 code = worker.reap()
+                if code == CANNOT_SERVE:
+                    raise WorkerFailed(f"serving worker {k} cannot serve (its log says why)")
                 if not announced:
                     raise WorkerFailed(
                         f"serving worker {k} stopped as it started (exit code {code})"
@@ -343,7 +351,13 @@ def _work(
     except Exception:
         # One log line (the traceback inside it), and the supervisor says the rest.
         log.exception("serve.worker_failed", worker=index)
-        sys.exit(1)
+        sys.exit(CANNOT_SERVE)
+
+
+def cannot_serve() -> None:
+    """Stop this worker, whose pieces cannot be built (from any thread): it stops as SIGTERM
+    asks, and its app factory then raises why (`CANNOT_SERVE`)."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _stop_with_supervisor() -> None:

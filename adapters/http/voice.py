@@ -48,7 +48,7 @@ from ..audio.twilio import (
     signature_is_valid,
 )
 from .bodies import ErrorBody, ShortText
-from .errors import STATUS_OF_ERROR, first_line
+from .errors import first_line, status_of
 from .guards import bearer_token, require_bearer
 from .settings import ENV_TWILIO_AUTH_TOKEN, Settings
 
@@ -123,7 +123,7 @@ async def media_stream(
         if isinstance(parsed, Start) and not claimed:
             # Claimed before anything is recorded: a call already heard here is refused.
             cid = session.conversation_id or call_conversation_id(parsed.start.call_sid)
-            live_streams.claim(cid, live)
+            await live_streams.claim(cid, live)
             claimed.append(cid)
             structlog.contextvars.bind_contextvars(conversation_id=str(cid))
         return await session.handle_message(parsed)
@@ -199,13 +199,13 @@ async def audio_stream(
             new_conversation=query.conversation is None,
             participant=query.participant,
         )
-        live_streams.claim(cid, live)
+        await live_streams.claim(cid, live)
     except DATABASE_DOWN as failed:
         log.error("voice.database_unavailable", error=first_line(failed))
         await _refuse(socket, 503, "the database is unavailable")
         return
     except VoxledgerError as refused:
-        await _refuse(socket, _status_of(refused), str(refused))
+        await _refuse(socket, status_of(refused), str(refused))
         return
     try:
         structlog.contextvars.bind_contextvars(conversation_id=str(cid))
@@ -378,7 +378,3 @@ async def _close(socket: WebSocket[Any, Any, Any], code: int, reason: str) -> No
 def _reason(text: str) -> str:
     """A close reason fits in 123 bytes of UTF-8 (RFC 6455, 5.5)."""
     return text.encode()[:123].decode(errors="ignore")
-
-
-def _status_of(error: VoxledgerError) -> int:
-    return next((code for cls, code in STATUS_OF_ERROR if isinstance(error, cls)), 400)

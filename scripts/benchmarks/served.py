@@ -93,8 +93,11 @@ def free_port() -> int:
 class Served:
     """A server process started for the benchmark, on a free port, logging to a file."""
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, name: str, command: list[str], env: dict[str, str], log: Path, workers: int = 0
+    ) -> None:
         self.name = name
+        self.workers = workers  # of `voxledger serve`, each saying when it is ready
         self.port = free_port()
         self.command = [*command, "--host", "127.0.0.1", "--port", str(self.port)]
         self.env = env
@@ -138,10 +141,21 @@ class Served:
                 answer = httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=5)
             except httpx.TransportError:
                 answer = None
-            if answer is not None and (answer.status_code < 300 or answer.status_code == 404):
+            answered = answer is not None and (
+                answer.status_code < 300 or answer.status_code == 404
+            )
+            if answered and self._workers_ready():
                 return  # ready (or a server without readiness: the no-op)
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not become ready within 60 s")
+
+    def _workers_ready(self) -> bool:
+        """Whether each of several workers has said that it is ready (one /readyz answered
+        by one of them)."""
+        if self.workers < 2:
+            return True
+        text = self.log.read_text(errors="replace")
+        return text.count('"event":"serve.worker_ready"') >= self.workers
 
     def __exit__(self, *exc: object) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -230,7 +244,8 @@ class HttpBench:
         unless given)."""
         options = self._options(workers, loop, http)
         log = self.folder / f"serve-{'-'.join(options)}.log"
-        return Served("voxledger serve", [*VOXLEDGER, "serve", *options], self.env, log)
+        command = [*VOXLEDGER, "serve", *options]
+        return Served("voxledger serve", command, self.env, log, workers)
 
     def noop(self, workers: int, loop: str | None = None, http: str | None = None) -> Served:
         """The no-op app, served the same way."""
