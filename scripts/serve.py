@@ -50,8 +50,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--workers",
         type=positive_int,
         default=None,
-        help="processes serving the port, each with its own connections (default 1; "
-        "live voice needs one: a call is held by the process that took it)",
+        help="processes serving the port, each with its own connections to the database "
+        "(default 1); each chat is served by one of them, and a call's speech reaches the "
+        "one that holds it",
     )
     serve.add_argument(
         "--loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="event loop"

@@ -86,14 +86,6 @@ class Listener(msgspec.Struct, frozen=True, kw_only=True):
     read_timeout_s: float = DEFAULT_READ_TIMEOUT  # a request's headers, then its body
 
 
-def default_workers() -> int:
-    """One worker per core this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def serve(
     app: AppFactory, listener: Listener, *, ready: Callable[[Listener], None] | None = None
 ) -> None:

@@ -97,7 +97,7 @@ class Served:
         self, name: str, command: list[str], env: dict[str, str], log: Path, workers: int = 0
     ) -> None:
         self.name = name
-        self.workers = workers  # of `voxledger serve`, each saying when it is ready
+        self.ready_lines = workers  # `voxledger serve`'s workers, each saying when it is ready
         self.port = free_port()
         self.command = [*command, "--host", "127.0.0.1", "--port", str(self.port)]
         self.env = env
@@ -152,10 +152,10 @@ class Served:
     def _workers_ready(self) -> bool:
         """Whether each of several workers has said that it is ready (one /readyz answered
         by one of them)."""
-        if self.workers < 2:
+        if self.ready_lines < 2:
             return True
         text = self.log.read_text(errors="replace")
-        return text.count('"event":"serve.worker_ready"') >= self.workers
+        return text.count('"event":"serve.worker_ready"') >= self.ready_lines
 
     def __exit__(self, *exc: object) -> None:
         if self.process is None or self.process.poll() is not None:
