@@ -242,7 +242,7 @@ def served_app(
     database answers, it reports not ready (`StartingApp`), as one process does. The actions
     of ended runs (``actions``, when a loaded flow names any) run beside it in one worker
     only: the first. Services that cannot be built for another reason than an outage stop
-    the worker with `CANNOT_SERVE`, and the server with it."""
+    the server (``closing`` set; leaving the context raises why: `CANNOT_SERVE`)."""
     import structlog
 
     from ..adapters.bootstrap import (
@@ -251,7 +251,7 @@ def served_app(
         open_services_when_reachable,
         start_logging,
     )
-    from ..adapters.http.serving import cannot_serve, collect_for_serving
+    from ..adapters.http.serving import collect_for_serving
     from ..adapters.http.starting import StartingApp
 
     if worker is not None:  # a process of its own: its logging is not set up yet
@@ -292,7 +292,7 @@ def served_app(
                 running.append(runner)
         except BaseException as error:  # not an outage: a worker that cannot serve stops
             failed.append(error)
-            cannot_serve()
+            closing.set()
 
     connecting = threading.Thread(target=connect, name="voxledger-connect", daemon=True)
     connecting.start()

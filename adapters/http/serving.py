@@ -146,6 +146,10 @@ class _Server(Server):
         self.closing.set()  # live console tails end, so they do not hold the shutdown up
         super().handle_exit(sig, frame)
 
+    async def on_tick(self, counter: int) -> bool:
+        # Stopping is also the app's to ask (its pieces cannot be built): it sets `closing`.
+        return self.closing.is_set() or await super().on_tick(counter)
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         if self.peers is not None:  # the others may hand it chats once it serves
             await self.peers.start()
@@ -344,12 +348,6 @@ def _work(
         # One log line (the traceback inside it), and the supervisor says the rest.
         log.exception("serve.worker_failed", worker=index)
         sys.exit(CANNOT_SERVE)
-
-
-def cannot_serve() -> None:
-    """Stop this worker, whose pieces cannot be built (from any thread): it stops as SIGTERM
-    asks, and its app factory then raises why (`CANNOT_SERVE`)."""
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _stop_with_supervisor() -> None:
