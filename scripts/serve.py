@@ -85,7 +85,6 @@ def _serve_one(args: argparse.Namespace) -> int:
 
     from ..adapters.bootstrap import (
         http_settings,
-        open_actions,
         open_app,
         open_flows,
         open_services_when_reachable,
@@ -120,13 +119,7 @@ def _serve_one(args: argparse.Namespace) -> int:
                 starting.ready(open_app(services, settings, closing=closing))
                 collect_for_serving()
             if actions and not closing.is_set():
-                subscriber = open_actions(services.engine)
-                # A daemon: an action that hangs must not keep the server from stopping.
-                thread = threading.Thread(
-                    target=subscriber.run, args=(closing,), name="voxledger-actions", daemon=True
-                )
-                thread.start()
-                running.append(thread)
+                running.append(_run_actions(services, closing))
         except BaseException as error:  # not an outage: a server that cannot start stops
             failed.append(error)
             closing.set()
@@ -246,7 +239,6 @@ def served_app(
     import structlog
 
     from ..adapters.bootstrap import (
-        open_actions,
         open_app,
         open_services_when_reachable,
         start_logging,
@@ -283,13 +275,7 @@ def served_app(
             structlog.get_logger("voxledger.serve").info("serve.worker_ready")
             first = worker is None or worker.index == 0
             if actions and first and not closing.is_set() and _names_actions(services):
-                subscriber = open_actions(services.engine)
-                # A daemon: an action that hangs must not keep the server from stopping.
-                runner = threading.Thread(
-                    target=subscriber.run, args=(closing,), name="voxledger-actions", daemon=True
-                )
-                runner.start()
-                running.append(runner)
+                running.append(_run_actions(services, closing))
         except BaseException as error:  # not an outage: a worker that cannot serve stops
             failed.append(error)
             closing.set()
@@ -307,6 +293,19 @@ def served_app(
             services.close()  # queued snapshots written, connections released
     if failed:
         raise failed[0]
+
+
+def _run_actions(services: Services, closing: threading.Event) -> threading.Thread:
+    """The actions of ended runs, run in a thread until ``closing`` is set."""
+    from ..adapters.bootstrap import open_actions
+
+    subscriber = open_actions(services.engine)
+    # A daemon: an action that hangs must not keep the server from stopping.
+    thread = threading.Thread(
+        target=subscriber.run, args=(closing,), name="voxledger-actions", daemon=True
+    )
+    thread.start()
+    return thread
 
 
 def _names_actions(services: Any) -> bool:
