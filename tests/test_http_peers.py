@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from pathlib import Path
 
 import anyio
@@ -174,5 +175,71 @@ def test_asking_the_others_hears_from_those_that_answer_the_route(tmp_path: Path
         # Both gone: nothing to ask (their sockets are removed), nobody answers.
         await asker.close()
         assert await asker.ask_others(PeerRequest(SPEECH_ROUTE, b"call-1")) == {}
+
+    anyio.run(main)
+
+
+class Session:
+    """A call's session as `LiveStreams.speak_here` uses it: it turns audio into messages,
+    or fails as its database write would."""
+
+    def __init__(self, failure: Exception | None = None) -> None:
+        self.failure = failure
+        self.marks_waiting: list[str] = []
+
+    async def speak(self, pcm: bytes, mark: str | None) -> list[str]:
+        if self.failure is not None:
+            raise self.failure
+        self.marks_waiting.append(mark or "voxledger-1")
+        return [f"media {len(pcm)}", "mark"]
+
+
+def test_speech_for_a_call_another_worker_holds_is_played_there_and_its_failure_answered(
+    tmp_path: Path,
+) -> None:
+    """The worker holding the call plays what another took; a refusal comes back as the
+    same error, the database's failure as an outage, and neither closes the link the
+    chats handed over share."""
+    import psycopg
+
+    from voxledger.adapters.audio.live import LiveStream, LiveStreams
+    from voxledger.adapters.http.voice_workers import OtherWorkers
+    from voxledger.domain.errors import BadInput, NotFound
+
+    asking, holding = LiveStreams(), LiveStreams()
+    peers = [Peers(k, 2, str(tmp_path)) for k in range(2)]
+    OtherWorkers(peers[0], asking)
+    OtherWorkers(peers[1], holding)
+    peers[1].answer_with(echo_after(), WEBHOOK_ROUTE)
+    calls = {name: uuid.uuid4() for name in ("fine", "down", "broken")}
+    sent: list[str] = []
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    async def main() -> None:
+        await peers[1].start()
+        try:
+            failures = {"down": psycopg.OperationalError("server closed"), "broken": KeyError("x")}
+            for name, cid in calls.items():
+                session = Session(failures.get(name))
+                await holding.claim(cid, LiveStream(session, send))  # type: ignore[arg-type]
+            spoken = await asking.speak(calls["fine"], bytes(320), mark="hello")
+            assert (spoken.mark, spoken.duration_s, spoken.messages) == ("hello", 0.02, 2)
+            assert sent == ["media 320", "mark"]
+            with pytest.raises(BadInput, match="inside a sample"):
+                await asking.speak(calls["fine"], bytes(3))
+            with pytest.raises(Unavailable, match="the database is unavailable"):
+                await asking.speak(calls["down"], bytes(320))
+            with pytest.raises(RuntimeError, match="failed to play it"):
+                await asking.speak(calls["broken"], bytes(320))
+            with pytest.raises(NotFound, match="has no live call"):
+                await asking.speak(uuid.uuid4(), bytes(320))
+            # The link is whole: a chat's message handed over on it is answered.
+            answer = await peers[0].ask(1, PeerRequest(WEBHOOK_ROUTE, b"update"))
+            assert answer is not None and answer.body == b"update"
+        finally:
+            await peers[0].close()
+            await peers[1].close()
 
     anyio.run(main)

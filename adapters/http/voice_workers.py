@@ -19,8 +19,11 @@ import structlog
 
 from ...domain.errors import BadInput, Conflict, NotFound, Unavailable, VoxledgerError
 from ..audio.live import LiveStreams, Speech
-from .errors import status_of
+from .errors import first_line, status_of
 from .peers import DECLINED, HEARS_ROUTE, SPEECH_ROUTE, PeerAnswer, PeerLost, PeerRequest, Peers
+from .voice import DATABASE_DOWN
+
+log = structlog.get_logger("voxledger.voice")
 
 if TYPE_CHECKING:
     from ..audio.convert import AudioFormat
@@ -86,9 +89,12 @@ class OtherWorkers:
         # One worker holds a conversation's call (see `LiveStreams.claim`).
         worker, answer = next(iter(answers.items()))
         structlog.contextvars.bind_contextvars(served_by=worker)  # for the request's log line
-        if answer.status != SPOKEN:
-            raise _ERROR_OF_STATUS.get(answer.status, Unavailable)(answer.body.decode())
-        return _SPEECH.decode(answer.body)
+        if answer.status == SPOKEN:
+            return _SPEECH.decode(answer.body)
+        refused = _ERROR_OF_STATUS.get(answer.status)
+        if refused is None:  # the app's own 500
+            raise RuntimeError(answer.body.decode())
+        raise refused(answer.body.decode())
 
     async def _answer(self, request: PeerRequest) -> PeerAnswer:
         """Another worker's question about a conversation: declined unless this worker
@@ -117,6 +123,11 @@ class OtherWorkers:
             return DECLINED
         except VoxledgerError as refused:
             return PeerAnswer(status_of(refused), [], str(refused).encode())
-        except msgspec.DecodeError as error:  # a defect: workers of one server agree
-            return PeerAnswer(503, [], f"a worker's request was malformed: {error}".encode())
+        except DATABASE_DOWN as failed:
+            log.error("voice.database_unavailable", error=first_line(failed))
+            return PeerAnswer(503, [], b"the database is unavailable")
+        except Exception:  # a defect, answered as the app answers one (not by dropping the
+            # connection, which the chats handed over on it share)
+            log.exception("voice.speech_failed", conversation_id=str(conversation_id))
+            return PeerAnswer(500, [], b"the worker holding the call failed to play it")
         return PeerAnswer(SPOKEN, [], _ENCODER.encode(spoken))
