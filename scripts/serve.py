@@ -231,62 +231,75 @@ def served_app(
     closing: threading.Event,
     worker: Peers | None,
 ) -> Iterator[ASGIApp]:
-    """The app over this process's own services (one worker's), served at once: until the
-    database answers, it reports not ready (`StartingApp`), as one process does. The actions
-    of ended runs (``actions``, when a loaded flow names any) run beside it in one worker
-    only: the first. Services that cannot be built for another reason than an outage stop
-    the server (``closing`` set; leaving the context raises why: `CANNOT_SERVE`)."""
+    """The app over this process's own services (one worker's). Built before the worker
+    serves when the database answers (so that a worker started again takes connections only
+    once it can answer them); while it does not, served at once, reporting not ready
+    (`StartingApp`) as one process does, and built when it comes. The actions of ended runs
+    (``actions``, when a loaded flow names any) run beside it in one worker only: the first.
+    Services that cannot be built for another reason than an outage stop the worker: at
+    once, or later through ``closing`` (leaving the context then raises why)."""
     import structlog
 
     from ..adapters.bootstrap import (
         open_app,
+        open_services,
         open_services_when_reachable,
         start_logging,
     )
     from ..adapters.http.serving import collect_for_serving
     from ..adapters.http.starting import StartingApp
+    from ..domain.errors import Unavailable
 
     if worker is not None:  # a process of its own: its logging is not set up yet
         start_logging(log_level, default="INFO", worker=worker.index)
+    log = structlog.get_logger("voxledger.serve")
+    # A worker of several: the others serve the same conversations.
+    options = dict(clock=clock, pool=pool, shared_conversations=worker is not None, **flows)
     starting = StartingApp()
     built: list[Services] = []
     failed: list[BaseException] = []
     running: list[threading.Thread] = []
 
+    def serve_with(services: Services) -> None:
+        built.append(services)
+        if closing.is_set():
+            return
+        starting.ready(open_app(services, settings, closing=closing, peers=worker))
+        collect_for_serving()
+        log.info("serve.worker_ready")
+        first = worker is None or worker.index == 0
+        if actions and first and not closing.is_set() and _names_actions(services):
+            running.append(_run_actions(services, closing))
+
     def connect() -> None:
         try:
             services = open_services_when_reachable(
-                database_url,
-                stopping=closing,
-                waiting=starting.waiting,
-                clock=clock,
-                pool=pool,
-                # A worker of several: the others serve the same conversations.
-                shared_conversations=worker is not None,
-                **flows,
+                database_url, stopping=closing, waiting=starting.waiting, **options
             )
-            if services is None:
-                return
-            built.append(services)
-            if closing.is_set():
-                return
-            starting.ready(open_app(services, settings, closing=closing, peers=worker))
-            collect_for_serving()
-            structlog.get_logger("voxledger.serve").info("serve.worker_ready")
-            first = worker is None or worker.index == 0
-            if actions and first and not closing.is_set() and _names_actions(services):
-                running.append(_run_actions(services, closing))
+            if services is not None:
+                serve_with(services)
         except BaseException as error:  # not an outage: a worker that cannot serve stops
             failed.append(error)
             closing.set()
 
-    connecting = threading.Thread(target=connect, name="voxledger-connect", daemon=True)
-    connecting.start()
+    connecting: threading.Thread | None = None
     try:
+        try:
+            services = open_services(database_url, **options)
+        except Unavailable as unreachable:
+            structlog.get_logger("voxledger").warning(
+                "database.unreachable", error=str(unreachable)
+            )
+            starting.waiting(str(unreachable))
+            connecting = threading.Thread(target=connect, name="voxledger-connect", daemon=True)
+            connecting.start()
+        else:
+            serve_with(services)
         yield starting
     finally:
         closing.set()
-        connecting.join(timeout=60)
+        if connecting is not None:
+            connecting.join(timeout=60)
         for runner in running:
             runner.join(timeout=10)
         for services in built:

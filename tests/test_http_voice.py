@@ -655,5 +655,5 @@ def test_with_two_workers_speech_reaches_the_call_and_a_second_stream_is_refused
     assert any("by another worker" in r for r in refusals)
     assert any("by another worker" not in r for r in refusals)
     assert all("already heard on a live stream" in r for r in refusals)
-    (listened,) = [h for h in engine.history(cid) if h.type == "ListeningStarted"]
-    assert listened  # the refused streams recorded nothing: one stream, heard once
+    # The refused streams recorded nothing: the conversation was heard on one stream, once.
+    assert [h.type for h in engine.history(cid)].count("ListeningStarted") == 1

@@ -78,11 +78,12 @@ def worker_pids(server: Server) -> list[int]:
 
 
 def start_two_workers(env: dict[str, str], log: Path) -> Server:
-    """Two workers, each serving its app (each serves at once, and reports not ready until
-    its services are built)."""
+    """Two workers, each serving its app (a worker serves at once if the database does not
+    answer, and reports not ready until it does)."""
     server = Server(env, log, args=("--workers", "2")).start()
     ready = lambda: {line["worker"] for line in worker_lines(log, "serve.worker_ready")}  # noqa: E731
     wait_for(lambda: ready() == {0, 1}, "both workers to be ready")
+    wait_for(lambda: bool(worker_lines(log, "serve.workers_serving")), "both workers to serve")
     return server
 
 
@@ -338,6 +339,7 @@ def test_a_worker_that_dies_is_started_again_and_serving_goes_on(
         assert worker_lines(log, "serve.peer_unreachable")[0]["peer"] == 0
         wait_for(lambda: len(worker_pids(server)) == 2, "a new worker in its place")
         assert second in worker_pids(server)
+        wait_for(lambda: bool(worker_lines(log, "serve.worker_stopped")), "the supervisor's word")
         (stopped,) = worker_lines(log, "serve.worker_stopped")
         assert stopped["exit_code"] == -signal.SIGKILL
         with httpx.Client(base_url=server.url, timeout=30) as http:
