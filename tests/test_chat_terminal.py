@@ -72,7 +72,7 @@ def test_a_terminal_chat_killed_and_started_again_continues_the_flow(
     second.type("21.11.2026")
     assert second.expect("bot: ") == EMPLOYEE_PROMPT
     second.process.send_signal(signal.SIGINT)  # Ctrl-C
-    assert second.process.wait(10) == 130
+    assert second.process.wait(60) == 130  # a generous bound: a loaded machine is slow to stop
     assert second.process.stderr is not None
     assert "Traceback" not in second.process.stderr.read()
 
