@@ -160,11 +160,7 @@ def _serve_one(args: argparse.Namespace) -> int:
                 server.run(sockets=[sock])
         finally:
             closing.set()
-            connecting.join(timeout=60)
-            for thread in running:
-                thread.join(timeout=10)
-            for services in built:
-                services.close()  # queued snapshots written, connections released
+            _release(connecting, running, built)
     if failed:
         raise failed[0]  # the command's own error line and exit code
     return 0
@@ -298,14 +294,22 @@ def served_app(
         yield starting
     finally:
         closing.set()
-        if connecting is not None:
-            connecting.join(timeout=60)
-        for runner in running:
-            runner.join(timeout=10)
-        for services in built:
-            services.close()  # queued snapshots written, connections released
+        _release(connecting, running, built)
     if failed:
         raise failed[0]
+
+
+def _release(
+    connecting: threading.Thread | None, running: list[threading.Thread], built: list[Services]
+) -> None:
+    """Once serving has stopped (``closing`` set): the thread still connecting and the
+    actions' runner given time to end, then the services closed."""
+    if connecting is not None:
+        connecting.join(timeout=60)
+    for runner in running:
+        runner.join(timeout=10)
+    for services in built:
+        services.close()  # queued snapshots written, connections released
 
 
 def _run_actions(services: Services, closing: threading.Event) -> threading.Thread:
