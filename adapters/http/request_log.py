@@ -12,7 +12,7 @@ import time
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..logs import bound_logger
+from ..logs import info_line
 
 
 def request_logs(app: ASGIApp) -> ASGIApp:
@@ -35,7 +35,8 @@ def request_logs(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, sending)
         finally:
-            bound_logger("voxledger.http").info(
+            info_line(
+                "voxledger.http",
                 "http.request",
                 method=scope["method"],
                 path=scope["path"],

@@ -340,14 +340,27 @@ def _work(
         serving.close()
 
     peers = Peers(index, listener.workers, folder)
+    crashed = False
     try:
         with app(closing, peers) as asgi, _bound(listener, reuse_port=True) as sock:
             collect_for_serving()
-            _Server(_config(asgi, listener), closing, started, peers).run(sockets=[sock])
+            try:
+                _Server(_config(asgi, listener), closing, started, peers).run(sockets=[sock])
+            except Exception:
+                # A defect while serving (uvicorn's loop stopped under it, say): the
+                # supervisor starts the worker again, as it does one that was killed.
+                crashed = True
+                log.exception("serve.worker_crashed", worker=index)
     except Exception:
-        # One log line (the traceback inside it), and the supervisor says the rest.
+        if crashed:  # and releasing what it held failed as well
+            log.exception("serve.worker_release_failed", worker=index)
+            sys.exit(1)
+        # It could not build its pieces: one log line (the traceback inside it), and the
+        # supervisor stops the server saying so.
         log.exception("serve.worker_failed", worker=index)
         sys.exit(CANNOT_SERVE)
+    if crashed:
+        sys.exit(1)
 
 
 def _stop_with_supervisor() -> None:

@@ -1,0 +1,67 @@
+"""The log set-up: the request line written straight is the line structlog's chain writes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from voxledger.adapters.logs import bound_logger, configure_logging, info_line
+
+
+@pytest.fixture
+def stderr(capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[str]]:
+    """What is written to stderr; structlog's configuration put back afterwards."""
+    before = structlog.get_config()
+    yield capsys
+    structlog.configure(**before)
+    structlog.contextvars.clear_contextvars()
+
+
+def lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_the_line_written_straight_is_the_chains_line(stderr: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", json=True, fields={"worker": 3})
+    structlog.contextvars.bind_contextvars(conversation_id="c-1", served_by=1, status="bound")
+    values = {"method": "POST", "path": "/telegram/webhook", "status": 200, "duration_ms": 1.5}
+    bound_logger("voxledger.http").info("http.request", **values)
+    info_line("voxledger.http", "http.request", **values)
+
+    written = stderr.readouterr().err
+    chain, straight = lines(written)
+    assert list(chain) == list(straight)  # the same keys, in the same order
+    assert chain.pop("timestamp") <= straight.pop("timestamp")
+    assert chain == straight == {
+        **values,  # a value given wins over one bound to the context
+        "event": "http.request",
+        "worker": 3,
+        "conversation_id": "c-1",
+        "served_by": 1,
+        "level": "info",
+    }
+    assert written.count("\n") == 2
+
+
+def test_another_configuration_is_followed(stderr: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", json=True)
+    with structlog.testing.capture_logs() as captured:  # changes the processors in place
+        info_line("voxledger.http", "http.request", status=200)
+    assert captured == [{"event": "http.request", "status": 200, "log_level": "info"}]
+
+    structlog.configure(processors=[structlog.processors.JSONRenderer()])  # a new chain
+    info_line("voxledger.http", "http.request", status=201)
+    assert lines(stderr.readouterr().err) == [{"status": 201, "event": "http.request"}]
+
+
+def test_nothing_is_written_below_the_configured_level(stderr: pytest.CaptureFixture[str]) -> None:
+    configure_logging("WARNING", json=True)
+    info_line("voxledger.http", "http.request", status=200)
+    configure_logging("INFO", json=False)
+    info_line("voxledger.http", "http.request", status=200)
+    written = stderr.readouterr().err
+    assert written.count("http.request") == 1  # the console line only
+    assert not written.startswith("{")
