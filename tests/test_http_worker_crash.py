@@ -19,7 +19,7 @@ import httpx
 
 from voxledger.scripts.benchmarks.served import free_port
 
-SERVER = '''
+SERVER = """
 import asyncio
 import os
 import sys
@@ -50,7 +50,7 @@ if __name__ == "__main__":
     configure_logging("INFO", json=True)
     listener = Listener(port=int(sys.argv[1]), workers=2)
     serve(app, listener, ready=lambda at: print("serving", flush=True))
-'''
+"""
 
 
 def pids_seen(url: str, requests: int = 24) -> set[int]:

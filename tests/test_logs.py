@@ -35,14 +35,18 @@ def test_the_line_written_straight_is_the_chains_line(stderr: pytest.CaptureFixt
     chain, straight = lines(written)
     assert list(chain) == list(straight)  # the same keys, in the same order
     assert chain.pop("timestamp") <= straight.pop("timestamp")
-    assert chain == straight == {
-        **values,  # a value given wins over one bound to the context
-        "event": "http.request",
-        "worker": 3,
-        "conversation_id": "c-1",
-        "served_by": 1,
-        "level": "info",
-    }
+    assert (
+        chain
+        == straight
+        == {
+            **values,  # a value given wins over one bound to the context
+            "event": "http.request",
+            "worker": 3,
+            "conversation_id": "c-1",
+            "served_by": 1,
+            "level": "info",
+        }
+    )
     assert written.count("\n") == 2
 
 
