@@ -47,7 +47,8 @@ def bench_http(cli_env: dict[str, str], *options: str) -> list[dict]:
 def assert_served_shape(result: dict) -> None:
     assert set(result) >= {"name", "unit", "ours", "references", "ratios", "target", "met"}
     latency = {"updates_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms", "errors"}
-    assert set(result["ours"]) >= latency | {"server_cpu_cores", "generator_cpu_cores"}
+    cpu = {"server_cpu_cores", "generator_cpu_cores", "machine_busy_cores"}
+    assert set(result["ours"]) >= latency | cpu
     assert set(result["references"]) >= {f"no-op: {key}" for key in latency}
     for figure in [*result["ours"].values(), *result["references"].values()]:
         assert set(figure) == {"median", "min", "max", "runs"}

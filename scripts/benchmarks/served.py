@@ -278,15 +278,15 @@ class HttpBench:
     ) -> dict[str, float]:
         """One run: the load's figures, with the CPU the server and the generator used."""
         s = self.setting
-        before = server.cpu_seconds()
+        before, busy_before = server.cpu_seconds(), machine_busy_seconds()
         load = drive(
             target, s.connections, seconds or s.seconds, generator=s.generator, processes=processes
         )
         used = server.cpu_seconds() - before
-        return figures(load, used)
+        return figures(load, used, machine_busy_seconds() - busy_before)
 
 
-def figures(load: Load, server_cpu_s: float) -> dict[str, float]:
+def figures(load: Load, server_cpu_s: float, machine_busy_s: float) -> dict[str, float]:
     """A run's figures, by name."""
     return {
         "updates_per_s": load.per_second,
@@ -297,7 +297,22 @@ def figures(load: Load, server_cpu_s: float) -> dict[str, float]:
         "errors": float(load.errors),
         "server_cpu_cores": server_cpu_s / load.seconds,
         "generator_cpu_cores": load.generator_cpu_s / load.seconds,
+        # Everything the machine ran meanwhile (the database too, when it is local): a
+        # figure near the machine's cores says the server waited for a core, not for work.
+        "machine_busy_cores": machine_busy_s / load.seconds,
     }
+
+
+def machine_busy_seconds() -> float:
+    """The CPU time the whole machine has spent busy so far (not idle, not waiting for a
+    disk), from /proc/stat; 0 where there is none."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(n) for n in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle, iowait = fields[3], fields[4] if len(fields) > 4 else 0
+    return (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
 
 
 # -- throughput and latency ----------------------------------------------------------------------
@@ -371,7 +386,9 @@ def _route(
         f"{mine['generator_cpu_cores'].max:.2f} cores at most on ours and "
         f"{reference['generator_cpu_cores'].max:.2f} on the no-op, which one more generator "
         f"process moved from {reference['updates_per_s'].median:,.0f} to "
-        f"{two.median:,.0f} updates/s",
+        f"{two.median:,.0f} updates/s; the machine's {os.cpu_count()} cores were busy "
+        f"{mine['machine_busy_cores'].median:.2f} on ours (the database's work included, "
+        f"when it is local) and {reference['machine_busy_cores'].median:.2f} on the no-op",
     )
 
 
