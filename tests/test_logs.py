@@ -69,3 +69,14 @@ def test_nothing_is_written_below_the_configured_level(stderr: pytest.CaptureFix
     written = stderr.readouterr().err
     assert written.count("http.request") == 1  # the console line only
     assert not written.startswith("{")
+
+
+def test_a_line_with_an_exception_has_it_rendered(stderr: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", json=True)
+    try:
+        raise ValueError("the reason")
+    except ValueError as error:
+        info_line("voxledger.http", "http.request", status=500, exc_info=error)
+    (line,) = lines(stderr.readouterr().err)
+    assert "exc_info" not in line
+    assert "ValueError: the reason" in str(line["exception"])
