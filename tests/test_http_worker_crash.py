@@ -1,9 +1,11 @@
-"""A serving worker that crashes while it serves is started again, and serving goes on; only
-a worker that cannot build its pieces stops the server (`test_http_workers.py`).
+"""A serving worker that crashes while it serves is started again, and serving goes on; one
+that keeps dying as it starts waits longer each time; only a worker that cannot build its
+pieces stops the server (`test_http_workers.py`).
 
 The app here is a small ASGI app served by `serving.serve` with two workers: its ``/crash``
 stops the worker's event loop under uvicorn, an error that escapes uvicorn's server as a
-defect in the stack would."""
+defect in the stack would; ``/crash-at-start`` does that and leaves a file that makes every
+worker started after it exit half a second into its start."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import httpx
@@ -23,10 +26,13 @@ SERVER = """
 import asyncio
 import os
 import sys
+import threading
 from contextlib import contextmanager
 
 from voxledger.adapters.http.serving import Listener, serve
 from voxledger.adapters.logs import configure_logging
+
+MARKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crash-at-start")
 
 
 @contextmanager
@@ -34,7 +40,9 @@ def app(closing, peers):
     async def asgi(scope, receive, send):
         if scope["type"] == "lifespan":
             return  # nothing to start or stop
-        if scope["path"] == "/crash":
+        if scope["path"] in ("/crash", "/crash-at-start"):
+            if scope["path"] == "/crash-at-start":
+                open(MARKER, "w").close()
             asyncio.get_running_loop().stop()
             await asyncio.sleep(60)
         body = str(os.getpid()).encode()
@@ -43,6 +51,8 @@ def app(closing, peers):
         await send({"type": "http.response.body", "body": body})
 
     configure_logging("INFO", json=True)
+    if os.path.exists(MARKER):
+        threading.Timer(0.5, os._exit, (1,)).start()
     yield asgi
 
 
@@ -62,12 +72,12 @@ def pids_seen(url: str, requests: int = 24) -> set[int]:
     return seen
 
 
-def test_a_worker_that_crashes_while_serving_is_started_again(tmp_path: Path) -> None:
+def start(tmp_path: Path) -> tuple[subprocess.Popen[str], str, Path]:
+    """The server, serving with two workers; its URL and its log."""
     script = tmp_path / "crashing_server.py"
     script.write_text(SERVER)
     log = tmp_path / "server.log"
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     with log.open("wb") as stderr:
         server = subprocess.Popen(
             [sys.executable, str(script), str(port)],
@@ -77,8 +87,23 @@ def test_a_worker_that_crashes_while_serving_is_started_again(tmp_path: Path) ->
             cwd=tmp_path,
             start_new_session=True,
         )
+    assert server.stdout is not None and server.stdout.readline() == "serving\n"
+    return server, f"http://127.0.0.1:{port}", log
+
+
+def log_lines(log: Path, event: str) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return [line for line in lines if line["event"] == event]
+
+
+def stop(server: subprocess.Popen[str]) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    assert server.wait(30) == 0
+
+
+def test_a_worker_that_crashes_while_serving_is_started_again(tmp_path: Path) -> None:
+    server, url, log = start(tmp_path)
     try:
-        assert server.stdout is not None and server.stdout.readline() == "serving\n"
         before = pids_seen(url)
         try:
             with httpx.Client(base_url=url, timeout=10) as http:
@@ -96,12 +121,47 @@ def test_a_worker_that_crashes_while_serving_is_started_again(tmp_path: Path) ->
             assert time.monotonic() < deadline, "no new worker answered in 60 s"
             time.sleep(0.2)
 
-        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-        events = {line["event"]: line for line in lines}
-        assert "serve.worker_crashed" in events  # the worker's own word, its traceback inside
-        assert "serve.worker_failed" not in events
-        assert events["serve.worker_stopped"]["exit_code"] == 1
+        assert log_lines(log, "serve.worker_crashed")  # the worker's word, its traceback inside
+        assert not log_lines(log, "serve.worker_failed")
+        (stopped,) = log_lines(log, "serve.worker_stopped")
+        assert (stopped["exit_code"], stopped["restart_in_s"]) == (1, 1.0)
         assert len(pids_seen(url)) == 2  # both workers serve
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        assert server.wait(30) == 0
+        stop(server)
+
+
+def test_a_worker_that_keeps_dying_as_it_starts_waits_longer_each_time(tmp_path: Path) -> None:
+    server, url, log = start(tmp_path)
+    marker = tmp_path / "crash-at-start"
+    try:
+        before = pids_seen(url)
+        try:
+            with httpx.Client(base_url=url, timeout=10) as http:
+                http.get("/crash-at-start")
+        except httpx.TransportError:
+            pass
+        deadline, answered = time.monotonic() + 60, 0
+        while len(log_lines(log, "serve.worker_stopped")) < 3:
+            assert server.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            with suppress(httpx.TransportError):  # one may reach the worker as it dies
+                answered += len(pids_seen(url, 2))  # by the other worker, mostly
+            time.sleep(0.2)
+        marker.unlink()  # the next start serves
+        assert answered  # the server answered all along
+        stopped = log_lines(log, "serve.worker_stopped")
+        assert len({line["worker"] for line in stopped}) == 1
+        assert [line["restart_in_s"] for line in stopped] == [1.0, 2.0, 4.0]
+        assert [line["exit_code"] for line in stopped] == [1, 1, 1]
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if pids_seen(url, 4) - before:
+                    break  # a new worker answers
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "no new worker answered in 60 s"
+            time.sleep(0.2)
+        assert len(log_lines(log, "serve.worker_stopped")) == 3
+    finally:
+        stop(server)

@@ -61,6 +61,12 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # A worker that dies while serving is started again after this pause, so that one that
 # keeps dying (its database gone, say) does not spin.
 RESTART_PAUSE_S = 1.0
+# A worker that dies within STEADY_S of its start waits twice as long as the last time
+# before it starts again, up to MAX_RESTART_PAUSE_S: one that crashes as it starts (a
+# defect met by every request, a database that refuses it) does not restart every second
+# for ever, filling the log; one that served a while starts again after RESTART_PAUSE_S.
+STEADY_S = 30.0
+MAX_RESTART_PAUSE_S = 30.0
 
 
 # A worker's exit code when its pieces cannot be built for another reason than an outage (a
@@ -204,6 +210,7 @@ class _Worker:
     def __init__(self, app: AppFactory, listener: Listener, index: int, peers: str) -> None:
         context = multiprocessing.get_context("spawn")
         self.serving = False
+        self.started = time.monotonic()
         self._reader: Connection | None
         self._reader, writer = context.Pipe(duplex=False)
         self.process = context.Process(
@@ -277,10 +284,21 @@ class _Supervisor:
         self, workers: list[_Worker], listener: Listener, ready: Callable[[Listener], None]
     ) -> None:
         announced = False
+        restarts: dict[int, float] = {}  # a dead worker's number: when it starts again
+        pauses: dict[int, float] = {}  # the pause before each worker's last start
         while not self.signals:
-            waitables = [w for worker in workers for w in worker.waitables()]
+            waitables = [
+                w for k, worker in enumerate(workers) if k not in restarts
+                for w in worker.waitables()
+            ]  # fmt: skip
             multiprocessing.connection.wait(waitables, timeout=0.2)
             for k, worker in enumerate(workers):
+                due = restarts.get(k)
+                if due is not None:
+                    if time.monotonic() >= due:
+                        del restarts[k]
+                        workers[k] = _Worker(self.app, listener, k, self.peers)
+                    continue
                 if worker.check():
                     continue
                 code = worker.reap()
@@ -290,9 +308,16 @@ class _Supervisor:
                     raise WorkerFailed(
                         f"serving worker {k} stopped as it started (exit code {code})"
                     )
-                log.error("serve.worker_stopped", worker=k, exit_code=code)
-                time.sleep(RESTART_PAUSE_S)
-                workers[k] = _Worker(self.app, listener, k, self.peers)
+                steady = time.monotonic() - worker.started >= STEADY_S
+                last = pauses.get(k)
+                pause = (
+                    RESTART_PAUSE_S
+                    if steady or last is None
+                    else min(2 * last, MAX_RESTART_PAUSE_S)
+                )
+                pauses[k] = pause
+                log.error("serve.worker_stopped", worker=k, exit_code=code, restart_in_s=pause)
+                restarts[k] = time.monotonic() + pause
             if not announced and all(worker.serving for worker in workers):
                 log.info("serve.workers_serving", pids=[w.process.pid for w in workers])
                 ready(listener)
