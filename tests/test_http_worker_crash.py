@@ -101,26 +101,32 @@ def stop(server: subprocess.Popen[str]) -> None:
     assert server.wait(30) == 0
 
 
+def crash(url: str, path: str) -> None:
+    """Ask for a crash (the worker's loop stops with the request in it)."""
+    with suppress(httpx.TransportError), httpx.Client(base_url=url, timeout=10) as http:
+        http.get(path)
+
+
+def wait_for_a_new_worker(
+    server: subprocess.Popen[str], url: str, log: Path, before: set[int]
+) -> None:
+    """Until a worker that was not among ``before`` answers (the server serving on)."""
+    deadline = time.monotonic() + 60
+    while True:
+        with suppress(httpx.TransportError):  # one may reach a worker as it goes
+            if pids_seen(url, 4) - before:
+                return
+        assert server.poll() is None, log.read_text()[-3000:]  # it serves on
+        assert time.monotonic() < deadline, "no new worker answered in 60 s"
+        time.sleep(0.2)
+
+
 def test_a_worker_that_crashes_while_serving_is_started_again(tmp_path: Path) -> None:
     server, url, log = start(tmp_path)
     try:
         before = pids_seen(url)
-        try:
-            with httpx.Client(base_url=url, timeout=10) as http:
-                http.get("/crash")
-        except httpx.TransportError:
-            pass  # the worker's loop stopped with the request in it
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if pids_seen(url, 4) - before:
-                    break  # a new worker answers
-            except httpx.TransportError:
-                pass  # none listens for a moment, or the server has stopped:
-            assert server.poll() is None, log.read_text()[-3000:]  # it serves on
-            assert time.monotonic() < deadline, "no new worker answered in 60 s"
-            time.sleep(0.2)
-
+        crash(url, "/crash")
+        wait_for_a_new_worker(server, url, log, before)
         assert log_lines(log, "serve.worker_crashed")  # the worker's word, its traceback inside
         assert not log_lines(log, "serve.worker_failed")
         (stopped,) = log_lines(log, "serve.worker_stopped")
@@ -135,11 +141,7 @@ def test_a_worker_that_keeps_dying_as_it_starts_waits_longer_each_time(tmp_path:
     marker = tmp_path / "crash-at-start"
     try:
         before = pids_seen(url)
-        try:
-            with httpx.Client(base_url=url, timeout=10) as http:
-                http.get("/crash-at-start")
-        except httpx.TransportError:
-            pass
+        crash(url, "/crash-at-start")
         deadline, answered = time.monotonic() + 60, 0
         while len(log_lines(log, "serve.worker_stopped")) < 3:
             assert server.poll() is None, log.read_text()[-3000:]
@@ -153,15 +155,7 @@ def test_a_worker_that_keeps_dying_as_it_starts_waits_longer_each_time(tmp_path:
         assert len({line["worker"] for line in stopped}) == 1
         assert [line["restart_in_s"] for line in stopped] == [1.0, 2.0, 4.0]
         assert [line["exit_code"] for line in stopped] == [1, 1, 1]
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if pids_seen(url, 4) - before:
-                    break  # a new worker answers
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "no new worker answered in 60 s"
-            time.sleep(0.2)
+        wait_for_a_new_worker(server, url, log, before)
         assert len(log_lines(log, "serve.worker_stopped")) == 3
     finally:
         stop(server)
