@@ -92,38 +92,20 @@ def _serve_one(args: argparse.Namespace) -> int:
     )
     from ..adapters.http.server import Server as AcceptingServer
     from ..adapters.http.server import bound_socket, server_config
-    from ..adapters.http.serving import collect_for_serving
-    from ..adapters.http.starting import StartingApp
 
     start_logging(args.log_level, default="INFO")  # a server logs its requests by default
     settings = http_settings(args.flow)
     flows = open_flows(**flow_options(args))  # a broken flow file stops the start, here
     closing = threading.Event()
-    starting = StartingApp()
-    built: list[Services] = []
-    failed: list[BaseException] = []
-    running: list[threading.Thread] = []  # the actions' subscriber, once the services exist
     actions = not args.no_actions and any(
         d.on_complete or d.on_cancel or d.on_expire for d in flows.definitions()
     )
-
-    def connect() -> None:
-        try:
-            services = open_services_when_reachable(
-                args.database_url, stopping=closing, waiting=starting.waiting, flows=flows
-            )
-            if services is None:
-                return
-            built.append(services)
-            if not closing.is_set():
-                starting.ready(open_app(services, settings, closing=closing))
-                collect_for_serving()
-            if actions and not closing.is_set():
-                running.append(_run_actions(services, closing))
-        except BaseException as error:  # not an outage: a server that cannot start stops
-            failed.append(error)
-            closing.set()
-            server.should_exit = True
+    serving = _Serving(
+        closing,
+        lambda services: open_app(services, settings, closing=closing),
+        runs_actions=lambda _: actions,
+        failed=lambda: setattr(server, "should_exit", True),
+    )
 
     class Server(AcceptingServer):
         """uvicorn's server, telling the console's live tails and the connecting thread
@@ -139,7 +121,7 @@ def _serve_one(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: closing.set())
     config = server_config(
-        starting,
+        serving.starting,
         host=args.host,
         port=args.port,
         read_timeout_s=settings.read_timeout_s,
@@ -148,8 +130,11 @@ def _serve_one(args: argparse.Namespace) -> int:
     )
     server = Server(config)
     with bound_socket(args.host, args.port) as sock:  # a port in use: the command's error
-        connecting = threading.Thread(target=connect, name="voxledger-connect", daemon=True)
-        connecting.start()
+        serving.connect(
+            lambda waiting: open_services_when_reachable(
+                args.database_url, stopping=closing, waiting=waiting, flows=flows
+            )
+        )
         try:
             say(
                 f"voxledger: serving on http://{args.host}:{args.port} "
@@ -159,10 +144,8 @@ def _serve_one(args: argparse.Namespace) -> int:
             if not closing.is_set():
                 server.run(sockets=[sock])
         finally:
-            closing.set()
-            _release(connecting, running, built)
-    if failed:
-        raise failed[0]  # the command's own error line and exit code
+            serving.release()
+    serving.raise_failure()  # the command's own error line and exit code
     return 0
 
 
@@ -242,8 +225,6 @@ def served_app(
         open_services_when_reachable,
         start_logging,
     )
-    from ..adapters.http.serving import collect_for_serving
-    from ..adapters.http.starting import StartingApp
     from ..domain.errors import Unavailable
 
     if worker is not None:  # a process of its own: its logging is not set up yet
@@ -251,34 +232,13 @@ def served_app(
     log = structlog.get_logger("voxledger.serve")
     # A worker of several: the others serve the same conversations.
     options = dict(clock=clock, pool=pool, shared_conversations=worker is not None, **flows)
-    starting = StartingApp()
-    built: list[Services] = []
-    failed: list[BaseException] = []
-    running: list[threading.Thread] = []
-
-    def serve_with(services: Services) -> None:
-        built.append(services)
-        if closing.is_set():
-            return
-        starting.ready(open_app(services, settings, closing=closing, peers=worker))
-        collect_for_serving()
-        log.info("serve.worker_ready")
-        first = worker is None or worker.index == 0
-        if actions and first and not closing.is_set() and _names_actions(services):
-            running.append(_run_actions(services, closing))
-
-    def connect() -> None:
-        try:
-            services = open_services_when_reachable(
-                database_url, stopping=closing, waiting=starting.waiting, **options
-            )
-            if services is not None:
-                serve_with(services)
-        except BaseException as error:  # not an outage: a worker that cannot serve stops
-            failed.append(error)
-            closing.set()
-
-    connecting: threading.Thread | None = None
+    first = worker is None or worker.index == 0
+    serving = _Serving(
+        closing,
+        lambda services: open_app(services, settings, closing=closing, peers=worker),
+        runs_actions=lambda services: actions and first and _names_actions(services),
+        ready=lambda: log.info("serve.worker_ready"),
+    )
     try:
         try:
             services = open_services(database_url, **options)
@@ -286,30 +246,95 @@ def served_app(
             structlog.get_logger("voxledger").warning(
                 "database.unreachable", error=str(unreachable)
             )
-            starting.waiting(str(unreachable))
-            connecting = threading.Thread(target=connect, name="voxledger-connect", daemon=True)
-            connecting.start()
+            serving.starting.waiting(str(unreachable))
+            serving.connect(
+                lambda waiting: open_services_when_reachable(
+                    database_url, stopping=closing, waiting=waiting, **options
+                )
+            )
         else:
-            serve_with(services)
-        yield starting
+            serving.serve_with(services)
+        yield serving.starting
     finally:
-        closing.set()
-        _release(connecting, running, built)
-    if failed:
-        raise failed[0]
+        serving.release()
+    serving.raise_failure()
 
 
-def _release(
-    connecting: threading.Thread | None, running: list[threading.Thread], built: list[Services]
-) -> None:
-    """Once serving has stopped (``closing`` set): the thread still connecting and the
-    actions' runner given time to end, then the services closed."""
-    if connecting is not None:
-        connecting.join(timeout=60)
-    for runner in running:
-        runner.join(timeout=10)
-    for services in built:
-        services.close()  # queued snapshots written, connections released
+class _Serving:
+    """What serving holds, in one process or one worker: the app that reports not ready
+    until the services are built (`StartingApp`), the services built, the actions' runner
+    (when ``runs_actions`` says so), and a failure to build them for another reason than an
+    outage, which stops serving (``closing`` set, ``failed`` told) and is raised at the end."""
+
+    def __init__(
+        self,
+        closing: threading.Event,
+        app: Callable[[Services], ASGIApp],
+        *,
+        runs_actions: Callable[[Services], bool],
+        ready: Callable[[], None] = lambda: None,
+        failed: Callable[[], None] = lambda: None,
+    ) -> None:
+        from ..adapters.http.starting import StartingApp
+
+        self.closing = closing
+        self.starting = StartingApp()
+        self._app = app
+        self._runs_actions = runs_actions
+        self._ready = ready
+        self._failed = failed
+        self._built: list[Services] = []
+        self._running: list[threading.Thread] = []
+        self._failures: list[BaseException] = []
+        self._connecting: threading.Thread | None = None
+
+    def serve_with(self, services: Services) -> None:
+        """Serve the app over these services (they are closed by `release` in any case)."""
+        from ..adapters.http.serving import collect_for_serving
+
+        self._built.append(services)
+        if self.closing.is_set():
+            return
+        self.starting.ready(self._app(services))
+        collect_for_serving()
+        self._ready()
+        if not self.closing.is_set() and self._runs_actions(services):
+            self._running.append(_run_actions(services, self.closing))
+
+    def connect(self, open_services: Callable[[Callable[[str], None]], Services | None]) -> None:
+        """Build the services in a thread, as soon as the database answers (``open_services``
+        is told how to report the wait; None: stopped before it answered), then serve."""
+
+        def connecting() -> None:
+            try:
+                services = open_services(self.starting.waiting)
+                if services is not None:
+                    self.serve_with(services)
+            except BaseException as error:  # not an outage: what cannot serve stops
+                self._failures.append(error)
+                self.closing.set()
+                self._failed()
+
+        self._connecting = threading.Thread(
+            target=connecting, name="voxledger-connect", daemon=True
+        )
+        self._connecting.start()
+
+    def release(self) -> None:
+        """Once serving has stopped: the thread still connecting and the actions' runner
+        given time to end, then the services closed."""
+        self.closing.set()
+        if self._connecting is not None:
+            self._connecting.join(timeout=60)
+        for runner in self._running:
+            runner.join(timeout=10)
+        for services in self._built:
+            services.close()  # queued snapshots written, connections released
+
+    def raise_failure(self) -> None:
+        """Raise why the services could not be built, if they could not."""
+        if self._failures:
+            raise self._failures[0]
 
 
 def _run_actions(services: Services, closing: threading.Event) -> threading.Thread:
