@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import h11
 import httpx
 import psycopg
 import pytest
@@ -310,6 +311,51 @@ def test_a_client_that_connects_and_says_nothing_is_cut(patient_server: str) -> 
     finally:
         conn.close()
     assert answer.startswith(b"HTTP/1.1 408 ")
+
+
+def _ask(conn: socket.socket, *targets: str) -> list[tuple[int, int]]:
+    """GET these targets on a keep-alive connection, all in one write, and read the answers
+    with h11 as they arrive: for each, its status and how many reads it took to have all
+    of it."""
+    conn.sendall(b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % t.encode() for t in targets))
+    client = h11.Connection(h11.CLIENT)
+    answers = []
+    for target in targets:
+        client.send(h11.Request(method="GET", target=target, headers=[("Host", "x")]))
+        client.send(h11.EndOfMessage())
+        reads = 0
+        while not isinstance(event := client.next_event(), h11.EndOfMessage):
+            if event is h11.NEED_DATA:
+                client.receive_data(conn.recv(65536))
+                reads += 1
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+        answers.append((status, reads))
+        client.start_next_cycle()
+    return answers
+
+
+def test_a_response_goes_out_in_one_send_and_pipelined_requests_are_answered_in_order(
+    patient_server: str,
+) -> None:
+    """The head and the body of a response leave in one write (a client reading as soon as
+    bytes arrive gets the whole answer at once), on both parsers; requests sent back to
+    back on one connection get their answers in order. (A WebSocket upgrade hands over
+    the socket itself: the voice tests.)"""
+    conn = _connect(patient_server)
+    try:
+        split = 0
+        for _ in range(200):
+            ((status, reads),) = _ask(conn, "/livez")
+            assert status == 200
+            split += reads > 1
+        assert split == 0, f"{split} of 200 answers came in more than one piece"
+        ((missing, _),) = _ask(conn, "/no-such-page")
+        assert missing in (404, 503)  # 503 while the server starts
+        answers = _ask(conn, "/livez", "/no-such-page", "/livez")
+        assert [status for status, _ in answers] == [200, missing, 200]
+    finally:
+        conn.close()
 
 
 def test_the_projection_worker_starts_without_its_database_and_projects_once_it_comes(

@@ -35,6 +35,65 @@ GRACEFUL_SHUTDOWN_S = 30  # in-flight requests get this long after SIGTERM
 log = structlog.get_logger("voxledger.serve")
 
 
+class _Corked:
+    """A connection's transport whose writes within one turn of the event loop go out as
+    one. uvicorn writes a response's head and its body apart: two sends, two TCP segments,
+    and a client that reads between them. One send instead took a fifth of the no-op
+    webhook's CPU per request (298 -> 239 µs, `voxledger bench --http`'s servers side by
+    side) and about 9% of ours."""
+
+    __slots__ = ("_held", "_loop", "transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if not held:
+            self._loop.call_soon(self.flush)
+        held.append(data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held:
+            data = b"".join(held)
+            held.clear()
+            if not self.transport.is_closing():
+                self.transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def abort(self) -> None:
+        self._held.clear()
+        self.transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+class _OneSendPerTurn:
+    """Protocol side of `_Corked`: the connection's transport is corked from the start; a
+    WebSocket upgrade hands the socket itself to its protocol."""
+
+    loop: asyncio.AbstractEventLoop
+    transport: Any
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self.transport = _Corked(transport, self.loop)
+
+    def handle_websocket_upgrade(self, *event: Any) -> None:
+        corked = self.transport
+        if type(corked) is _Corked:
+            corked.flush()
+            self.transport = corked.transport
+        super().handle_websocket_upgrade(*event)  # type: ignore[misc]
+
+
 class _Deadlines:
     """The deadlines both parsers share: which one runs (headers, body, or none) and the
     408 for a client past it. ``conn``-free: each parser's protocol says when a phase
@@ -78,7 +137,7 @@ class _Deadlines:
         self.transport.close()
 
 
-class PatientProtocol(_Deadlines, H11Protocol):
+class PatientProtocol(_OneSendPerTurn, _Deadlines, H11Protocol):
     """uvicorn's pure-Python HTTP/1.1 protocol (h11) with deadlines: the headers within
     ``read_timeout_s`` of the request's first byte (or of the connection, for the first
     request), then the whole body within ``read_timeout_s`` more. A client past either gets
@@ -117,7 +176,7 @@ class PatientProtocol(_Deadlines, H11Protocol):
 
 if HttpToolsProtocol is not None:
 
-    class PatientHttpToolsProtocol(_Deadlines, HttpToolsProtocol):
+    class PatientHttpToolsProtocol(_OneSendPerTurn, _Deadlines, HttpToolsProtocol):
         """The same deadlines on uvicorn's httptools protocol (the C parser: measured 2.7x
         the requests per second of h11 on a no-op app), told by the parser's callbacks."""
 
