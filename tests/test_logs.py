@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
+import select
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -80,3 +84,41 @@ def test_a_line_with_an_exception_has_it_rendered(stderr: pytest.CaptureFixture[
     (line,) = lines(stderr.readouterr().err)
     assert "exc_info" not in line
     assert "ValueError: the reason" in str(line["exception"])
+
+
+class _Writes(io.StringIO):
+    """A stream that remembers each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_the_lines_of_one_turn_of_the_event_loop_are_written_together_as_it_ends(
+    stderr: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = _Writes()
+    monkeypatch.setattr(sys, "stderr", out)
+    configure_logging("INFO", json=True)
+
+    async def serve() -> None:
+        for k in range(60):
+            info_line("voxledger.http", "http.request", k=k, path="/é" * 20)
+        assert out.writes == []  # the turn has not ended
+        await asyncio.sleep(0)
+        assert out.writes
+        info_line("voxledger.http", "http.request", k=60)
+
+    asyncio.run(serve())
+    # Whole lines, in order, in as few writes as a pipe keeps whole (PIPE_BUF bytes each).
+    assert all(text.endswith("\n") for text in out.writes)
+    assert all(len(text.encode()) <= select.PIPE_BUF for text in out.writes)
+    assert 2 < len(out.writes) < 20
+    assert [line["k"] for line in lines(out.getvalue())] == list(range(61))
+
+    info_line("voxledger.http", "http.request", k=61)  # outside a loop: at once
+    assert [line["k"] for line in lines(out.writes[-1])] == [61]
