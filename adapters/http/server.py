@@ -38,9 +38,9 @@ log = structlog.get_logger("voxledger.serve")
 class _Corked:
     """A connection's transport whose writes within one turn of the event loop go out as
     one. uvicorn writes a response's head and its body apart: two sends, two TCP segments,
-    and a client that reads between them. One send instead took a fifth of the no-op
-    webhook's CPU per request (298 -> 239 µs, `voxledger bench --http`'s servers side by
-    side) and about 9% of ours."""
+    and a client that wakes for each. One send took a fifth off the no-op webhook's CPU per
+    request (298 -> 239 µs) and 6-9% off ours (`voxledger bench --http`'s servers, with
+    and without, side by side), as aiohttp found (its pull request 10991)."""
 
     __slots__ = ("_held", "_loop", "transport")
 
