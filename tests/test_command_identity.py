@@ -4,8 +4,9 @@ finds the first attempt's events and returns its result instead of applying it t
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
-from uuid import UUID, uuid4
+from uuid import RFC_4122, UUID, uuid4
 
 import anyio
 import psycopg
@@ -13,6 +14,7 @@ import pytest
 from pg_proxy import PostgresProxy
 
 from voxledger.adapters.bootstrap import open_async_engine, open_engine
+from voxledger.domain.commands import random_id
 from voxledger.domain.conversation import Conversation
 from voxledger.domain.engine import Engine
 
@@ -142,3 +144,22 @@ def test_a_chat_message_whose_commit_answer_is_lost_is_one_exchange_with_its_fir
     assert [text for _, text in said].count("again") == 1
     ids = command_ids(database_url, schema, cid)
     assert len(set(ids)) == 2  # one identity per exchange, its events sharing it
+
+
+def test_a_commands_fresh_identity_is_a_random_uuid_as_uuid4_makes_it() -> None:
+    made = [random_id() for _ in range(10_000)]
+    assert len(set(made)) == len(made)
+    for uid in made[:100]:
+        same = UUID(str(uid))
+        assert (uid.version, uid.variant) == (4, RFC_4122) == (same.version, same.variant)
+        assert uid == same and hash(uid) == hash(same) and uid.bytes == same.bytes
+        assert pickle.loads(pickle.dumps(uid)) == uid
+    # Each of the 122 random bits is seen both ways.
+    ones = 0
+    for uid in made:
+        ones |= uid.int
+    zeros = 0
+    for uid in made:
+        zeros |= ~uid.int & ((1 << 128) - 1)
+    random_bits = ((1 << 128) - 1) & ~(0xF000 << 64) & ~(0xC000 << 48)
+    assert ones & zeros == random_bits

@@ -178,6 +178,7 @@ class MsgspecMapper(Mapper[UUID]):
                 continue  # hides nothing, and reads the same after an erasure
             if cipher is None:
                 cipher = self._cipher(stream_id, create=True)
+                stream = stream_id.bytes  # the associated data's start, made once
             if cipher is None:
                 if name in getattr(cls, "REDACTED_IF_ERASED", ()):
                     state[name] = type(value)() if type(value) in (dict, list) else ERASED_TEXT
@@ -187,7 +188,7 @@ class MsgspecMapper(Mapper[UUID]):
                     "(message content, context, answers)"
                 )
             nonce = os.urandom(NONCE_BYTES)
-            sealed = cipher.encrypt(nonce, _encode(value), stream_id.bytes + name.encode())
+            sealed = cipher.encrypt(nonce, _encode(value), stream + name.encode())
             state[name] = Ext(SEALED, nonce + sealed)
 
     def _open(
