@@ -138,8 +138,9 @@ def info_line(name: str, event: str, **values: Any) -> None:
     if held.file is not direct.file:
         held.flush()
         held.file = direct.file
-    if not held.lines:
+    if not held.lines or held.loop is not loop:  # (a loop that stopped may never flush)
         loop.call_soon(held.flush)
+        held.loop = loop
     held.lines.append(text)
 
 
@@ -150,6 +151,7 @@ class _Held:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.file: TextIO | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # the one a flush is due in
 
     def flush(self) -> None:
         if self.lines and self.file is not None:

@@ -122,3 +122,28 @@ def test_the_lines_of_one_turn_of_the_event_loop_are_written_together_as_it_ends
 
     info_line("voxledger.http", "http.request", k=61)  # outside a loop: at once
     assert [line["k"] for line in lines(out.writes[-1])] == [61]
+
+
+def test_lines_held_by_a_loop_that_stopped_go_out_with_the_next_loops(
+    stderr: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = _Writes()
+    monkeypatch.setattr(sys, "stderr", out)
+    configure_logging("INFO", json=True)
+    first = asyncio.new_event_loop()
+
+    async def log_and_stop() -> None:
+        info_line("voxledger.http", "http.request", k=1)
+        asyncio.get_running_loop().stop()  # before the turn's end runs
+
+    task = first.create_task(log_and_stop())
+    first.run_forever()
+    first.close()  # the flush it held is dropped with it
+    assert task.done()
+
+    async def log(k: int) -> None:
+        info_line("voxledger.http", "http.request", k=k)
+        await asyncio.sleep(0)
+
+    asyncio.run(log(2))
+    assert [line["k"] for line in lines(out.getvalue())] == [1, 2]
