@@ -98,12 +98,18 @@ class _Writes(io.StringIO):
         return super().write(text)
 
 
-def test_the_lines_of_one_turn_of_the_event_loop_are_written_together_as_it_ends(
-    stderr: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    out = _Writes()
-    monkeypatch.setattr(sys, "stderr", out)
+@pytest.fixture
+def out(stderr: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> _Writes:
+    """stderr as a stream that remembers each write, JSON lines configured to it."""
+    writes = _Writes()
+    monkeypatch.setattr(sys, "stderr", writes)
     configure_logging("INFO", json=True)
+    return writes
+
+
+def test_the_lines_of_one_turn_of_the_event_loop_are_written_together_as_it_ends(
+    out: _Writes,
+) -> None:
 
     async def serve() -> None:
         for k in range(60):
@@ -124,12 +130,7 @@ def test_the_lines_of_one_turn_of_the_event_loop_are_written_together_as_it_ends
     assert [line["k"] for line in lines(out.writes[-1])] == [61]
 
 
-def test_lines_held_by_a_loop_that_stopped_go_out_with_the_next_loops(
-    stderr: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    out = _Writes()
-    monkeypatch.setattr(sys, "stderr", out)
-    configure_logging("INFO", json=True)
+def test_lines_held_by_a_loop_that_stopped_go_out_with_the_next_loops(out: _Writes) -> None:
     first = asyncio.new_event_loop()
 
     async def log_and_stop() -> None:
