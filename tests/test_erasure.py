@@ -21,7 +21,13 @@ from voxledger.adapters.store.event_store import EventStore, fold
 from voxledger.adapters.store.keys import KeyRing
 from voxledger.adapters.store.mapper import CorruptEvent, Erased
 from voxledger.domain.engine import Engine
-from voxledger.domain.errors import BadInput, InvalidTransition, NotFound, VoxledgerError
+from voxledger.domain.errors import (
+    BadInput,
+    Conflict,
+    InvalidTransition,
+    NotFound,
+    VoxledgerError,
+)
 from voxledger.domain.flow import FlowStatus
 from voxledger.projections.registry import default_projections
 from voxledger.projections.runner import ProjectionRunner
@@ -214,6 +220,37 @@ def test_a_stream_this_process_started_needs_no_key_read_at_all(
     # Streams this process started are known to be keyless: their first personal value
     # makes a key that goes in with it, without a read.
     assert fetches == []
+
+
+def test_a_stream_begun_with_personal_data_reads_no_key_and_a_second_beginning_keeps_the_first(
+    engine: Engine, database_url: str, schema: str, clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetches: list[UUID] = []
+    fetch = KeyRing._fetch
+    monkeypatch.setattr(
+        KeyRing, "_fetch", lambda ring, s, **kw: fetches.append(s) or fetch(ring, s, **kw)
+    )
+    given = uuid4()
+    cid = engine.start_conversation("chat", MARK, {"city": MARK}, conversation_id=given)
+    engine.add_message(cid, "user", MARK)
+    # The first event is sealed with a key made for it: no read (it was a round trip in
+    # the event loop for every new conversation).
+    assert fetches == []
+    # Another process begins the same stream with a key of its own: its save fails (the
+    # stream's key and first event are there) and writes nothing.
+    with (
+        open_engine(database_url, schema=schema, clock=clock) as other,
+        pytest.raises(Conflict, match="already exists"),
+    ):
+        other.start_conversation("chat", f"{MARK} 2", {}, conversation_id=given)
+    with open_engine(database_url, schema=schema) as fresh:
+        state = fresh.get_conversation(cid)
+    assert (state.participant, [m.content for m in state.messages]) == (MARK, [MARK])
+    with psycopg.connect(database_url) as conn:
+        (keys,) = conn.execute(
+            f"SELECT count(*) FROM {schema}.voxledger_keys WHERE stream_id = %s", (cid,)
+        ).fetchone()
+    assert keys == 1
 
 
 def test_rows_written_before_sealing_still_read(engine: Engine) -> None:

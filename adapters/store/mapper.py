@@ -96,7 +96,7 @@ class MsgspecMapper(Mapper[UUID]):
             if self.keys is not None:
                 personal = getattr(cls, "PERSONAL", ())
                 if personal:
-                    self._seal(state, originator_id, personal, cls)
+                    self._seal(state, originator_id, personal, cls, originator_version == 1)
             data = msgspec.msgpack.encode(state)
         except (OverflowError, TypeError, msgspec.EncodeError) as e:
             # The domain refuses such values first; this is the last line before the log.
@@ -169,15 +169,22 @@ class MsgspecMapper(Mapper[UUID]):
     # -- personal data ---------------------------------------------------------------------
 
     def _seal(
-        self, state: dict[str, Any], stream_id: UUID, names: tuple[str, ...], cls: type
+        self,
+        state: dict[str, Any],
+        stream_id: UUID,
+        names: tuple[str, ...],
+        cls: type,
+        first: bool = False,
     ) -> None:
+        """Seal the personal values in place with the stream's key (``first``: the event
+        begins its stream, whose key cannot be in the log yet)."""
         cipher = None
         for name in names:
             value = state[name]
             if value is None or (not value and type(value) in _EMPTY):
                 continue  # hides nothing, and reads the same after an erasure
             if cipher is None:
-                cipher = self._cipher(stream_id, create=True)
+                cipher = self._cipher(stream_id, create=True, new=first)
                 stream = stream_id.bytes  # the associated data's start, made once
             if cipher is None:
                 if name in getattr(cls, "REDACTED_IF_ERASED", ()):
@@ -229,9 +236,9 @@ class MsgspecMapper(Mapper[UUID]):
         stream_id = originator_id if type(originator_id) is UUID else UUID(str(originator_id))
         return stream_id.bytes, self._cipher(stream_id, create=False)
 
-    def _cipher(self, stream_id: UUID, *, create: bool) -> AESGCM | None:
+    def _cipher(self, stream_id: UUID, *, create: bool, new: bool = False) -> AESGCM | None:
         assert self.keys is not None
-        key = self.keys.key_for(stream_id, create=create)
+        key = self.keys.key_for(stream_id, create=create, new=new)
         if key is None:
             return None
         known = self._ciphers.get(id(key))
