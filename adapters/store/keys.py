@@ -87,7 +87,6 @@ class KeyRing:
         # Keys made here and not yet written: each goes in with the first save sealed with it.
         self._pending: dict[UUID, bytes] = {}
         self._used = threading.local()  # the pending keys the current save has sealed with
-        self.reads = 0  # streams whose key was read on its own, a round trip each
 
     def create_table(self) -> None:
         """Create the keys table and its function (idempotent)."""
@@ -116,7 +115,7 @@ class KeyRing:
         save that seals with it: see `collecting`). None if the stream was erased, or has
         no key and ``create`` is false. ``new``: the value sealed is the stream's first
         event's, so the log holds no key for it (one there means the stream exists: the
-        save fails on its first event, and on the key's insert, and runs again)."""
+        save fails as a conflict, on the key's insert as on its first event)."""
         known = self._cached(stream_id)
         if known is None and create and (new or stream_id in self._pending):
             # A stream this save begins, or whose key this process made for the save in
@@ -298,7 +297,6 @@ class KeyRing:
 
     @retried
     def _fetch(self, stream_id: UUID) -> _Known:
-        self.reads += 1
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as c:
             # The function still issues a key when given one (older processes do): this
             # one never asks it to, as its keys go in with their first events.
