@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import contextvars
 import logging
 import select
@@ -175,7 +176,8 @@ def _held() -> _Held:
 @atexit.register
 def _flush_all() -> None:
     for held in list(_ALL_HELD):
-        held.flush()
+        with contextlib.suppress(OSError, ValueError):  # its stream closed: nowhere to say it
+            held.flush()
 
 
 def _write(file: TextIO, lines: list[str]) -> None:
