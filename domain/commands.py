@@ -5,7 +5,6 @@ the clock that times it, and the limits on what it takes in."""
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -18,6 +17,7 @@ from eventsourcing.domain import Aggregate
 from .conversation import Conversation
 from .errors import Conflict, NotFound, ValidationFailed
 from .events import fields_of
+from .randomness import random_bytes
 from .store import Store
 
 A = TypeVar("A", bound=Aggregate)
@@ -173,7 +173,7 @@ def random_id() -> UUID:
     """What `uuid.uuid4` returns, made without the checks of UUID's constructor (half of
     its time; one per command)."""
     uid = object.__new__(UUID)
-    object.__setattr__(uid, "int", int.from_bytes(os.urandom(16)) & _RANDOM_BITS | _VERSION_4)
+    object.__setattr__(uid, "int", int.from_bytes(random_bytes(16)) & _RANDOM_BITS | _VERSION_4)
     object.__setattr__(uid, "is_safe", SafeUUID.unknown)
     return uid
 

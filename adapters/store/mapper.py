@@ -23,7 +23,6 @@ redaction instead. A mapper without a key ring writes plaintext; plaintext rows 
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import types
 import typing
@@ -41,6 +40,7 @@ from eventsourcing.persistence import Mapper, MapperDeserialisationError, Stored
 from eventsourcing.utils import TopicError, get_topic, resolve_topic
 
 from ...domain.errors import InvalidTransition, ValidationFailed, VoxledgerError
+from ...domain.randomness import random_bytes
 from .keys import KeyRing
 
 # Types msgpack gives back exactly as they went in (datetime travels as a timestamp ext).
@@ -194,7 +194,7 @@ class MsgspecMapper(Mapper[UUID]):
                     f"{stream_id} was erased: it records no new personal data "
                     "(message content, context, answers)"
                 )
-            nonce = os.urandom(NONCE_BYTES)
+            nonce = random_bytes(NONCE_BYTES)
             sealed = cipher.encrypt(nonce, _encode(value), stream + name.encode())
             state[name] = Ext(SEALED, nonce + sealed)
 
