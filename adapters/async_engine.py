@@ -3,8 +3,9 @@ and the commands of many conversations coalesced into shared commits.
 
 A command whose aggregates this process holds in memory runs right here, in the event
 loop: the domain work takes microseconds and needs no thread. Its new events then wait for
-a commit, which they share with every other command that came in meanwhile (`Batched`: one
-commit in flight at a time, in a worker thread, while the next batch gathers). Each save in
+a commit, which they share with every other command that came in meanwhile (`Batched`, on
+the event loop's own connections: two commits in flight at most, the second sent while the
+first waits for the database; they commit one at a time, in the append's lock). Each save in
 a shared commit stays atomic and gets its own outcome, so a command that lost a race fails
 alone: it runs again, from a fresh read, the usual way. A lone command commits at once, so
 coalescing adds no latency when load is light. A caller cancelled while its save waits
@@ -118,6 +119,7 @@ class AsyncEngine:
         *,
         max_threads: int = 8,
         max_batch: int = 500,
+        commits_in_flight: int = 2,
         shared: bool = False,
     ) -> None:
         self.engine = engine
@@ -125,7 +127,11 @@ class AsyncEngine:
         self._turns: dict[UUID, deque[asyncio.Future[None]]] = {}  # per busy conversation
         self._commits: Batched[tuple[Sequence[Aggregate], UUID | None], int | None] | None = None
         if store is not None:
-            self._commits = Batched(partial(_save_each, store), max_batch=max_batch)
+            # Two in flight: with one, a shared commit held all the messages under way
+            # (64 at the median at 64 connections) and the loop idled through its round trip.
+            self._commits = Batched(
+                partial(_save_each, store), max_batch=max_batch, in_flight=commits_in_flight
+            )
         self.coalesced = 0  # commands that ran in the loop and committed in a shared commit
         self._store = store
         # The engine as commands in the loop use it: its store is swapped per command, and

@@ -218,12 +218,16 @@ OTHERS_CONNECTIONS = 25
 # The fewest a serving process works with: the appenders' connection, one for reads and
 # first loads, one for the snapshot writer.
 MIN_CONNECTIONS = 3
+# The connections a serving process holds beside its pool, each its event loop's own: the
+# chat directory's reads, the copies' checks, and the two shared commits in flight.
+LOOP_CONNECTIONS = 4
 
 
 def serving_connections(database_url: str, workers: int) -> Connections:
-    """The connections each of ``workers`` serving processes may hold: `connections()`,
-    cut where needed so that all of them together leave `OTHERS_CONNECTIONS` free under
-    the server's max_connections (BadInput if even `MIN_CONNECTIONS` each do not fit)."""
+    """The pool each of ``workers`` serving processes may hold: `connections()`, cut where
+    needed so that all of them together, with their `LOOP_CONNECTIONS`, leave
+    `OTHERS_CONNECTIONS` free under the server's max_connections (BadInput if even
+    `MIN_CONNECTIONS` each do not fit)."""
     wanted = connections()
     if workers == 1:
         return wanted
@@ -244,14 +248,14 @@ def serving_connections(database_url: str, workers: int) -> Connections:
             "serve.connection_limit_unknown", error=str(e).strip().splitlines()[0]
         )
         return wanted
-    each = (limit - OTHERS_CONNECTIONS) // workers
+    each = (limit - OTHERS_CONNECTIONS) // workers - LOOP_CONNECTIONS  # the pool's share
     if each >= wanted.pool_size + wanted.max_overflow:
         return wanted
     if each < MIN_CONNECTIONS:
         raise BadInput(
             f"{workers} workers do not fit in the database's {limit} connections (each needs "
-            f"{MIN_CONNECTIONS}, and {OTHERS_CONNECTIONS} stay free for others): serve with "
-            f"fewer --workers or raise max_connections"
+            f"{MIN_CONNECTIONS + LOOP_CONNECTIONS}, and {OTHERS_CONNECTIONS} stay free for "
+            f"others): serve with fewer --workers or raise max_connections"
         )
     overflow = min(wanted.max_overflow, each // 3)
     return msgspec.structs.replace(wanted, pool_size=each - overflow, max_overflow=overflow)

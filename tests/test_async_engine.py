@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 import anyio
+import psycopg
 import pytest
 
 from voxledger.adapters.async_engine import AsyncEngine
@@ -341,3 +342,57 @@ def test_a_command_that_records_nothing_leaves_the_conversation_in_memory(
     assert aengine.coalesced == 2  # two commits: the duplicate and the refusal made none
     contents = [m.content for m in engine.get_conversation(cid).messages]
     assert contents == ["hello", "you said hello", "bye", "you said bye"]
+
+
+def test_a_second_shared_commit_goes_out_while_the_first_waits_and_the_log_stays_gapless(
+    engine: Engine, database_url: str
+) -> None:
+    """Two commits in flight: while one waits for the database, the next batch is sent on
+    the loop's second connection; they commit one at a time, in the append's lock, and the
+    log's positions stay in commit order with no gap."""
+    ids = [engine.start_conversation("voice") for _ in range(120)]
+    aengine = open_async_engine(engine)
+    recorder: Any = engine.store.recorder
+    table = f"{recorder.datastore.schema}.{recorder.events_table_name}"
+    key = "hashtext('voxledger append'), hashtext(%s)"
+    waiting_sql = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND objsubid = 2 AND classid::bigint = hashtext('voxledger append')::bigint"
+        " & 4294967295 AND objid::bigint = hashtext(%s)::bigint & 4294967295"
+    )
+    seen: list[int] = []
+    with psycopg.connect(database_url, autocommit=True) as holder:
+        holder.execute(f"SELECT pg_advisory_lock({key})", [table])
+
+        def waiting() -> int:
+            with psycopg.connect(database_url, autocommit=True) as watcher:
+                row = watcher.execute(waiting_sql, [table]).fetchone()
+                return int(row[0]) if row else -1
+
+        async def main() -> None:
+            async with anyio.create_task_group() as tg:
+                for cid in ids:
+                    tg.start_soon(partial(aengine.add_message, cid, "user", "hi"))
+                for _ in range(250):
+                    if await anyio.to_thread.run_sync(waiting) >= 2:
+                        break
+                    await anyio.sleep(0.02)
+                await anyio.sleep(0.2)  # time for a third, which must not come
+                seen.append(await anyio.to_thread.run_sync(waiting))
+                await anyio.to_thread.run_sync(
+                    partial(holder.execute, f"SELECT pg_advisory_unlock({key})", [table])
+                )
+
+        anyio.run(main)
+    assert seen == [2]  # two commits sent, each on a connection of its own
+    assert aengine.coalesced == 120
+    for cid in ids:
+        assert [m.content for m in engine.get_conversation(cid).messages] == ["hi"]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        positions = [
+            row[0]
+            for row in conn.execute(
+                f"SELECT notification_id FROM {table} ORDER BY notification_id"
+            ).fetchall()
+        ]
+    assert positions == list(range(positions[0], positions[0] + len(positions)))

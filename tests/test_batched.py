@@ -8,6 +8,7 @@ import threading
 from collections.abc import Awaitable, Callable
 
 import anyio
+import pytest
 
 from voxledger.adapters.batched import Batched
 
@@ -199,3 +200,89 @@ def test_the_calls_carry_no_callers_bound_values() -> None:
 
     anyio.run(main)
     assert seen == ["none"]
+
+
+def test_with_two_in_flight_a_caller_that_comes_during_a_call_goes_out_at_once() -> None:
+    call = Recorded()
+    batched: Batched[int, int] = Batched(call, in_flight=2)
+    answers, ask = asking(batched)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            call.gate.clear()
+            tg.start_soon(ask, 1)
+            await anyio.to_thread.run_sync(call.entered.wait, 10)  # the first call is out
+            call.entered.clear()
+            tg.start_soon(ask, 2)
+            await anyio.to_thread.run_sync(call.entered.wait, 10)  # and the second beside it
+            tg.start_soon(ask, 3)
+            tg.start_soon(ask, 4)
+            await anyio.sleep(0.05)
+            assert call.calls == [[1], [2]]  # two under way: 3 and 4 wait for one to end
+            call.gate.set()
+
+    anyio.run(main)
+    assert call.calls == [[1], [2], [3, 4]]
+    assert answers == {k: k * 10 for k in (1, 2, 3, 4)}
+    assert not batched._running and batched._draining is None
+
+
+def test_with_two_in_flight_a_long_queue_goes_out_as_two_halves() -> None:
+    call = Recorded()
+    batched: Batched[int, int] = Batched(call, in_flight=2)
+    answers, ask = asking(batched)
+
+    async def main(n: int) -> None:
+        async with anyio.create_task_group() as tg:
+            for k in range(n):
+                tg.start_soon(ask, k)
+
+    anyio.run(main, 40)
+    assert call.calls == [list(range(20)), list(range(20, 40))]
+    call.calls.clear()
+    anyio.run(main, 15)  # a short one is not worth two round trips
+    assert call.calls == [list(range(15))]
+    assert answers == {k: k * 10 for k in range(40)}
+
+
+def test_with_two_in_flight_a_cancelled_drain_answers_every_caller_and_starts_again() -> None:
+    """The loop's shutdown cancels the drain with calls under way: their callers and the
+    queued ones are cancelled, not left waiting, and a new caller is served afresh."""
+    entered = anyio.Event()
+
+    async def never(keys: list[int]) -> list[int]:
+        entered.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    batched: Batched[int, int] = Batched(never, in_flight=2)
+    cancelled: list[int] = []
+
+    async def ask(k: int) -> None:
+        try:
+            await batched(k)
+        except BaseException:
+            cancelled.append(k)
+            raise
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for k in range(3):
+                tg.start_soon(ask, k)
+            await entered.wait()
+            await anyio.sleep(0.01)
+            assert batched._draining is not None
+            batched._draining.cancel()
+            await anyio.sleep(0.01)
+        assert sorted(cancelled) == [0, 1, 2]
+        assert not batched._queue and not batched._running and batched._draining is None
+        batched._call_many = lambda keys: [k * 10 for k in keys]
+        batched._in_loop = False
+        assert await batched(5) == 50
+
+    anyio.run(main)
+
+
+def test_in_flight_is_at_least_one() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Batched(Recorded(), in_flight=0)

@@ -32,6 +32,7 @@ from test_http_server import (  # noqa: F401  (the shared harness and its fixtur
 )
 
 from voxledger.adapters.bootstrap import (
+    LOOP_CONNECTIONS,
     OTHERS_CONNECTIONS,
     connections,
     open_engine,
@@ -308,10 +309,11 @@ def test_each_workers_pool_is_cut_so_that_all_fit_under_the_servers_max_connecti
         limit = int(conn.execute("SHOW max_connections").fetchone()[0])  # type: ignore[index]
     assert serving_connections(database_url, 1) == connections()
     assert serving_connections(database_url, 2) == connections()  # plenty of room
-    workers = limit // 8
+    workers = limit // 12
     each = serving_connections(database_url, workers)
     assert each.pool_size >= 1
-    assert workers * (each.pool_size + each.max_overflow) <= limit - OTHERS_CONNECTIONS
+    held = each.pool_size + each.max_overflow + LOOP_CONNECTIONS
+    assert workers * held <= limit - OTHERS_CONNECTIONS
     with pytest.raises(BadInput, match="do not fit"):
         serving_connections(database_url, limit)
 
@@ -328,12 +330,18 @@ def test_a_worker_that_dies_is_started_again_and_serving_goes_on(
         wait_for(lambda: first not in worker_pids(server), "the dead worker to be reaped")
         # Until it is back, worker 1 answers the chats worker 0 owns itself.
         owned = [c for c in range(7400, 7480) if Peers(1, 2, "").owner(str(c).encode()) == 0]
+
+        def answered() -> list[dict[str, Any]]:
+            return [line for line in worker_lines(log, "http.request") if line["status"] == 200]
+
+        before = len(answered())
         with httpx.Client(base_url=server.url, timeout=30) as http:
             for chat in owned[:4]:
                 update = text_update(chat, 1, "/start")
                 assert http.post("/telegram/webhook", json=update, headers=SECRET_HEADER).is_success
-        answered = [line for line in worker_lines(log, "http.request") if line["status"] == 200]
-        assert [(line["worker"], line.get("served_by")) for line in answered[-4:]] == [
+        # A request's line is written once its answer is sent: wait for the four.
+        wait_for(lambda: len(answered()) >= before + 4, "the four requests' log lines")
+        assert [(line["worker"], line.get("served_by")) for line in answered()[before:]] == [
             (1, None)
         ] * 4
         assert worker_lines(log, "serve.peer_unreachable")[0]["peer"] == 0

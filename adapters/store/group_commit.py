@@ -88,9 +88,10 @@ class GroupCommit:
     async def append_each_async(
         self, saves: Sequence[Append]
     ) -> list[Sequence[int] | BaseException]:
-        """`append_each` in the event loop, for saves batched already (one call at a time):
-        one transaction on the loop's connection; after a lost race, the rest as
-        `append_each` does it, in a worker thread."""
+        """`append_each` in the event loop, for saves batched already (two calls at a time
+        at most, each on a connection of the loop's: the append's lock orders their
+        commits): one transaction; after a lost race, the rest as `append_each` does it,
+        in a worker thread."""
         if self._write_async is None:
             return await anyio.to_thread.run_sync(self.append_each, saves)
         self.batches += 1

@@ -67,6 +67,12 @@ class LoopConnection:
                 await asyncio.sleep(0.2)
         raise AssertionError("unreachable")
 
+    @property
+    def busy(self) -> bool:
+        """True while a statement of the running loop's holds the connection (or waits)."""
+        held = self._held
+        return held is not None and held.lock.locked()
+
     def close(self) -> None:
         """Close the connection, from any thread or loop (libpq's finish needs no loop)."""
         held, self._held = self._held, None

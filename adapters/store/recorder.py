@@ -379,8 +379,11 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
         )
         self._appender: psycopg.Connection[Any] | None = None
         self._appender_lock = threading.Lock()
-        # The event loop's appends: a connection of that loop's own.
+        # The event loop's appends: a connection of that loop's own, and a second for an
+        # append that comes while the first waits (two shared commits in flight: see
+        # `AsyncEngine`). The appends still commit one at a time, in the append's lock.
         self._loop_appender = LoopConnection(datastore)
+        self._loop_appender_beside = LoopConnection(datastore)
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -422,7 +425,10 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
                 await c.execute(statement, sent, prepare=True, binary=True)
                 return [row[0] for row in await c.fetchall()]
 
-        return await self._loop_appender.run(append)
+        appender = self._loop_appender
+        if appender.busy:
+            appender = self._loop_appender_beside
+        return await appender.run(append)
 
     def _append(self, saves: Sequence[Append], *, resolve: bool) -> list[int]:
         statement, params = self._append_params(saves, resolve)
@@ -511,6 +517,7 @@ class Recorder(TupleReads, PostgresApplicationRecorder):
         close the event loop's."""
         self._release_thread_appender()
         self._loop_appender.close()
+        self._loop_appender_beside.close()
         if "_loop_reader" in vars(self):
             self._loop_reader.close()
 
